@@ -1,0 +1,64 @@
+"""Igor: use a Python backend from a web-based desktop UI over one localhost WebSocket.
+
+The smallest program::
+
+    from igor import IgorServer, flatten
+
+    def hello(out, data, **kwargs):
+        out.send('Hello ' + data['name'])
+
+    IgorServer(api=flatten({'hello': hello})).run_forever()
+"""
+
+from .core import ProcessOutput, Stream, flatten
+from .exceptions import (
+    CallTimeout,
+    ClientIdTaken,
+    ConfigError,
+    ConnectionClosed,
+    IgorError,
+    ProtocolError,
+    RemoteError,
+    StreamCancelled,
+    StreamClosed,
+    StreamIdInUse,
+    UnknownAction,
+    UnknownClient,
+)
+from .process import IgorProcess
+from .registry import Client
+from .server import CONFIG, IgorServer
+
+__version__ = "1.0.0"
+
+__all__ = [
+    "IgorServer",
+    "IgorProcess",
+    "CONFIG",
+    "flatten",
+    "Stream",
+    "ProcessOutput",
+    "Client",
+    "IgorClient",
+    "IgorError",
+    "ProtocolError",
+    "UnknownAction",
+    "StreamIdInUse",
+    "ClientIdTaken",
+    "StreamClosed",
+    "StreamCancelled",
+    "UnknownClient",
+    "ConfigError",
+    "RemoteError",
+    "ConnectionClosed",
+    "CallTimeout",
+]
+
+
+def __getattr__(name: str):
+    # The client needs websocket-client, an optional extra: import it only when asked for.
+    if name == "IgorClient":
+        from .client import IgorClient
+
+        return IgorClient
+    raise AttributeError(f"module 'igor' has no attribute {name!r}")

@@ -1,0 +1,110 @@
+"""Igor's exceptions: one small hierarchy, each name saying what happened.
+
+Errors that travel on the wire carry the numeric ``code`` the protocol gives
+them (see docs/protocol.md), so the server and the clients map between a
+message and an exception in one place.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "IgorError",
+    "ProtocolError",
+    "UnknownAction",
+    "StreamIdInUse",
+    "ClientIdTaken",
+    "StreamClosed",
+    "StreamCancelled",
+    "UnknownClient",
+    "ConfigError",
+    "RemoteError",
+    "ConnectionClosed",
+    "CallTimeout",
+]
+
+
+class IgorError(Exception):
+    """Base class of every exception Igor raises on purpose.
+
+    ``code`` is the protocol's error code used when the error is sent to a
+    client (500 unless a subclass says otherwise).
+    """
+
+    code = 500
+
+
+class ProtocolError(IgorError):
+    """A client sent a message that does not follow the protocol (400).
+
+    ``stream_id`` is the message's stream when it had a usable one, so the
+    error can be sent on that stream.
+    """
+
+    code = 400
+
+    def __init__(self, message: str, stream_id: str | int | None = None):
+        super().__init__(message)
+        self.stream_id = stream_id
+
+
+class UnknownAction(IgorError):
+    """A call named an action the server does not have (404)."""
+
+    code = 404
+
+
+class StreamIdInUse(IgorError):
+    """A call reused the id of one of the client's open streams (409)."""
+
+    code = 409
+
+
+class ClientIdTaken(IgorError):
+    """``introduce_self`` asked for an id another connected client has (409)."""
+
+    code = 409
+
+
+class StreamClosed(IgorError):
+    """Something was sent on a stream that has already closed."""
+
+
+class StreamCancelled(StreamClosed):
+    """The stream was cancelled by its client, or the client went away.
+
+    Raised by ``out.send`` so that a handler stops at its next send; the
+    server catches it quietly.
+    """
+
+
+class UnknownClient(IgorError, LookupError):
+    """A process sent to a client id that is not connected."""
+
+
+class ConfigError(IgorError, ValueError):
+    """The server's configuration is invalid; raised at construction or start."""
+
+
+class RemoteError(IgorError):
+    """The server answered a call with an error (raised by the Python client).
+
+    ``code`` and ``type`` are the ones on the wire; ``traceback`` is set only
+    when the server runs with ``debug`` on.
+    """
+
+    def __init__(self, message: str, code: int = 500, type: str = "Error", traceback: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.type = type
+        self.traceback = traceback
+
+    def __str__(self) -> str:
+        return f"{self.type} ({self.code}): {self.args[0]}"
+
+
+class ConnectionClosed(IgorError):
+    """The connection ended while a call was waiting for its answer."""
+
+
+class CallTimeout(IgorError, TimeoutError):
+    """A call did not finish within its timeout."""

@@ -1,0 +1,124 @@
+"""Connected clients and their sessions, behind one lock.
+
+Any thread (a connection's reader, a handler's worker, a background process)
+may look clients up and send to them at any time; the registry's lock guards
+the id table and the parked sessions, never a network write.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from .exceptions import ClientIdTaken, UnknownClient
+from .protocol import StreamId
+
+ClientId = StreamId
+
+
+class Client:
+    """One connection, as handlers and processes see it.
+
+    ``id`` is what processes target; ``session`` is this client's dict (kept
+    for a while after a disconnect); ``path``, ``query`` and ``headers`` come
+    from the opening handshake; ``streams`` maps open stream ids to streams.
+    """
+
+    def __init__(self, send: Callable[[str, bool], bool], close: Callable[[int, str], None],
+                 address: Any = None, path: str = "/", query: Optional[dict] = None,
+                 headers: Optional[dict] = None):
+        self.id: ClientId = 0
+        self.session: Dict[str, Any] = {}
+        self.address = address
+        self.path = path
+        self.query = query or {}
+        self.headers = headers or {}
+        self.streams: Dict[StreamId, Any] = {}
+        self.streams_lock = threading.Lock()
+        self.connected = True
+        self._send = send
+        self._close = close
+
+    def send(self, text: str, wait: bool = True) -> bool:
+        """Queue one text message; False when the connection is gone.
+
+        ``wait`` lets a handler wait for room when the client reads slowly
+        (back-pressure on its own stream); process threads pass False so a slow
+        client never stalls them (it is disconnected instead).
+        """
+        return self._send(text, wait)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        self._close(code, reason)
+
+    def __repr__(self) -> str:
+        return f"<Client {self.id!r} {self.address}>"
+
+
+class ClientRegistry:
+    """Client ids, connected clients and parked sessions."""
+
+    def __init__(self, session_timeout: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.session_timeout = session_timeout
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._clients: Dict[ClientId, Client] = {}
+        self._parked: Dict[ClientId, Tuple[Dict[str, Any], float]] = {}
+        self._ids = itertools.count(1)
+
+    def add(self, client: Client) -> ClientId:
+        """Register a new connection under the next free integer id."""
+        with self._lock:
+            client_id = next(self._ids)
+            while client_id in self._clients or client_id in self._parked:
+                client_id = next(self._ids)
+            client.id = client_id
+            self._clients[client_id] = client
+            return client_id
+
+    def remove(self, client: Client) -> None:
+        """Forget a connection; park its session for ``session_timeout`` seconds."""
+        with self._lock:
+            if self._clients.get(client.id) is client:
+                del self._clients[client.id]
+                self._parked[client.id] = (client.session, self._clock() + self.session_timeout)
+
+    def rename(self, client: Client, new_id: ClientId) -> None:
+        """Give ``client`` the id it asked for, handing back a parked session."""
+        with self._lock:
+            holder = self._clients.get(new_id)
+            if holder is client:
+                return
+            if holder is not None:
+                raise ClientIdTaken(f"client id {new_id!r} is already connected")
+            del self._clients[client.id]
+            self._clients[new_id] = client
+            client.id = new_id
+            parked = self._parked.pop(new_id, None)
+            if parked is not None and parked[1] > self._clock():
+                client.session = parked[0]
+
+    def get(self, client_id: ClientId) -> Client:
+        with self._lock:
+            try:
+                return self._clients[client_id]
+            except KeyError:
+                raise UnknownClient(f"no connected client has id {client_id!r}") from None
+
+    def clients(self) -> List[Client]:
+        """A snapshot, so callers can send without holding the lock."""
+        with self._lock:
+            return list(self._clients.values())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._clients)
+
+    def purge_sessions(self) -> None:
+        """Drop parked sessions whose time is up."""
+        now = self._clock()
+        with self._lock:
+            for client_id in [cid for cid, (_, expiry) in self._parked.items() if expiry <= now]:
+                del self._parked[client_id]

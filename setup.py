@@ -1,0 +1,30 @@
+from setuptools import find_packages, setup
+
+with open("README.md", encoding="utf-8") as f:
+    long_description = f.read()
+
+setup(
+    name="igor",
+    version="1.0.0",
+    description="Use a Python backend from a web-based desktop UI over one localhost WebSocket.",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["igor", "igor.*"]),
+    python_requires=">=3.9",
+    install_requires=["websocket-server==0.6.4"],
+    extras_require={
+        # The Python client; the tests use it too.
+        "client": ["websocket-client==1.9.2"],
+        "test": [
+            "websocket-client==1.9.2",
+            "pytest==9.0.3",
+            "hypothesis==6.155.2",
+            "ruff==0.17.6",
+        ],
+    },
+    entry_points={"console_scripts": ["igor = igor.__main__:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: MIT License",
+    ],
+)
