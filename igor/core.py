@@ -57,6 +57,7 @@ class Stream:
         self._lock = threading.Lock()
         self._closed = False
         self._cancelled = False
+        self._cancel_event = threading.Event()
 
     @property
     def closed(self) -> bool:
@@ -67,6 +68,14 @@ class Stream:
     def cancelled(self) -> bool:
         """True once the client cancelled the stream or went away."""
         return self._cancelled
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Sleep up to ``timeout`` seconds; True at once if the stream is cancelled.
+
+        Use it where a handler would ``time.sleep``, so a cancel stops it
+        without waiting for the sleep to end.
+        """
+        return self._cancel_event.wait(timeout)
 
     def send(self, data: Any = None) -> None:
         """Send one value to the client (any JSON-serialisable value)."""
@@ -95,6 +104,7 @@ class Stream:
             if self._closed:
                 return
             self._cancelled = True
+            self._cancel_event.set()
             self._finish(encode(close_message(self.stream_id, cancelled=True)))
 
     def _emit(self, text: str, then_close: bool = False) -> None:
@@ -105,6 +115,7 @@ class Stream:
                 raise StreamClosed(f"stream {self.stream_id!r} is closed")
             if not self.client.send(text, True):
                 self._cancelled = True
+                self._cancel_event.set()
                 self._finish(None)
                 raise StreamCancelled(f"client {self.client.id!r} is gone")
             if then_close:

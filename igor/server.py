@@ -260,13 +260,15 @@ class IgorServer:
     def run_forever(self, threaded: bool = False) -> Optional[int]:
         """Serve until shut down.
 
-        With ``threaded=True`` it starts serving in the background and
-        returns. Otherwise it blocks; SIGTERM and Ctrl-C shut down gracefully
-        and it returns the exit code; a handler or process calling
+        Starts the server unless :meth:`start` already did. With
+        ``threaded=True`` it serves in the background and returns.
+        Otherwise it blocks; SIGTERM and Ctrl-C shut down gracefully and it
+        returns the exit code; a handler or process calling
         ``sys.exit(code)`` makes it raise ``SystemExit(code)`` after the
         graceful shutdown, so the program ends with that code.
         """
-        self.start()
+        if self._transport is None:
+            self.start()
         if threaded:
             return None
         restore = self._install_signal_handlers()

@@ -1,0 +1,168 @@
+"""Igor's demo app: a small desktop-style UI served by an Igor server.
+
+    python server_instance.py            # then open the address it prints
+
+It uses every feature of the library: plain calls, a streaming job that can
+be cancelled, shared state in ``scope``, per-client ``session``, a process
+broadcasting to everyone, a process sending to one client id, errors, and a
+``shutdown`` action. The page lives in examples/demo/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import sys
+import threading
+
+from igor import IgorProcess, IgorServer, UnknownClient, flatten
+from igor.lifecycle import stdin_is_pipe
+
+DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples", "demo")
+
+
+def hello(out, data, **kwargs):
+    name = (data or {}).get("name") or "stranger"
+    out.send("Hello " + str(name))
+
+
+def run_job(out, data, **kwargs):
+    """A long job: one progress value per step, until done or cancelled."""
+    data = data or {}
+    steps = int(data.get("steps", 20))
+    delay = float(data.get("delay", 0.2))
+    if not 1 <= steps <= 1000 or not 0 <= delay <= 10:
+        raise ValueError("steps must be 1..1000 and delay 0..10 seconds")
+    for step in range(1, steps + 1):
+        if out.wait(delay):  # True as soon as the client cancels
+            return
+        out.send({"step": step, "total": steps, "percent": round(100 * step / steps)})
+
+
+def _events(scope):
+    return scope.setdefault("events", {"next_id": 1, "items": {}, "lock": threading.Lock()})
+
+
+def list_events(out, data, scope, **kwargs):
+    events = _events(scope)
+    with events["lock"]:
+        return list(events["items"].values())
+
+
+def create_event(out, data, scope, **kwargs):
+    title = str((data or {}).get("title", "")).strip()
+    if not title:
+        raise ValueError("an event needs a title")
+    events = _events(scope)
+    with events["lock"]:
+        event = {"id": events["next_id"], "title": title[:200]}
+        events["next_id"] += 1
+        events["items"][event["id"]] = event
+    return event
+
+
+def remove_event(out, data, scope, **kwargs):
+    event_id = (data or {}).get("id")
+    events = _events(scope)
+    with events["lock"]:
+        if events["items"].pop(event_id, None) is None:
+            out.send_error(KeyError(f"no event with id {event_id!r}"), code=404)
+            return None
+    return {"removed": event_id}
+
+
+def notify_me(out, data, client_id, server, **kwargs):
+    data = data or {}
+    server.processes["notifier"].schedule(client_id, str(data.get("text", "Hi!")), float(data.get("delay", 1)))
+    return {"scheduled": True}
+
+
+def fail(out, data, **kwargs):
+    raise ValueError("This action fails on purpose")
+
+
+def whoami(out, data, client_id, session, **kwargs):
+    session["calls"] = session.get("calls", 0) + 1
+    return {"client_id": client_id, "calls": session["calls"]}
+
+
+def shutdown(out, data, **kwargs):
+    sys.exit(0)
+
+
+API = {
+    "hello": hello,
+    "jobs": {"run": run_job},
+    "events": {"list": list_events, "create": create_event, "remove": remove_event},
+    "notify": {"me": notify_me},
+    "fail": fail,
+    "whoami": whoami,
+    "shutdown": shutdown,
+}
+
+
+class CounterProcess(IgorProcess):
+    """Pushes a counter to every client once a second."""
+
+    def run(self):
+        counter = 0
+        while not self.wait(1.0):
+            counter += 1
+            self.output.send("counter_increment", {"counter": counter})
+
+
+class NotifierProcess(IgorProcess):
+    """Sends scheduled notifications to one client id each."""
+
+    def __init__(self):
+        super().__init__()
+        self._queue = queue.Queue()
+
+    def schedule(self, client_id, text, delay):
+        self._queue.put((client_id, text, max(0.0, min(delay, 60.0))))
+
+    def run(self):
+        while not self.stopping:
+            try:
+                client_id, text, delay = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if self.wait(delay):
+                return
+            try:
+                self.output.send("notification", {"text": text, "client_id": client_id}, client_id=client_id)
+            except UnknownClient:
+                logging.getLogger("igor").info("client %r left before its notification", client_id)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Igor's demo desktop app")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (default: any free port)")
+    parser.add_argument("--no-token", action="store_true", help="do not require a token")
+    args = parser.parse_args(argv)
+
+    if not os.path.isfile(os.path.join(DEMO_DIR, "lib", "index.js")):
+        sys.exit("The demo page needs the JS client built first:\n"
+                 "  npm --prefix clients/js ci && npm --prefix clients/js run build")
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = IgorServer(api=flatten(API), config={
+        "port": args.port,
+        "token": not args.no_token,
+        "static_dir": DEMO_DIR,
+        "ready_line": True,
+        "exit_with_parent": stdin_is_pipe(),
+        "logging": {"level": logging.INFO},
+    })
+    server.add_process("counter_process", CounterProcess())
+    server.add_process("notifier", NotifierProcess())
+    server.start()
+    page = f"http://127.0.0.1:{server.port}/" + (f"#token={server.token}" if server.token else "")
+    print(f"Igor demo: open {page}", file=sys.stderr, flush=True)
+    server.run_forever()
+
+
+if __name__ == "__main__":
+    main()
