@@ -1,0 +1,60 @@
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+from igor import IgorClient, IgorServer, flatten
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def wait_for(condition, timeout=5.0, interval=0.01, message="condition"):
+    """Poll ``condition`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+@pytest.fixture
+def start_server():
+    """Start servers on ephemeral ports; every one is shut down after the test."""
+    servers = []
+
+    def start(api=None, config=None, processes=None):
+        server = IgorServer(api=flatten(api or {}), config={"port": 0, **(config or {})})
+        for process_id, thread in (processes or {}).items():
+            server.add_process(process_id, thread)
+        server.run_forever(threaded=True)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        assert server.wait(10) is not None or not server.running
+
+
+@pytest.fixture
+def connect():
+    """Open Python clients; every one is closed after the test."""
+    clients = []
+
+    def open_client(server, **kwargs):
+        client = IgorClient(server.url, token=server.token, **kwargs)
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()
+
+
+def igor_threads():
+    return [t for t in threading.enumerate() if t.name.startswith(("igor-", "Thread-"))]
