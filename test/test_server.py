@@ -58,7 +58,11 @@ def test_nested_actions_are_called_by_their_flat_name(start_server, connect):
 
 
 def test_wire_format_of_a_call(start_server):
-    server = start_server({"two": lambda out, data: [out.send(1), out.send(data)] and None})
+    def two(out, data):
+        out.send(1)
+        out.send(data)
+
+    server = start_server({"two": two})
     ws = websocket.create_connection(server.url)
     ws.send(json.dumps({"streamId": "s", "action": "two", "data": {"k": "v"}}))
     assert recv_until_close(ws, "s") == [
@@ -351,7 +355,7 @@ def test_process_attributes_and_start(start_server):
             self.ran = (self.process_id, self.scope is self.server.scope, self.output is not None)
 
     plain = Plain()
-    server = start_server(processes={"plain": plain})
+    start_server(processes={"plain": plain})
     plain.join(5)
     assert plain.ran == ("plain", True, True)
     assert plain.daemon
