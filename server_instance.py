@@ -143,11 +143,10 @@ def main(argv=None):
     parser.add_argument("--no-token", action="store_true", help="do not require a token")
     args = parser.parse_args(argv)
 
-    if not os.path.isfile(os.path.join(DEMO_DIR, "lib", "index.js")):
-        sys.exit("The demo page needs the JS client built first:\n"
-                 "  npm --prefix clients/js ci && npm --prefix clients/js run build")
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not os.path.isfile(os.path.join(DEMO_DIR, "lib", "index.js")):
+        logging.warning("the demo page needs the JS client built first: "
+                        "npm --prefix clients/js ci && npm --prefix clients/js run build")
     server = IgorServer(api=flatten(API), config={
         "port": args.port,
         "token": not args.no_token,

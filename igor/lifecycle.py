@@ -54,11 +54,14 @@ def watch_parent(on_gone: Callable[[str], None], poll_interval: float = 0.5) -> 
             on_gone(reason)
 
     def read_stdin() -> None:
-        stream = getattr(sys.stdin, "buffer", sys.stdin)
+        # os.read on the descriptor, not sys.stdin: a daemon thread blocked
+        # inside the buffered reader holds its lock, and the interpreter
+        # aborts at exit when it cannot take that lock to close stdin.
         try:
-            while stream.read1(65536) if hasattr(stream, "read1") else stream.read(1):
+            fd = sys.stdin.fileno()
+            while os.read(fd, 65536):
                 pass
-        except (OSError, ValueError):
+        except (AttributeError, OSError, ValueError):
             pass
         fire("stdin closed")
 
