@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what the tests need, then runs every test: lint, Python, JavaScript, browser.
+# Usage (from anywhere): bash test/run_all.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install -q -e '.[test]'
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "The browser tests need Chromium at /usr/bin/chromium: sudo apt-get install chromium" >&2
+        exit 1
+    fi
+fi
+npm --prefix clients/js ci --no-audit --no-fund
+
+python3 -m ruff check .
+python3 -m pytest test -q
+npm --prefix clients/js test   # builds first (pretest)
