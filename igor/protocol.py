@@ -108,7 +108,9 @@ def error_message(
 ) -> dict:
     """Describe ``error`` for the wire: message, numeric code and type name."""
     if isinstance(error, BaseException):
-        text = str(error) or type(error).__name__
+        # str(KeyError('k')) is "'k'": a KeyError's message is its argument.
+        text = str(error.args[0]) if isinstance(error, KeyError) and len(error.args) == 1 else str(error)
+        text = text or type(error).__name__
         kind = type(error).__name__
         default_code = error.code if isinstance(error, IgorError) else 500
     else:

@@ -70,7 +70,7 @@ def test_encode_refuses_what_javascript_cannot_read():
 
 
 def test_error_message_shapes():
-    assert error_message(KeyError("k"), 1) == {"streamId": 1, "error": "'k'", "code": 500, "type": "KeyError"}
+    assert error_message(KeyError("k"), 1) == {"streamId": 1, "error": "k", "code": 500, "type": "KeyError"}
     assert error_message(UnknownClient("x"))["type"] == "UnknownClient"
     assert error_message("plain", None, 418) == {"error": "plain", "code": 418, "type": "Error"}
     assert error_message(ValueError(), 2)["error"] == "ValueError"
