@@ -1,0 +1,112 @@
+/**
+ * `igor-client/angular`: an injectable {@link IgorService} (Angular 8+),
+ * configured through the {@link IGOR_CONFIG} injection token, whose
+ * `call`/`stream`/`on` return RxJS Observables.
+ *
+ * ```ts
+ * // app.module.ts (or bootstrapApplication's providers)
+ * providers: [{ provide: IGOR_CONFIG, useValue: { url: 'ws://127.0.0.1:5678', token, clientId: 'main-window', reconnect: true } }]
+ * // or: providers: [provideIgor({ url, token })]
+ *
+ * // a component
+ * constructor(private igor: IgorService) {}
+ * this.igor.call<string>('hello', { name: 'Ada' }).subscribe((greeting) => (this.greeting = greeting));
+ * this.counter$ = this.igor.on<{ counter: number }>('counter_increment');
+ * ```
+ *
+ * Why no `@Injectable()` decorator: this file is compiled by plain `tsc`, not
+ * by the Angular compiler. A decorated class compiled that way only becomes
+ * injectable at run time through Angular's JIT compiler, which AOT
+ * applications do not ship ("needs to be compiled using the JIT compiler").
+ * Instead the class carries the static `ɵprov` / `ɵfac` definitions that the
+ * Angular compiler itself would generate for `@Injectable({ providedIn:
+ * 'root' })` (the same shape since Angular 8), so it works in AOT and JIT
+ * applications alike, needs no `experimentalDecorators`, and can also be
+ * constructed directly with `new IgorService(config)` (in tests, or outside
+ * Angular).
+ *
+ * @packageDocumentation
+ */
+
+import { InjectionToken, ɵɵdefineInjectable, ɵɵinject } from '@angular/core';
+import type { OnDestroy, Provider } from '@angular/core';
+import type { Observable } from 'rxjs';
+
+import { IgorClient } from './client.js';
+import type { CallOptions, ConnectionStatus, IgorClientOptions, Push } from './client.js';
+import { call$, on$, pushes$, status$, stream$ } from './rxjs.js';
+
+/** The configuration of {@link IgorService}: the server URL plus any {@link IgorClientOptions}. */
+export interface IgorConfig extends IgorClientOptions {
+  /** The server, e.g. `'ws://127.0.0.1:5678'`. */
+  url: string;
+}
+
+/** Provide an {@link IgorConfig} (or a ready {@link IgorClient}) under this token to configure {@link IgorService}. */
+export const IGOR_CONFIG = new InjectionToken<IgorConfig | IgorClient>('IGOR_CONFIG');
+
+/** The providers that configure {@link IgorService}: `providers: [provideIgor({ url, token })]`. */
+export function provideIgor(config: IgorConfig | IgorClient): Provider[] {
+  return [{ provide: IGOR_CONFIG, useValue: config }];
+}
+
+/**
+ * Igor for Angular: one {@link IgorClient} per injector (application-wide
+ * with the default `providedIn: 'root'`), closed when the injector is
+ * destroyed. Every method returns a cold Observable: nothing is sent until
+ * it is subscribed, each subscription makes its own call, and unsubscribing
+ * (for example through the `async` pipe when a component goes away) cancels
+ * the call on the server.
+ */
+export class IgorService implements OnDestroy {
+  /** The underlying client, for what the Observables do not cover (`ready`, `onStatus`, `close`). */
+  readonly client: IgorClient;
+  /** The connection status: the current one at once, then every change. */
+  readonly status$: Observable<ConnectionStatus>;
+
+  /** @param config - the server URL and client options, or an existing client to wrap. */
+  constructor(config: IgorConfig | IgorClient) {
+    this.client = config instanceof IgorClient ? config : new IgorClient(config.url, config);
+    this.status$ = status$(this.client);
+  }
+
+  /** Resolves once connected (and introduced); see {@link IgorClient.ready}. */
+  get ready(): Promise<void> {
+    return this.client.ready;
+  }
+
+  /** The last data value of `action`, emitted once, then complete. */
+  call<T = unknown>(action: string, data?: unknown, options?: CallOptions): Observable<T> {
+    return call$<T>(this.client, action, data, options);
+  }
+
+  /** Every data value of `action`, then complete; unsubscribing cancels it. */
+  stream<T = unknown>(action: string, data?: unknown, options?: CallOptions): Observable<T> {
+    return stream$<T>(this.client, action, data, options);
+  }
+
+  /** Pushes by push name or process id (their data). */
+  on<T = unknown>(name: string | number): Observable<T> {
+    return on$<T>(this.client, name);
+  }
+
+  /** Pushes by push name or process id (the whole {@link Push}). */
+  pushes<T = unknown>(name: string | number): Observable<Push<T>> {
+    return pushes$<T>(this.client, name);
+  }
+
+  /** Angular calls this when the providing injector is destroyed: closes the connection. */
+  ngOnDestroy(): void {
+    this.client.close();
+  }
+
+  /** @nocollapse The definition Angular's compiler would emit for `@Injectable({ providedIn: 'root' })`. */
+  static ɵprov = ɵɵdefineInjectable({
+    token: IgorService,
+    providedIn: 'root',
+    factory: () => new IgorService(ɵɵinject(IGOR_CONFIG)),
+  });
+
+  /** @nocollapse The factory Angular uses when the class is listed in a `providers` array. */
+  static ɵfac = (): IgorService => new IgorService(ɵɵinject(IGOR_CONFIG));
+}

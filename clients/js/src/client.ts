@@ -1,0 +1,799 @@
+/**
+ * {@link IgorClient}: one WebSocket to an Igor server, many concurrent calls
+ * on it, pushes from background processes, reconnection.
+ *
+ * @packageDocumentation
+ */
+
+import { IgorError } from './errors.js';
+import type { WireError } from './errors.js';
+import { IgorStream } from './stream.js';
+
+/** The part of the WebSocket API the client uses: the browser's `WebSocket` and Node's `ws` both fit. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((event: any) => void) | null;
+  onmessage: ((event: any) => void) | null;
+  onerror: ((event: any) => void) | null;
+  onclose: ((event: any) => void) | null;
+}
+
+/** A WebSocket class: `WebSocket` in a browser or Electron renderer, `ws`'s `WebSocket` in Node. */
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+
+/** Tuning of the reconnection backoff. Every field is optional. */
+export interface ReconnectOptions {
+  /** Delay before the first retry, in ms (default 250). */
+  initialDelay?: number;
+  /** Largest delay between retries, in ms (default 10000). */
+  maxDelay?: number;
+  /** Each retry waits this many times longer than the previous one (default 2). */
+  factor?: number;
+  /**
+   * Fraction of each delay that is randomised, 0..1 (default 0.5: a delay of
+   * 1000 ms becomes 500..1000 ms), so that many windows restarting together
+   * do not hammer the server in step.
+   */
+  jitter?: number;
+  /** Give up after this many failed attempts in a row (default: never). */
+  maxAttempts?: number;
+}
+
+/** Options of {@link IgorClient}. Every one is optional. */
+export interface IgorClientOptions {
+  /**
+   * The server's token (from its `IGOR_READY` line, or the value you gave it).
+   * `null`/`undefined`: connect without a token.
+   */
+  token?: string | null;
+  /**
+   * How the token travels. `'protocol'` (default): as the WebSocket
+   * subprotocols `['igor', 'igor.token.' + token]`, which browsers can send
+   * and which keeps the token out of URLs and logs. `'query'`: as
+   * `?token=...` in the URL. A token with characters a subprotocol cannot
+   * hold (anything but letters, digits and ``!#$%&'*+-.^_`|~``) always goes in
+   * the query.
+   */
+  tokenIn?: 'protocol' | 'query';
+  /**
+   * Introduce this connection under this id (the built-in `introduce_self`
+   * action) before anything else is sent. Processes can then push to it by
+   * id, and after a reconnect the server hands the same id its session back
+   * (within the server's `session_timeout`, 10 s by default).
+   */
+  clientId?: string | number;
+  /**
+   * Reconnect after the connection drops or cannot be opened, with
+   * exponential backoff and jitter (default `false`). `true` uses the default
+   * {@link ReconnectOptions}.
+   */
+  reconnect?: boolean | ReconnectOptions;
+  /**
+   * Default timeout of every call and stream, in ms (default: none). A call
+   * option `timeout` overrides it.
+   */
+  timeout?: number;
+  /**
+   * The WebSocket class to use. Default: `globalThis.WebSocket` (browsers,
+   * Electron renderers, Node 22+), else the `ws` package loaded with a
+   * dynamic `import('ws')` (Node 18/20: `npm install ws`).
+   */
+  WebSocket?: WebSocketConstructor;
+}
+
+/** Options of one call or stream. */
+export interface CallOptions {
+  /**
+   * Fail with an {@link IgorError} of type `'Timeout'` if the stream has not
+   * ended after this many ms (counted from the call, including any wait for
+   * the connection), and cancel it on the server.
+   */
+  timeout?: number;
+  /** Abort the call: it fails with type `'Aborted'` and is cancelled on the server. */
+  signal?: AbortSignal;
+}
+
+/**
+ * The connection's state:
+ * - `'connecting'`: a WebSocket is being opened (and the client introduced);
+ * - `'open'`: ready, calls go out at once;
+ * - `'reconnecting'`: the connection is down and a retry is scheduled
+ *   (see {@link StatusEvent.delay});
+ * - `'closed'`: for good, after {@link IgorClient.close}, or a failure with
+ *   reconnection off (or given up).
+ */
+export type ConnectionStatus = 'connecting' | 'open' | 'reconnecting' | 'closed';
+
+/** What status listeners receive. */
+export interface StatusEvent {
+  status: ConnectionStatus;
+  /** Failed attempts in a row so far (0 once open). */
+  attempt: number;
+  /** With `'reconnecting'`: ms until the next attempt. */
+  delay?: number;
+  /** Why the connection closed or could not open, if it was not {@link IgorClient.close}. */
+  error?: IgorError;
+}
+
+/** A push from a background process. */
+export interface Push<T = unknown> {
+  /** The push's name (the first argument of `self.output.send` in Python). */
+  action: string;
+  /** The id of the process that sent it. */
+  processId: string | number;
+  data: T;
+}
+
+/** A function receiving pushes: `(data, push) => ...`. */
+export type PushListener<T = unknown> = (data: T, push: Push<T>) => void;
+
+/**
+ * An observer of pushes. When listening by process id, `error` receives the
+ * process's failure and `complete` its end (`{"streamId": P, "close": true}`).
+ */
+export interface PushObserver<T = unknown> {
+  next?: PushListener<T>;
+  error?: (error: IgorError) => void;
+  complete?: () => void;
+}
+
+type Deferred<T> = {
+  promise: Promise<T>;
+  resolve: (value: T) => void;
+  reject: (error: unknown) => void;
+  settled: boolean;
+};
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (error: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // A rejection nobody awaits must not crash Node: mark it handled here; whoever awaits still sees it.
+  promise.catch(() => {});
+  const d: Deferred<T> = {
+    promise,
+    settled: false,
+    resolve: (value) => {
+      d.settled = true;
+      resolve(value);
+    },
+    reject: (error) => {
+      d.settled = true;
+      reject(error);
+    },
+  };
+  return d;
+}
+
+type Entry = {
+  stream: IgorStream<unknown>;
+  data: unknown;
+  sent: boolean;
+  timer?: ReturnType<typeof setTimeout>;
+  cleanup?: () => void;
+  /** Internal streams (introduce_self) get their messages here instead of through the stream. */
+  internal?: (message: Record<string, unknown>) => void;
+};
+
+const SUBPROTOCOL_SAFE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const WS_OPEN = 1;
+
+let wsImport: Promise<WebSocketConstructor> | undefined;
+
+/** Find a WebSocket class: the given one, the global one, or the `ws` package. */
+function resolveWebSocket(given?: WebSocketConstructor): Promise<WebSocketConstructor> {
+  if (given) return Promise.resolve(given);
+  const native = (globalThis as { WebSocket?: unknown }).WebSocket;
+  if (typeof native === 'function') return Promise.resolve(native as WebSocketConstructor);
+  if (!wsImport) {
+    // A variable module name keeps browser bundlers from trying to bundle `ws`.
+    const name = 'ws';
+    wsImport = import(/* webpackIgnore: true */ /* @vite-ignore */ name).then(
+      (mod: { WebSocket?: WebSocketConstructor; default?: WebSocketConstructor }) => {
+        const ctor = mod.WebSocket ?? mod.default;
+        if (typeof ctor !== 'function') throw new Error('the "ws" module has no WebSocket class');
+        return ctor;
+      },
+      (cause: unknown) => {
+        wsImport = undefined;
+        throw new IgorError(
+          'no WebSocket implementation: this runtime has no global WebSocket and the "ws" package ' +
+            'could not be loaded (npm install ws, or pass { WebSocket } to IgorClient)',
+          0,
+          'ConnectionFailed',
+          { cause },
+        );
+      },
+    );
+  }
+  return wsImport;
+}
+
+/** The HTTP status in `ws`'s "Unexpected server response: 401" error, if any. */
+function httpStatusOf(message: string | undefined): number | undefined {
+  const match = message ? /Unexpected server response: (\d{3})/.exec(message) : null;
+  return match ? Number(match[1]) : undefined;
+}
+
+const HTTP_HINTS: Record<number, string> = {
+  400: 'the server refused the handshake as malformed',
+  401: 'the server requires a token and this one is missing or wrong',
+  403: 'the server refused this Host or Origin',
+  503: 'the server already has its maximum number of clients',
+};
+
+/**
+ * A client of one Igor server.
+ *
+ * ```ts
+ * const igor = new IgorClient('ws://127.0.0.1:5678', { token, clientId: 'main-window', reconnect: true });
+ * await igor.ready;
+ * const greeting = await igor.call('hello', { name: 'Ada' });
+ * for await (const progress of igor.stream('jobs.run', { n: 10 })) console.log(progress);
+ * const off = igor.on('counter_increment', (data) => console.log(data.counter));
+ * igor.close();
+ * ```
+ *
+ * The client connects as soon as it is constructed. Calls made before the
+ * connection is ready, or while it is reconnecting, wait for it (they have
+ * not been sent, so nothing runs twice) and go out, in order, once it is
+ * ready; a call `timeout` bounds that wait too. Calls made once the client is
+ * closed for good fail at once with type `'ConnectionClosed'`. Calls that are
+ * in flight when the connection drops fail with type `'ConnectionClosed'`:
+ * they are never sent again, since the server may have run them already.
+ */
+export class IgorClient {
+  /** The server URL as given. */
+  readonly url: string;
+
+  private readonly _options: IgorClientOptions;
+  private readonly _reconnect: Required<ReconnectOptions> | null;
+  private _socket: WebSocketLike | null = null;
+  private _generation = 0;
+  private _status: ConnectionStatus = 'connecting';
+  private _attempt = 0;
+  private _retryTimer: ReturnType<typeof setTimeout> | undefined;
+  private _ready: Deferred<void> = deferred<void>();
+  private _closedForGood = false;
+  private _finalError: IgorError | undefined;
+  private _nextId = 1;
+  private readonly _open = new Map<number, Entry>();
+  private readonly _queue: Entry[] = [];
+  private readonly _listeners = new Map<string, Set<PushObserver<any>>>();
+  private readonly _statusListeners = new Set<(event: StatusEvent) => void>();
+  private readonly _errorListeners = new Set<(error: IgorError) => void>();
+
+  /**
+   * @param url - the server, e.g. `'ws://127.0.0.1:5678'` (the `url` of its `IGOR_READY` line).
+   * @param options - token, client id, reconnection, default timeout, WebSocket class.
+   */
+  constructor(url: string, options: IgorClientOptions = {}) {
+    this.url = url;
+    this._options = { ...options };
+    const r = options.reconnect;
+    this._reconnect = r
+      ? {
+          initialDelay: 250,
+          maxDelay: 10000,
+          factor: 2,
+          jitter: 0.5,
+          maxAttempts: Infinity,
+          ...(typeof r === 'object' ? r : {}),
+        }
+      : null;
+    this._connect();
+  }
+
+  /**
+   * A promise that resolves when the client is connected (and introduced,
+   * with `clientId`) and rejects with an {@link IgorError} if it closes for
+   * good first. Read it again after a drop: while reconnecting it is a new
+   * pending promise for the next connection.
+   */
+  get ready(): Promise<void> {
+    return this._ready.promise;
+  }
+
+  /** The connection's current {@link ConnectionStatus}. */
+  get status(): ConnectionStatus {
+    return this._status;
+  }
+
+  /** The client id given in the options, if any. */
+  get clientId(): string | number | undefined {
+    return this._options.clientId;
+  }
+
+  /**
+   * Call an action and get its last data value (`undefined` if it sent none).
+   * Rejects with an {@link IgorError}: the server's error, or `'Timeout'`,
+   * `'Aborted'`, `'ConnectionClosed'`.
+   *
+   * @param action - the action name, e.g. `'hello'` or `'jobs.run'`.
+   * @param data - any JSON value, handed to the handler (omit for `None`).
+   */
+  call<T = unknown>(action: string, data?: unknown, options?: CallOptions): Promise<T> {
+    const stream = this.stream<T>(action, data, options);
+    return new Promise<T>((resolve, reject) => {
+      let last: T | undefined;
+      stream.subscribe({
+        next: (value) => {
+          last = value;
+        },
+        error: reject,
+        complete: () => resolve(last as T),
+      });
+    });
+  }
+
+  /**
+   * Call an action and get every data value it sends, as an
+   * {@link IgorStream}: iterate it with `for await`, `subscribe` to it, hand
+   * it to RxJS `from()`, or `cancel()` it.
+   */
+  stream<T = unknown>(action: string, data?: unknown, options: CallOptions = {}): IgorStream<T> {
+    const stream = new IgorStream<T>(this, this._nextId++, action);
+    const entry: Entry = { stream: stream as IgorStream<unknown>, data, sent: false };
+    if (this._closedForGood) {
+      stream._end('error', this._closedError(stream, 'the client is closed'));
+      return stream;
+    }
+    this._open.set(stream.id, entry);
+    const timeout = options.timeout ?? this._options.timeout;
+    if (timeout !== undefined && timeout !== null && Number.isFinite(timeout)) {
+      entry.timer = setTimeout(() => {
+        this._abandon(
+          entry,
+          new IgorError(`${action}: no end within ${timeout} ms`, 0, 'Timeout', { streamId: stream.id, action }),
+        );
+      }, timeout);
+    }
+    const signal = options.signal;
+    if (signal) {
+      const onAbort = (): void => {
+        this._abandon(entry, new IgorError(`${action}: aborted`, 0, 'Aborted', { streamId: stream.id, action, cause: signal.reason }));
+      };
+      if (signal.aborted) {
+        onAbort(); // fails the stream; nothing is sent
+        return stream;
+      }
+      signal.addEventListener('abort', onAbort, { once: true });
+      entry.cleanup = () => signal.removeEventListener('abort', onAbort);
+    }
+    if (this._status === 'open') this._send(entry);
+    else this._queue.push(entry);
+    return stream;
+  }
+
+  /**
+   * Listen to pushes from background processes, by push name (the `action`
+   * the process sends, e.g. `'counter_increment'`) or by process id (e.g.
+   * `'counter_process'`, which also tells the process's failure and end to an
+   * observer's `error`/`complete`). Listeners survive reconnections.
+   *
+   * @returns a function that removes the listener.
+   */
+  on<T = unknown>(name: string | number, listener: PushListener<T> | PushObserver<T>): () => void {
+    const observer: PushObserver<T> = typeof listener === 'function' ? { next: listener } : listener;
+    const key = String(name);
+    let set = this._listeners.get(key);
+    if (!set) this._listeners.set(key, (set = new Set()));
+    set.add(observer);
+    return () => {
+      const current = this._listeners.get(key);
+      if (!current) return;
+      current.delete(observer);
+      if (current.size === 0) this._listeners.delete(key);
+    };
+  }
+
+  /**
+   * Be told of every status change (`'connecting'`, `'open'`,
+   * `'reconnecting'`, `'closed'`).
+   *
+   * @returns a function that removes the listener.
+   */
+  onStatus(listener: (event: StatusEvent) => void): () => void {
+    this._statusListeners.add(listener);
+    return () => {
+      this._statusListeners.delete(listener);
+    };
+  }
+
+  /**
+   * Be told of errors that belong to no call: a server error message without
+   * a stream id, a process failure nobody listens to, an unreadable message.
+   * Without any such listener they are logged with `console.warn`.
+   *
+   * @returns a function that removes the listener.
+   */
+  onError(listener: (error: IgorError) => void): () => void {
+    this._errorListeners.add(listener);
+    return () => {
+      this._errorListeners.delete(listener);
+    };
+  }
+
+  /**
+   * Close the connection for good: stop reconnecting, fail every open and
+   * waiting call with type `'ConnectionClosed'`, and reject {@link ready}.
+   * Listeners are kept but receive nothing more.
+   */
+  close(): void {
+    if (this._closedForGood) return;
+    this._shutdown(undefined, 'the client was closed');
+  }
+
+  // ---- for IgorStream ------------------------------------------------------
+
+  /** @internal Called by {@link IgorStream.cancel}. */
+  cancelStream(stream: IgorStream<unknown>): void {
+    const entry = this._open.get(stream.id);
+    if (!entry) return;
+    this._forget(entry);
+    if (entry.sent && this._status === 'open') this._write({ streamId: stream.id, cancel: true });
+  }
+
+  // ---- connection ----------------------------------------------------------
+
+  private _setStatus(status: ConnectionStatus, extra: { delay?: number; error?: IgorError } = {}): void {
+    this._status = status;
+    const event: StatusEvent = { status, attempt: this._attempt, ...extra };
+    for (const listener of [...this._statusListeners]) {
+      try {
+        listener(event);
+      } catch (e) {
+        setTimeout(() => {
+          throw e;
+        }, 0);
+      }
+    }
+  }
+
+  private _connectUrl(): { url: string; protocols?: string[] } {
+    const token = this._options.token;
+    if (token === undefined || token === null || token === '') return { url: this.url };
+    if (this._options.tokenIn !== 'query' && SUBPROTOCOL_SAFE.test(token)) {
+      return { url: this.url, protocols: ['igor', 'igor.token.' + token] };
+    }
+    const url = new URL(this.url);
+    url.searchParams.set('token', token);
+    return { url: url.toString() };
+  }
+
+  private _connect(): void {
+    const generation = ++this._generation;
+    this._setStatus('connecting');
+    resolveWebSocket(this._options.WebSocket).then(
+      (WebSocketClass) => {
+        if (generation !== this._generation || this._closedForGood) return;
+        const { url, protocols } = this._connectUrl();
+        let socket: WebSocketLike;
+        try {
+          socket = protocols ? new WebSocketClass(url, protocols) : new WebSocketClass(url);
+        } catch (cause) {
+          this._connectionLost(
+            new IgorError(`cannot connect to ${this.url}: ${(cause as Error)?.message ?? cause}`, 0, 'ConnectionFailed', { cause }),
+            false,
+          );
+          return;
+        }
+        this._attach(socket, generation);
+      },
+      (error: IgorError) => {
+        if (generation !== this._generation || this._closedForGood) return;
+        // No WebSocket class at all: retrying cannot help.
+        this._shutdown(error, error.message);
+      },
+    );
+  }
+
+  private _attach(socket: WebSocketLike, generation: number): void {
+    this._socket = socket;
+    let opened = false;
+    let errorMessage: string | undefined;
+    const current = (): boolean => generation === this._generation && this._socket === socket;
+    socket.onopen = () => {
+      if (!current()) return;
+      opened = true;
+      this._introduce();
+    };
+    socket.onmessage = (event: { data: unknown }) => {
+      if (!current()) return;
+      this._receive(event.data);
+    };
+    socket.onerror = (event: { message?: string; error?: { message?: string } }) => {
+      errorMessage = event?.message ?? event?.error?.message ?? errorMessage;
+    };
+    socket.onclose = (event: { code?: number; reason?: string }) => {
+      if (!current()) return;
+      this._socket = null;
+      const code = event?.code ?? 1006;
+      let error: IgorError;
+      if (opened) {
+        error = new IgorError(
+          `the connection to ${this.url} closed (code ${code}${event?.reason ? ': ' + event.reason : ''})`,
+          0,
+          'ConnectionClosed',
+        );
+      } else {
+        const status = httpStatusOf(errorMessage);
+        const hint = status !== undefined ? HTTP_HINTS[status] : undefined;
+        const detail =
+          errorMessage ??
+          'the server is not running, or refused the handshake (a missing or wrong token is answered 401, a refused Host/Origin 403)';
+        error = new IgorError(
+          `cannot connect to ${this.url}: ${detail}${hint ? ` (${hint})` : ''}`,
+          status ?? 0,
+          'ConnectionFailed',
+        );
+      }
+      // A refused handshake (4xx, not 503) will be refused again: do not retry it.
+      const permanent = error.code >= 400 && error.code < 500;
+      this._connectionLost(error, permanent);
+    };
+  }
+
+  /** The socket is open: introduce ourselves if asked to, then become ready. */
+  private _introduce(): void {
+    const clientId = this._options.clientId;
+    if (clientId === undefined || clientId === null) {
+      this._becomeReady();
+      return;
+    }
+    const stream = new IgorStream<unknown>(this, this._nextId++, 'introduce_self');
+    const entry: Entry = {
+      stream,
+      data: { client_id: clientId },
+      sent: false,
+      internal: (message) => {
+        if ('error' in message) {
+          this._forget(entry);
+          const error = IgorError.fromWire(message as unknown as WireError, stream.id, 'introduce_self');
+          // 409: the server still holds our previous connection (it has not
+          // noticed the drop yet) or another window uses this id.
+          this._connectionLost(
+            new IgorError(`cannot introduce as ${JSON.stringify(clientId)}: ${error.message}`, error.code, error.type),
+            !(this._reconnect && error.code === 409),
+          );
+        } else if ('close' in message) {
+          this._forget(entry);
+          this._becomeReady();
+        }
+      },
+    };
+    this._open.set(stream.id, entry);
+    this._send(entry);
+  }
+
+  private _becomeReady(): void {
+    this._attempt = 0;
+    this._setStatus('open');
+    this._ready.resolve();
+    const queued = this._queue.splice(0);
+    for (const entry of queued) if (this._open.get(entry.stream.id) === entry) this._send(entry);
+  }
+
+  /**
+   * The connection dropped or could not be made. Fail what was in flight,
+   * then retry (if allowed) or close for good.
+   */
+  private _connectionLost(error: IgorError, permanent: boolean): void {
+    const socket = this._socket;
+    this._socket = null;
+    this._generation++;
+    if (socket) {
+      try {
+        socket.close(1000);
+      } catch {
+        // already closing
+      }
+    }
+    for (const entry of [...this._open.values()]) {
+      if (!entry.sent) continue;
+      this._forget(entry);
+      if (entry.internal) continue;
+      entry.stream._end(
+        'error',
+        new IgorError(
+          `${entry.stream.action}: ${error.type === 'ConnectionClosed' ? error.message : 'the connection was lost'} before the call ended; it was not sent again`,
+          0,
+          'ConnectionClosed',
+          { streamId: entry.stream.id, action: entry.stream.action, cause: error },
+        ),
+      );
+    }
+    const r = this._reconnect;
+    if (!permanent && r && this._attempt < r.maxAttempts) {
+      this._attempt++;
+      const base = Math.min(r.maxDelay, r.initialDelay * Math.pow(r.factor, this._attempt - 1));
+      const delay = Math.round(base * (1 - Math.min(Math.max(r.jitter, 0), 1) * Math.random()));
+      if (this._ready.settled) this._ready = deferred<void>();
+      this._setStatus('reconnecting', { delay, error });
+      this._retryTimer = setTimeout(() => {
+        this._retryTimer = undefined;
+        if (!this._closedForGood) this._connect();
+      }, delay);
+      return;
+    }
+    this._shutdown(error, error.message);
+  }
+
+  /** Close for good, failing everything still open or waiting. */
+  private _shutdown(error: IgorError | undefined, why: string): void {
+    this._closedForGood = true;
+    this._finalError = error;
+    this._generation++;
+    if (this._retryTimer !== undefined) clearTimeout(this._retryTimer);
+    this._retryTimer = undefined;
+    const socket = this._socket;
+    this._socket = null;
+    if (socket) {
+      try {
+        socket.close(1000);
+      } catch {
+        // already closing
+      }
+    }
+    this._queue.length = 0;
+    for (const entry of [...this._open.values()]) {
+      this._forget(entry);
+      if (!entry.internal) entry.stream._end('error', this._closedError(entry.stream, why));
+    }
+    const readyError = error ?? new IgorError(`${why}`, 0, 'ConnectionClosed');
+    if (this._ready.settled) this._ready = deferred<void>();
+    this._ready.reject(readyError);
+    this._setStatus('closed', error ? { error } : {});
+  }
+
+  private _closedError(stream: { id: number; action: string }, why: string): IgorError {
+    const base = this._finalError;
+    return new IgorError(`${stream.action}: ${why}`, base && base.type === 'ConnectionFailed' ? base.code : 0,
+      base && base.type === 'ConnectionFailed' ? 'ConnectionFailed' : 'ConnectionClosed',
+      { streamId: stream.id, action: stream.action, cause: base });
+  }
+
+  // ---- streams ---------------------------------------------------------------
+
+  private _send(entry: Entry): void {
+    const message: Record<string, unknown> = { streamId: entry.stream.id, action: entry.stream.action };
+    if (entry.data !== undefined) message.data = entry.data;
+    let text: string;
+    try {
+      text = JSON.stringify(message);
+    } catch (cause) {
+      this._forget(entry);
+      entry.stream._end(
+        'error',
+        new IgorError(`${entry.stream.action}: data is not JSON-serialisable: ${(cause as Error).message}`, 0, 'TypeError', {
+          streamId: entry.stream.id,
+          action: entry.stream.action,
+          cause,
+        }),
+      );
+      return;
+    }
+    entry.sent = true;
+    this._writeText(text);
+  }
+
+  private _write(message: unknown): void {
+    this._writeText(JSON.stringify(message));
+  }
+
+  private _writeText(text: string): void {
+    const socket = this._socket;
+    if (!socket || socket.readyState !== WS_OPEN) return; // the close event will fail what is in flight
+    socket.send(text);
+  }
+
+  /** Stop tracking a stream (timer, abort listener, queue). */
+  private _forget(entry: Entry): void {
+    if (this._open.get(entry.stream.id) === entry) this._open.delete(entry.stream.id);
+    if (entry.timer !== undefined) clearTimeout(entry.timer);
+    entry.timer = undefined;
+    entry.cleanup?.();
+    entry.cleanup = undefined;
+    if (!entry.sent) {
+      const index = this._queue.indexOf(entry);
+      if (index >= 0) this._queue.splice(index, 1);
+    }
+  }
+
+  /** Give up on a stream (timeout, abort): cancel it on the server and fail it here. */
+  private _abandon(entry: Entry, error: IgorError): void {
+    if (this._open.get(entry.stream.id) !== entry) return;
+    this._forget(entry);
+    if (entry.sent && this._status === 'open') this._write({ streamId: entry.stream.id, cancel: true });
+    entry.stream._end('error', error);
+  }
+
+  // ---- incoming ----------------------------------------------------------------
+
+  private _receive(raw: unknown): void {
+    let text: string;
+    if (typeof raw === 'string') text = raw;
+    else if (raw instanceof Uint8Array) text = new TextDecoder().decode(raw); // a `ws` configured to hand out Buffers
+    else return; // Igor sends text frames only
+    let message: unknown;
+    try {
+      message = JSON.parse(text);
+    } catch {
+      this._reportError(new IgorError('the server sent a message that is not JSON', 0, 'ProtocolError'));
+      return;
+    }
+    if (!message || typeof message !== 'object' || Array.isArray(message)) return;
+    const m = message as Record<string, unknown>;
+    const streamId = m.streamId as string | number | undefined;
+
+    if (typeof m.action === 'string') {
+      this._dispatchPush(m.action, streamId, m.data);
+      return;
+    }
+    const entry = typeof streamId === 'number' ? this._open.get(streamId) : undefined;
+    if (entry && entry.sent) {
+      if (entry.internal) {
+        entry.internal(m);
+        return;
+      }
+      if ('error' in m) {
+        this._forget(entry);
+        entry.stream._end('error', IgorError.fromWire(m as unknown as WireError, entry.stream.id, entry.stream.action));
+      } else if ('close' in m) {
+        this._forget(entry);
+        entry.stream._end('complete');
+      } else if ('data' in m) {
+        entry.stream._push(m.data);
+      }
+      return;
+    }
+    if (streamId !== undefined && streamId !== null) {
+      // Not a stream of ours (or one already ended here): a process's error or end.
+      if (typeof streamId === 'number' && streamId < this._nextId) return; // late answer of a stream we dropped
+      const observers = this._listeners.get(String(streamId));
+      if ('error' in m) {
+        const error = IgorError.fromWire(m as unknown as WireError, streamId);
+        const handlers = observers ? [...observers].filter((o) => o.error) : [];
+        if (handlers.length === 0) this._reportError(error);
+        for (const o of handlers) this._safely(() => o.error!(error));
+      } else if ('close' in m && observers) {
+        for (const o of [...observers]) if (o.complete) this._safely(() => o.complete!());
+      }
+      return;
+    }
+    if ('error' in m) this._reportError(IgorError.fromWire(m as unknown as WireError));
+  }
+
+  private _dispatchPush(action: string, processId: string | number | undefined, data: unknown): void {
+    const push: Push = { action, processId: processId as string | number, data };
+    const targets = new Set<PushObserver<any>>();
+    for (const key of processId !== undefined && String(processId) !== action ? [action, String(processId)] : [action]) {
+      const set = this._listeners.get(key);
+      if (set) for (const o of set) targets.add(o);
+    }
+    for (const o of targets) if (o.next) this._safely(() => o.next!(data, push));
+  }
+
+  private _reportError(error: IgorError): void {
+    if (this._errorListeners.size === 0) {
+      console.warn('[igor-client]', error.message);
+      return;
+    }
+    for (const listener of [...this._errorListeners]) this._safely(() => listener(error));
+  }
+
+  private _safely(fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      setTimeout(() => {
+        throw e;
+      }, 0);
+    }
+  }
+}

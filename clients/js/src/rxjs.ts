@@ -1,0 +1,118 @@
+/**
+ * `igor-client/rxjs`: the client's calls, streams, pushes and status as real
+ * RxJS Observables (RxJS 6.5+ or 7, an optional peer dependency).
+ *
+ * They are cold, like Angular's HttpClient: nothing is sent until you
+ * subscribe, each subscription makes its own call, and unsubscribing cancels
+ * the call on the server.
+ *
+ * ```ts
+ * import { IgorClient } from 'igor-client';
+ * import { call$, stream$, on$ } from 'igor-client/rxjs';
+ * const igor = new IgorClient(url, { token });
+ * call$<string>(igor, 'hello', { name: 'Ada' }).subscribe(console.log);
+ * stream$<number>(igor, 'jobs.run', { n: 10 }).pipe(take(3)).subscribe(console.log); // cancels after 3
+ * on$<{ counter: number }>(igor, 'counter_increment').subscribe((d) => console.log(d.counter));
+ * ```
+ *
+ * @packageDocumentation
+ */
+
+import { Observable } from 'rxjs';
+
+import type { CallOptions, ConnectionStatus, IgorClient, Push, StatusEvent } from './client.js';
+
+/**
+ * Every data value of `action`, as an Observable that completes when the
+ * server closes the stream and errors with an {@link IgorError}. Each
+ * subscription opens a new stream; unsubscribing before the end cancels it.
+ */
+export function stream$<T = unknown>(
+  client: IgorClient,
+  action: string,
+  data?: unknown,
+  options?: CallOptions,
+): Observable<T> {
+  return new Observable<T>((subscriber) => {
+    const stream = client.stream<T>(action, data, options);
+    const subscription = stream.subscribe({
+      next: (value) => subscriber.next(value),
+      error: (error) => subscriber.error(error),
+      complete: () => subscriber.complete(),
+    });
+    return () => subscription.unsubscribe();
+  });
+}
+
+/**
+ * The last data value of `action` (like {@link IgorClient.call}), as an
+ * Observable that emits once (if the action sent anything) and completes.
+ * Unsubscribing before the end cancels the call.
+ */
+export function call$<T = unknown>(
+  client: IgorClient,
+  action: string,
+  data?: unknown,
+  options?: CallOptions,
+): Observable<T> {
+  return new Observable<T>((subscriber) => {
+    let last: { value: T } | undefined;
+    const stream = client.stream<T>(action, data, options);
+    const subscription = stream.subscribe({
+      next: (value) => {
+        last = { value };
+      },
+      error: (error) => subscriber.error(error),
+      complete: () => {
+        if (last) subscriber.next(last.value);
+        subscriber.complete();
+      },
+    });
+    return () => subscription.unsubscribe();
+  });
+}
+
+/**
+ * Pushes from background processes, by push name or process id (see
+ * {@link IgorClient.on}). Never completes when listening by push name; when
+ * listening by process id it completes when the process says it has finished
+ * and errors when it fails.
+ */
+export function on$<T = unknown>(client: IgorClient, name: string | number): Observable<T> {
+  return new Observable<T>((subscriber) =>
+    client.on<T>(name, {
+      next: (data) => subscriber.next(data),
+      error: (error) => subscriber.error(error),
+      complete: () => subscriber.complete(),
+    }),
+  );
+}
+
+/** Like {@link on$}, but emits the whole {@link Push} (name, process id, data). */
+export function pushes$<T = unknown>(client: IgorClient, name: string | number): Observable<Push<T>> {
+  return new Observable<Push<T>>((subscriber) =>
+    client.on<T>(name, {
+      next: (_data, push) => subscriber.next(push),
+      error: (error) => subscriber.error(error),
+      complete: () => subscriber.complete(),
+    }),
+  );
+}
+
+/**
+ * The connection's status: emits the current status at once, then every
+ * change; completes after `'closed'`.
+ */
+export function status$(client: IgorClient): Observable<ConnectionStatus> {
+  return new Observable<ConnectionStatus>((subscriber) => {
+    subscriber.next(client.status);
+    if (client.status === 'closed') {
+      subscriber.complete();
+      return undefined;
+    }
+    return client.onStatus((event: StatusEvent) => {
+      subscriber.next(event.status);
+      if (event.status === 'closed') subscriber.complete();
+    });
+  });
+}

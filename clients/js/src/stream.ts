@@ -1,0 +1,277 @@
+/**
+ * {@link IgorStream}: the values of one call, consumable three ways
+ * (`for await`, `subscribe`, or any Observable library through
+ * `Symbol.observable`), without depending on any of them.
+ *
+ * @packageDocumentation
+ */
+
+import type { IgorError } from './errors.js';
+
+/** Receives a stream's values and its end. Every member is optional, as in RxJS. */
+export interface StreamObserver<T> {
+  /** One data value of the stream. */
+  next?: (value: T) => void;
+  /** The stream failed: an {@link IgorError} from the server or from the client. Nothing follows. */
+  error?: (error: IgorError) => void;
+  /** The stream ended normally (or was cancelled). Nothing follows. */
+  complete?: () => void;
+}
+
+/** What {@link IgorStream.subscribe} returns; the same shape as an RxJS Subscription. */
+export interface Unsubscribable {
+  /** Stop receiving. Unsubscribing the last subscriber of an open stream cancels it on the server. */
+  unsubscribe(): void;
+  /** True once this subscriber will receive nothing more. */
+  readonly closed: boolean;
+}
+
+/** What a stream needs from the client that opened it (an implementation detail of {@link IgorClient}). */
+export interface StreamOwner {
+  cancelStream(stream: IgorStream<unknown>): void;
+}
+
+type Sink<T> = {
+  observer: StreamObserver<T>;
+  closed: boolean;
+};
+
+/** Hand an exception thrown by a user callback to the host, without breaking the stream machinery. */
+function reportLater(error: unknown): void {
+  setTimeout(() => {
+    throw error;
+  }, 0);
+}
+
+/**
+ * The values the server sends on one stream (one call of an action).
+ *
+ * The call is sent when the stream is created (it is "hot", like a Promise).
+ * Values that arrive before anyone consumes the stream are kept and handed to
+ * the first consumer, so `const s = igor.stream(...)` followed later by
+ * `for await (const v of s)` loses nothing. After that, values go to every
+ * current subscriber. A subscriber that arrives after the end is told the end
+ * (complete or error) at once.
+ *
+ * The stream ends exactly once: complete (the server closed it, or you called
+ * {@link IgorStream.cancel}), or error (an {@link IgorError}).
+ *
+ * @typeParam T - the type of the values the action sends.
+ */
+export class IgorStream<T = unknown> implements AsyncIterable<T> {
+  /** The stream id on the wire (unique per client, never reused). */
+  readonly id: number;
+  /** The action this stream calls. */
+  readonly action: string;
+
+  private _owner: StreamOwner;
+  private _buffer: T[] | null = [];
+  private _sinks: Sink<T>[] = [];
+  private _state: 'open' | 'complete' | 'error' = 'open';
+  private _error: IgorError | undefined;
+  private _hadConsumer = false;
+
+  /** Streams are made by {@link IgorClient.stream} and {@link IgorClient.call}; there is no need to construct one. */
+  constructor(owner: StreamOwner, id: number, action: string) {
+    this._owner = owner;
+    this.id = id;
+    this.action = action;
+  }
+
+  /** True once the stream has ended (completed, cancelled or failed). */
+  get closed(): boolean {
+    return this._state !== 'open';
+  }
+
+  /**
+   * Ask the server to stop this stream and end it here at once (it completes;
+   * the server's `{"close": true, "cancelled": true}` answer is ignored, as is
+   * any value still in flight). Does nothing if the stream has already ended.
+   */
+  cancel(): void {
+    if (this._state !== 'open') return;
+    this._owner.cancelStream(this as IgorStream<unknown>);
+    this._end('complete');
+  }
+
+  /**
+   * Receive the stream's values: pass an observer `{ next, error, complete }`
+   * or up to three functions. Returns an {@link Unsubscribable}; unsubscribing
+   * the last subscriber of an open stream cancels it on the server.
+   */
+  subscribe(
+    observerOrNext?: StreamObserver<T> | ((value: T) => void) | null,
+    error?: ((error: IgorError) => void) | null,
+    complete?: (() => void) | null,
+  ): Unsubscribable {
+    const observer: StreamObserver<T> =
+      typeof observerOrNext === 'function' || observerOrNext == null
+        ? {
+            next: observerOrNext ?? undefined,
+            error: error ?? undefined,
+            complete: complete ?? undefined,
+          }
+        : observerOrNext;
+    const sink: Sink<T> = { observer, closed: false };
+    const subscription: Unsubscribable = {
+      unsubscribe: () => this._remove(sink),
+      get closed() {
+        return sink.closed;
+      },
+    };
+    this._hadConsumer = true;
+    const buffered = this._buffer;
+    this._buffer = null;
+    this._sinks.push(sink);
+    if (buffered) for (const value of buffered) this._deliver(sink, value);
+    if (this._state !== 'open') this._finish(sink);
+    return subscription;
+  }
+
+  /**
+   * Iterate the values with `for await`. Leaving the loop early (`break`,
+   * `return`, an exception) cancels the stream on the server; a server error
+   * is thrown from the loop as an {@link IgorError}.
+   */
+  [Symbol.asyncIterator](): AsyncIterator<T> {
+    const queue: T[] = [];
+    let ended = false;
+    let failure: IgorError | undefined;
+    let waiter: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void } | null = null;
+    const subscription = this.subscribe({
+      next: (value) => {
+        if (waiter) {
+          const w = waiter;
+          waiter = null;
+          w.resolve({ value, done: false });
+        } else queue.push(value);
+      },
+      error: (e) => {
+        ended = true;
+        failure = e;
+        if (waiter) {
+          const w = waiter;
+          waiter = null;
+          failure = undefined;
+          w.reject(e);
+        }
+      },
+      complete: () => {
+        ended = true;
+        if (waiter) {
+          const w = waiter;
+          waiter = null;
+          w.resolve({ value: undefined, done: true });
+        }
+      },
+    });
+    const iterator: AsyncIterator<T> & AsyncIterable<T> = {
+      next: () => {
+        if (queue.length > 0) return Promise.resolve({ value: queue.shift() as T, done: false });
+        if (failure) {
+          const e = failure;
+          failure = undefined;
+          return Promise.reject(e);
+        }
+        if (ended) return Promise.resolve({ value: undefined, done: true });
+        return new Promise<IteratorResult<T>>((resolve, reject) => {
+          waiter = { resolve, reject };
+        });
+      },
+      return: () => {
+        ended = true;
+        queue.length = 0;
+        failure = undefined;
+        subscription.unsubscribe();
+        if (waiter) {
+          const w = waiter;
+          waiter = null;
+          w.resolve({ value: undefined, done: true });
+        }
+        return Promise.resolve({ value: undefined, done: true });
+      },
+      [Symbol.asyncIterator]() {
+        return iterator;
+      },
+    };
+    return iterator;
+  }
+
+  /**
+   * Observable interop (the `Symbol.observable` protocol, under the key
+   * `'@@observable'` that RxJS uses when `Symbol.observable` is not defined):
+   * lets `from(igor.stream(...))` in RxJS, or any interop-aware library, adopt
+   * the stream.
+   */
+  '@@observable'(): this {
+    return this;
+  }
+
+  /** @internal A data value arrived. */
+  _push(value: T): void {
+    if (this._state !== 'open') return;
+    if (this._buffer) {
+      this._buffer.push(value);
+      return;
+    }
+    for (const sink of this._sinks.slice()) this._deliver(sink, value);
+  }
+
+  /** @internal The stream ended: completed, or failed with `error`. */
+  _end(how: 'complete' | 'error', error?: IgorError): void {
+    if (this._state !== 'open') return;
+    this._state = how;
+    this._error = error;
+    const sinks = this._sinks;
+    this._sinks = [];
+    for (const sink of sinks) this._finish(sink);
+    // Sinks that subscribe later are finished in subscribe(); keep only a
+    // buffer for a consumer that has not come yet.
+    if (this._hadConsumer) this._buffer = null;
+  }
+
+  private _deliver(sink: Sink<T>, value: T): void {
+    if (sink.closed) return;
+    try {
+      sink.observer.next?.(value);
+    } catch (e) {
+      reportLater(e);
+    }
+  }
+
+  private _finish(sink: Sink<T>): void {
+    if (sink.closed) return;
+    sink.closed = true;
+    const index = this._sinks.indexOf(sink);
+    if (index >= 0) this._sinks.splice(index, 1);
+    try {
+      if (this._state === 'error') {
+        if (sink.observer.error) sink.observer.error(this._error as IgorError);
+        else reportLater(this._error);
+      } else sink.observer.complete?.();
+    } catch (e) {
+      reportLater(e);
+    }
+  }
+
+  private _remove(sink: Sink<T>): void {
+    if (sink.closed) return;
+    sink.closed = true;
+    const index = this._sinks.indexOf(sink);
+    if (index >= 0) this._sinks.splice(index, 1);
+    if (this._sinks.length === 0 && this._state === 'open') this.cancel();
+  }
+}
+
+// Also answer to the real `Symbol.observable` when some library has defined it.
+const symbolObservable: symbol | undefined =
+  typeof Symbol === 'function' ? (Symbol as unknown as { observable?: symbol }).observable : undefined;
+if (symbolObservable) {
+  Object.defineProperty(IgorStream.prototype, symbolObservable, {
+    value: function (this: IgorStream<unknown>) {
+      return this;
+    },
+    configurable: true,
+    writable: true,
+  });
+}

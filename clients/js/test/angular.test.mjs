@@ -1,0 +1,96 @@
+// The Angular service, with RxJS, without bootstrapping an application.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Injector } from '@angular/core';
+import { firstValueFrom, lastValueFrom, Observable } from 'rxjs';
+import { take, toArray } from 'rxjs/operators';
+import WebSocket from 'ws';
+
+import { IGOR_CONFIG, IgorService, provideIgor } from '../dist/angular.js';
+import { IgorClient, IgorError } from '../dist/index.js';
+import { startServer, within } from './helpers.mjs';
+
+let server;
+
+before(async () => {
+  server = await startServer();
+});
+
+after(async () => {
+  await server?.stop();
+});
+
+describe('IgorService constructed directly', () => {
+  let igor;
+  before(() => {
+    igor = new IgorService({ url: server.url, WebSocket, clientId: 'ng-window' });
+  });
+  after(() => igor.ngOnDestroy());
+
+  it('call() returns an Observable of the result', async () => {
+    const result$ = igor.call('hello', { name: 'Angular' });
+    assert.ok(result$ instanceof Observable);
+    assert.equal(await within(5000, firstValueFrom(result$), 'call'), 'Hello Angular');
+    assert.equal(await firstValueFrom(igor.call('whoami')), 'ng-window');
+  });
+
+  it('stream() emits every value; take() cancels on the server', async () => {
+    assert.deepEqual(await lastValueFrom(igor.stream('jobs.count', { n: 4 }).pipe(toArray())), [0, 1, 2, 3]);
+    assert.deepEqual(await lastValueFrom(igor.stream('jobs.slow', { tag: 'ng1', delay: 0.02 }).pipe(take(2), toArray())), [0, 1]);
+    assert.equal(await firstValueFrom(igor.call('was_cancelled', { tag: 'ng1' })), true);
+  });
+
+  it('errors carry the IgorError', async () => {
+    await assert.rejects(firstValueFrom(igor.call('boom', 'ng')), (e) => e instanceof IgorError && e.type === 'ValueError' && e.code === 500);
+  });
+
+  it('on() emits pushes, broadcast and targeted', async () => {
+    const ticks = await within(5000, firstValueFrom(igor.on('tick').pipe(take(2), toArray())), 'ticks');
+    assert.equal(ticks.length, 2);
+    const targeted = firstValueFrom(igor.on('ng-note'));
+    await firstValueFrom(igor.call('notify', { action: 'ng-note', data: { hi: 'ng' } }));
+    assert.deepEqual(await within(5000, targeted, 'targeted'), { hi: 'ng' });
+  });
+
+  it('status$ reports the connection and ngOnDestroy closes it', async () => {
+    const service = new IgorService({ url: server.url, WebSocket });
+    await service.ready;
+    const statuses = lastValueFrom(service.status$.pipe(toArray()));
+    service.ngOnDestroy();
+    assert.deepEqual(await within(5000, statuses, 'statuses'), ['open', 'closed']);
+  });
+});
+
+describe('IgorService through Angular dependency injection', () => {
+  it('is injectable with IGOR_CONFIG (class provider, no JIT compiler needed)', async () => {
+    const injector = Injector.create({
+      providers: [{ provide: IGOR_CONFIG, useValue: { url: server.url, WebSocket } }, IgorService],
+    });
+    const igor = injector.get(IgorService);
+    try {
+      assert.ok(igor instanceof IgorService);
+      assert.equal(injector.get(IgorService), igor, 'one instance per injector');
+      assert.equal(await within(5000, firstValueFrom(igor.call('hello', { name: 'DI' })), 'call'), 'Hello DI');
+    } finally {
+      igor.ngOnDestroy();
+    }
+  });
+
+  it('provideIgor() can hand over an existing client', async () => {
+    const client = new IgorClient(server.url, { WebSocket });
+    const injector = Injector.create({ providers: [...provideIgor(client), IgorService] });
+    const igor = injector.get(IgorService);
+    try {
+      assert.equal(igor.client, client);
+      assert.equal(await firstValueFrom(igor.call('hello', { name: 'shared' })), 'Hello shared');
+    } finally {
+      client.close();
+    }
+  });
+
+  it("declares itself providedIn: 'root' as Angular's compiler would", () => {
+    assert.equal(IgorService.ɵprov.providedIn, 'root');
+    assert.equal(typeof IgorService.ɵprov.factory, 'function');
+    assert.equal(typeof IgorService.ɵfac, 'function');
+  });
+});

@@ -1,0 +1,340 @@
+// The core client against a real Igor server: calls, streams, errors, cancel,
+// timeouts, pushes, big payloads, concurrency.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import WebSocket from 'ws';
+
+import { IgorClient, IgorError, IgorStream } from '../dist/index.js';
+import { nextPush, startServer, within } from './helpers.mjs';
+
+let server;
+let igor;
+
+before(async () => {
+  server = await startServer();
+  igor = new IgorClient(server.url, { WebSocket });
+  await within(5000, igor.ready, 'connect');
+});
+
+after(async () => {
+  igor?.close();
+  await server?.stop();
+});
+
+describe('call', () => {
+  it('returns the last data value', async () => {
+    assert.equal(await igor.call('hello', { name: 'Ada' }), 'Hello Ada');
+  });
+
+  it('returns undefined when the action sends nothing', async () => {
+    assert.equal(await igor.call('nothing'), undefined);
+  });
+
+  it('returns the last value of a streaming action', async () => {
+    assert.equal(await igor.call('jobs.count', { n: 5 }), 4);
+  });
+
+  it('passes any JSON value through', async () => {
+    const value = { a: [1, 2.5, 'x', null, true], nested: { 'ü': 'ñ ✓' } };
+    assert.deepEqual(await igor.call('echo', value), value);
+  });
+
+  it('uses the ws package by itself when there is no global WebSocket', async () => {
+    assert.equal(typeof globalThis.WebSocket, 'undefined', 'this test expects Node 20 without a global WebSocket');
+    const client = new IgorClient(server.url);
+    try {
+      assert.equal(await within(5000, client.call('hello', { name: 'ws' }), 'call'), 'Hello ws');
+    } finally {
+      client.close();
+    }
+  });
+});
+
+describe('stream', () => {
+  it('yields every value with for await', async () => {
+    const values = [];
+    for await (const value of igor.stream('jobs.count', { n: 10 })) values.push(value);
+    assert.deepEqual(values, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  });
+
+  it('delivers to subscribe(), then complete', async () => {
+    const values = [];
+    await within(
+      5000,
+      new Promise((resolve, reject) => {
+        const stream = igor.stream('jobs.count', { n: 3 });
+        assert.ok(stream instanceof IgorStream);
+        stream.subscribe({ next: (v) => values.push(v), error: reject, complete: resolve });
+      }),
+      'stream',
+    );
+    assert.deepEqual(values, [0, 1, 2]);
+  });
+
+  it('keeps values that arrive before anyone consumes the stream', async () => {
+    const stream = igor.stream('jobs.count', { n: 4 });
+    // Let the whole stream arrive before consuming it.
+    assert.equal(await igor.call('hello', { name: 'sync' }), 'Hello sync');
+    assert.equal(stream.closed, true);
+    const values = [];
+    for await (const value of stream) values.push(value);
+    assert.deepEqual(values, [0, 1, 2, 3]);
+  });
+
+  it('uses stream ids that never collide with process ids', () => {
+    const a = igor.stream('nothing');
+    const b = igor.stream('nothing');
+    assert.equal(typeof a.id, 'number');
+    assert.notEqual(a.id, b.id);
+  });
+});
+
+describe('errors', () => {
+  it('rejects a call with an IgorError carrying code, type and message', async () => {
+    const error = await igor.call('boom', 42).then(
+      () => assert.fail('should have failed'),
+      (e) => e,
+    );
+    assert.ok(error instanceof IgorError);
+    assert.ok(error instanceof Error);
+    assert.equal(error.code, 500);
+    assert.equal(error.type, 'ValueError');
+    assert.equal(error.message, 'nope: 42');
+    assert.equal(error.action, 'boom');
+    assert.equal(error.traceback, undefined);
+  });
+
+  it('reports an unknown action as 404 UnknownAction', async () => {
+    await assert.rejects(igor.call('no.such.action'), (e) => e instanceof IgorError && e.code === 404 && e.type === 'UnknownAction');
+  });
+
+  it('throws the error from a for await loop after the values sent before it', async () => {
+    const values = [];
+    await assert.rejects(
+      (async () => {
+        for await (const value of igor.stream('teapot')) values.push(value);
+      })(),
+      (e) => e instanceof IgorError && e.code === 418 && e.message === "I'm a teapot",
+    );
+    assert.deepEqual(values, ['first']);
+  });
+
+  it('carries the traceback when the server runs with debug', async () => {
+    const debugServer = await startServer({ debug: true });
+    const client = new IgorClient(debugServer.url, { WebSocket });
+    try {
+      const error = await client.call('boom', 1).catch((e) => e);
+      assert.equal(error.type, 'ValueError');
+      assert.match(error.traceback, /Traceback[\s\S]*ValueError: nope: 1/);
+    } finally {
+      client.close();
+      await debugServer.stop();
+    }
+  });
+
+  it('fails a call whose data cannot be serialised, without sending it', async () => {
+    const cyclic = {};
+    cyclic.self = cyclic;
+    await assert.rejects(igor.call('echo', cyclic), (e) => e instanceof IgorError && e.type === 'TypeError');
+    assert.equal(await igor.call('echo', 'still fine'), 'still fine');
+  });
+});
+
+describe('cancel', () => {
+  it('cancel() completes the stream here and stops the handler on the server', async () => {
+    const stream = igor.stream('jobs.slow', { tag: 'c1', delay: 0.05 });
+    const values = [];
+    let completed = false;
+    await within(
+      5000,
+      new Promise((resolve) => {
+        stream.subscribe({
+          next: (v) => {
+            values.push(v);
+            if (v === 2) {
+              stream.cancel();
+              resolve();
+            }
+          },
+          complete: () => {
+            completed = true;
+          },
+        });
+      }),
+      'three values',
+    );
+    assert.equal(completed, true);
+    assert.equal(stream.closed, true);
+    assert.deepEqual(values, [0, 1, 2]);
+    assert.equal(await igor.call('was_cancelled', { tag: 'c1' }), true);
+  });
+
+  it('leaving a for await loop cancels the stream', async () => {
+    for await (const value of igor.stream('jobs.slow', { tag: 'c2', delay: 0.02 })) {
+      if (value === 1) break;
+    }
+    assert.equal(await igor.call('was_cancelled', { tag: 'c2' }), true);
+  });
+
+  it('unsubscribing the last subscriber cancels the stream', async () => {
+    const stream = igor.stream('jobs.slow', { tag: 'c3', delay: 0.02 });
+    const first = stream.subscribe(() => {});
+    const second = stream.subscribe(() => {});
+    first.unsubscribe();
+    assert.equal(stream.closed, false, 'one subscriber left: still open');
+    second.unsubscribe();
+    assert.equal(stream.closed, true);
+    assert.equal(await igor.call('was_cancelled', { tag: 'c3' }), true);
+  });
+
+  it('an AbortSignal aborts the call with type Aborted and cancels it on the server', async () => {
+    const controller = new AbortController();
+    const pending = igor.call('jobs.slow', { tag: 'c4', delay: 0.02 }, { signal: controller.signal });
+    setTimeout(() => controller.abort(), 100);
+    await assert.rejects(pending, (e) => e instanceof IgorError && e.type === 'Aborted');
+    assert.equal(await igor.call('was_cancelled', { tag: 'c4' }), true);
+  });
+});
+
+describe('already aborted', () => {
+  it('a call with an already aborted signal fails at once without being sent', async () => {
+    const controller = new AbortController();
+    controller.abort();
+    await assert.rejects(within(1000, igor.call('hello', { name: 'x' }, { signal: controller.signal }), 'call'), (e) => e.type === 'Aborted');
+  });
+});
+
+describe('timeout', () => {
+  it('rejects with type Timeout and cancels the stream on the server', async () => {
+    const started = Date.now();
+    const error = await igor.call('jobs.slow', { tag: 't1', delay: 0.05 }, { timeout: 300 }).catch((e) => e);
+    assert.ok(error instanceof IgorError);
+    assert.equal(error.type, 'Timeout');
+    assert.equal(error.code, 0);
+    assert.ok(Date.now() - started >= 290, 'not before the timeout');
+    assert.equal(await igor.call('was_cancelled', { tag: 't1' }), true);
+  });
+
+  it('does not fire for a call that ends in time', async () => {
+    assert.equal(await igor.call('hello', { name: 'quick' }, { timeout: 5000 }), 'Hello quick');
+  });
+});
+
+describe('pushes from processes', () => {
+  it('receives broadcasts by push name', async () => {
+    const { data, push } = await within(5000, nextPush(igor, 'tick'), 'tick');
+    assert.equal(typeof data.n, 'number');
+    assert.deepEqual(push, { action: 'tick', processId: 'ticker', data });
+  });
+
+  it('receives broadcasts by process id', async () => {
+    const { push } = await within(5000, nextPush(igor, 'ticker'), 'ticker');
+    assert.equal(push.action, 'tick');
+  });
+
+  it('on() returns a function that stops the listener', async () => {
+    let count = 0;
+    const off = igor.on('tick', () => count++);
+    await within(5000, nextPush(igor, 'tick'), 'tick');
+    off();
+    const frozen = count;
+    await within(5000, nextPush(igor, 'tick'), 'tick');
+    await within(5000, nextPush(igor, 'tick'), 'tick');
+    assert.equal(count, frozen);
+  });
+
+  it('receives a push sent to its client id only', async () => {
+    const other = new IgorClient(server.url, { WebSocket, clientId: 'other-window' });
+    try {
+      await within(5000, other.ready, 'other ready');
+      let leaked = false;
+      const offLeak = igor.on('secret', () => {
+        leaked = true;
+      });
+      const got = nextPush(other, 'secret');
+      assert.equal(await igor.call('notify', { client_id: 'other-window', action: 'secret', data: { x: 1 } }), true);
+      const { data, push } = await within(5000, got, 'targeted push');
+      assert.deepEqual(data, { x: 1 });
+      assert.equal(push.processId, 'notifier');
+      // A push to ourselves after it proves ordering: had `secret` leaked to us, it would have arrived first.
+      const mine = nextPush(igor, 'mine');
+      await igor.call('notify', { action: 'mine' });
+      await within(5000, mine, 'own push');
+      offLeak();
+      assert.equal(leaked, false);
+    } finally {
+      other.close();
+    }
+  });
+
+  it('tells a process failure and end to an observer listening by process id', async () => {
+    const client = new IgorClient(server.url, { WebSocket, clientId: 'observer-window' });
+    try {
+      await within(5000, client.ready, 'ready');
+      const failed = new Promise((resolve) => client.on('notifier', { error: resolve }));
+      const finished = new Promise((resolve) => client.on('notifier', { complete: resolve }));
+      await client.call('notify', { kind: 'error', data: 'disk full' });
+      const error = await within(5000, failed, 'process error');
+      assert.ok(error instanceof IgorError);
+      assert.equal(error.code, 500);
+      assert.equal(error.type, 'RuntimeError');
+      assert.equal(error.message, 'disk full');
+      await client.call('notify', { kind: 'finish' });
+      await within(5000, finished, 'process end');
+    } finally {
+      client.close();
+    }
+  });
+});
+
+describe('payloads and concurrency', () => {
+  const MB = 1024 * 1024;
+
+  it('sends 1 MB to the server', async () => {
+    assert.equal(await within(20000, igor.call('length', 'y'.repeat(MB)), 'upload'), MB);
+  });
+
+  it('receives 1 MB from the server', async () => {
+    const text = await within(20000, igor.call('blob', { size: MB }), 'download');
+    assert.equal(text.length, MB);
+    assert.ok(/^x+$/.test(text));
+  });
+
+  it('echoes 1 MB both ways', async () => {
+    const payload = { text: 'z'.repeat(MB) };
+    assert.deepEqual(await within(20000, igor.call('echo', payload), 'echo'), payload);
+  });
+
+  it('runs 50 concurrent streams on one connection, each getting its own values', async () => {
+    const streams = Array.from({ length: 50 }, (_, i) => igor.stream('jobs.count', { n: 20 + i }));
+    const results = await within(
+      20000,
+      Promise.all(
+        streams.map(async (stream) => {
+          const values = [];
+          for await (const value of stream) values.push(value);
+          return values;
+        }),
+      ),
+      '50 streams',
+    );
+    results.forEach((values, i) => assert.deepEqual(values, Array.from({ length: 20 + i }, (_, k) => k)));
+    assert.equal(new Set(streams.map((s) => s.id)).size, 50);
+  });
+});
+
+describe('after close', () => {
+  it('fails in-flight and new calls with ConnectionClosed, and rejects ready', async () => {
+    const client = new IgorClient(server.url, { WebSocket });
+    await within(5000, client.ready, 'ready');
+    const inFlight = client.call('jobs.slow', { delay: 0.05 });
+    const statuses = [];
+    client.onStatus((e) => statuses.push(e.status));
+    client.close();
+    await assert.rejects(inFlight, (e) => e instanceof IgorError && e.type === 'ConnectionClosed' && e.code === 0);
+    await assert.rejects(client.call('hello', { name: 'late' }), (e) => e instanceof IgorError && e.type === 'ConnectionClosed');
+    await assert.rejects(client.ready, (e) => e instanceof IgorError && e.type === 'ConnectionClosed');
+    assert.deepEqual(statuses, ['closed']);
+    assert.equal(client.status, 'closed');
+  });
+});

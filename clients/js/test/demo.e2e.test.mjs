@@ -1,0 +1,209 @@
+// End-to-end test of the demo app: the real Python server (server_instance.py,
+// started with igor-client/node's launch) and the real page in headless
+// Chromium, driven through playwright-core.
+//
+// Run from clients/js after a build: node --test test/demo.e2e.test.mjs
+// Needs /usr/bin/chromium (Debian: apt-get install -y chromium), or the path
+// in $IGOR_CHROMIUM. IGOR_UPDATE_SCREENSHOT=1 also writes docs/demo.png.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdtemp, copyFile, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+import { launch } from '../dist/node.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repoRoot = path.resolve(here, '..', '..', '..');
+const python = process.env.PYTHON || 'python3';
+const chromiumPath = process.env.IGOR_CHROMIUM || '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const STEP_TIMEOUT = 15_000;
+
+test('the demo app works end to end in Chromium', { timeout: 120_000 }, async (t) => {
+  assert.ok(
+    existsSync(chromiumPath),
+    `Chromium not found at ${chromiumPath}: install it (Debian: apt-get install -y chromium) or set IGOR_CHROMIUM to its path`,
+  );
+  assert.ok(
+    existsSync(path.join(repoRoot, 'examples', 'demo', 'lib', 'index.js')),
+    'examples/demo/lib/index.js is missing: run `npm run build` in clients/js first',
+  );
+
+  let serverLog = '';
+  const server = await launch(python, ['server_instance.py'], {
+    cwd: repoRoot,
+    env: {
+      ...process.env,
+      PYTHONPATH: [repoRoot, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter),
+    },
+    connect: true,
+    client: { clientId: 'node-observer' },
+    stderr: (text) => {
+      serverLog += text;
+    },
+    stdout: (text) => {
+      serverLog += text;
+    },
+  });
+  t.after(() => server.close());
+  assert.equal(typeof server.token, 'string', 'server_instance.py has a token by default');
+
+  // A second client, this Node process: the page's targeted notification must
+  // not reach it.
+  const notificationsSeenByNode = [];
+  server.client.on('notification', (data) => notificationsSeenByNode.push(data));
+
+  const browser = await chromium.launch({ executablePath: chromiumPath, args: CHROMIUM_ARGS, headless: true });
+  t.after(() => browser.close());
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, deviceScaleFactor: 1 });
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT);
+
+  const problems = [];
+  const foreign = [];
+  const origin = `http://127.0.0.1:${server.port}`;
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  page.on('console', (message) => {
+    if (message.type() === 'error') problems.push(`console error: ${message.text()}`);
+  });
+  page.on('request', (request) => {
+    const url = request.url();
+    if (!url.startsWith(origin + '/') && !url.startsWith(`ws://127.0.0.1:${server.port}/`) && !url.startsWith('data:')) {
+      foreign.push(url);
+    }
+  });
+  const context_ = () => `\nbrowser problems:\n${problems.join('\n')}\nserver output:\n${serverLog}`;
+
+  const shotDir = await mkdtemp(path.join(tmpdir(), 'igor-demo-e2e-'));
+  const byId = (id) => page.getByTestId(id);
+
+  try {
+    await page.goto(`${origin}/#token=${encodeURIComponent(server.token)}`);
+
+    // Connected, with a window-... client id.
+    await page.waitForSelector('[data-testid="status"][data-state="open"]');
+    const clientId = await byId('client-id').textContent();
+    assert.match(clientId, /^window-[0-9a-f]+$/);
+    assert.equal(await byId('connection-banner').isVisible(), false);
+
+    // A call: the hello form.
+    await byId('hello-name').fill('Grace');
+    await byId('hello-submit').click();
+    await page.waitForFunction(() => document.querySelector('[data-testid="hello-result"]').textContent === 'Hello Grace');
+
+    // Shared events: add two, remove one.
+    for (const title of ['Design review', 'Release 1.0']) {
+      await byId('events-title').fill(title);
+      await byId('events-add').click();
+      await page.locator('[data-testid="event"]', { hasText: title }).waitFor();
+    }
+    await byId('events-title').fill('Scratch event');
+    await byId('events-add').click();
+    const scratchEvent = page.locator('[data-testid="event"]', { hasText: 'Scratch event' });
+    await scratchEvent.waitFor();
+    await scratchEvent.getByTestId('event-remove').click();
+    await scratchEvent.waitFor({ state: 'detached' });
+
+    // A stream: the job reports progress, then is cancelled.
+    await byId('job-steps').fill('40');
+    await byId('job-start').click();
+    await page.waitForSelector('[data-testid="job-status"][data-state="running"]');
+    const percentNow = () => page.evaluate(() => Number(document.querySelector('[data-testid="job-progress"]').getAttribute('aria-valuenow')));
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="job-progress"]').getAttribute('aria-valuenow')) >= 30);
+    const before = await percentNow();
+    await page.waitForFunction((p) => Number(document.querySelector('[data-testid="job-progress"]').getAttribute('aria-valuenow')) > p, before);
+    assert.ok((await percentNow()) > before, 'the progress bar advances');
+    assert.equal(await byId('job-cancel').isEnabled(), true);
+    await byId('job-cancel').click();
+    await page.waitForSelector('[data-testid="job-status"][data-state="cancelled"]');
+    const cancelledAt = await percentNow();
+    assert.ok(cancelledAt > 0 && cancelledAt < 100, `cancelled part way (${cancelledAt}%)`);
+    assert.match(await byId('job-status').textContent(), /^Cancelled at \d+%$/);
+    assert.equal(await byId('job-start').isEnabled(), true, 'a new job can be started');
+
+    // A push to every window: the counter changes.
+    await page.waitForFunction(() => /^\d+$/.test(document.querySelector('[data-testid="counter-value"]').textContent));
+    const counter = Number(await byId('counter-value').textContent());
+    await page.waitForFunction(
+      (c) => Number(document.querySelector('[data-testid="counter-value"]').textContent) > c,
+      counter,
+    );
+    // The cancelled job stayed where it was while time passed.
+    assert.equal(await percentNow(), cancelledAt, 'no progress after the cancel');
+    assert.equal(await byId('job-status').getAttribute('data-state'), 'cancelled');
+
+    // A push to this window only: notify.me.
+    await byId('notify-text').fill('Your export is ready');
+    await byId('notify-submit').click();
+    await page.locator('[data-testid="notification"]', { hasText: 'Your export is ready' }).waitFor();
+    assert.deepEqual(notificationsSeenByNode, [], "another client does not get this window's notification");
+
+    // An error, shown politely.
+    await byId('fail-button').click();
+    await byId('error-box').waitFor({ state: 'visible' });
+    assert.equal(await byId('error-message').textContent(), 'This action fails on purpose');
+    assert.match(await byId('error-detail').textContent(), /ValueError/);
+
+    // The server-side session of this window counts its whoami calls.
+    assert.equal(await byId('session-client-id').textContent(), clientId);
+    await page.waitForFunction(() => /^\d+$/.test(document.querySelector('[data-testid="whoami"]').textContent));
+    const asked = Number(await byId('whoami').textContent());
+    await byId('whoami-button').click();
+    await page.waitForFunction((n) => Number(document.querySelector('[data-testid="whoami"]').textContent) === n + 1, asked);
+
+    assert.deepEqual(foreign, [], 'the page loads nothing from the network');
+    assert.deepEqual(problems, [], 'no errors in the page');
+
+    // Screenshots: one for this run, and the README's when asked.
+    await page.mouse.move(0, 0);
+    const shot = path.join(shotDir, 'demo.png');
+    await page.screenshot({ path: shot, fullPage: true });
+    assert.ok((await stat(shot)).size > 10_000, 'a real screenshot was written');
+    t.diagnostic(`screenshot: ${shot}`);
+    if (process.env.IGOR_UPDATE_SCREENSHOT === '1') {
+      const target = path.join(repoRoot, 'docs', 'demo.png');
+      await copyFile(shot, target);
+      t.diagnostic(`updated ${target}`);
+    }
+
+    // Removing an event another client removed first: a polite error, then the truth.
+    await byId('events-title').fill('Removed elsewhere');
+    await byId('events-add').click();
+    const stale = page.locator('[data-testid="event"]', { hasText: 'Removed elsewhere' });
+    await stale.waitFor();
+    const staleId = Number(await stale.getAttribute('data-id'));
+    assert.deepEqual(await server.client.call('events.remove', { id: staleId }), { removed: staleId });
+    await stale.getByTestId('event-remove').click();
+    await page.locator('[data-testid="toast-error"]', { hasText: `Could not remove the event: no event with id ${staleId}` }).waitFor();
+    await stale.waitFor({ state: 'detached' });
+
+    // The connection-loss banner: stop the server under the page.
+    await server.close();
+    await byId('connection-banner').waitFor({ state: 'visible' });
+    assert.notEqual(await byId('status').getAttribute('data-state'), 'open');
+    await page.screenshot({ path: path.join(shotDir, 'demo-disconnected.png'), fullPage: true });
+  } catch (error) {
+    try {
+      await page.screenshot({ path: path.join(shotDir, 'failure.png'), fullPage: true });
+      t.diagnostic(`failure screenshot: ${path.join(shotDir, 'failure.png')}`);
+    } catch {
+      // The page may be gone.
+    }
+    error.message += context_();
+    throw error;
+  }
+});

@@ -1,0 +1,170 @@
+"""A real Igor server for the igor-client tests.
+
+Usage: python3 fixture_server.py [--token TOKEN] [--static DIR] [--debug]
+
+Listens on a free port and prints `IGOR_READY {...}` once listening; shuts
+down when its stdin closes (the test process ends or kills it).
+"""
+
+import argparse
+import queue
+import threading
+
+from igor import IgorProcess, IgorServer, flatten
+
+# Streams the tests cancel, by tag: set once the handler saw the cancel.
+CANCELLED = {}
+CANCELLED_LOCK = threading.Lock()
+
+
+def cancel_event(tag):
+    with CANCELLED_LOCK:
+        return CANCELLED.setdefault(tag, threading.Event())
+
+
+def hello(out, data):
+    out.send('Hello ' + data['name'])
+
+
+def echo(out, data):
+    out.send(data)
+
+
+def nothing(out, data):
+    """Sends no value at all: a call resolves to undefined."""
+
+
+def blob(out, data):
+    """A string of data['size'] characters, to test big downloads."""
+    out.send('x' * int(data['size']))
+
+
+def length(out, data):
+    """The length of the string it was given, to test big uploads."""
+    out.send(len(data))
+
+
+def count(out, data):
+    """A generator handler: 0 .. n-1."""
+    yield from range(int(data['n']))
+
+
+def slow(out, data):
+    """One value every `delay` seconds, up to n; notes a cancel under `tag`."""
+    tag = data.get('tag')
+    try:
+        for i in range(int(data.get('n', 1000))):
+            out.send(i)  # raises StreamCancelled once the client cancelled
+            if out.wait(float(data.get('delay', 0.05))):
+                return
+    finally:
+        if tag is not None and out.cancelled:
+            cancel_event(tag).set()
+
+
+def was_cancelled(out, data):
+    """True once the `slow` stream tagged data['tag'] saw its cancel (waits up to 5 s)."""
+    out.send(cancel_event(data['tag']).wait(5.0))
+
+
+def boom(out, data):
+    raise ValueError('nope: ' + str(data))
+
+
+def teapot(out, data):
+    out.send('first')
+    out.send_error("I'm a teapot", code=418)
+
+
+def whoami(out, data, client_id):
+    out.send(client_id)
+
+
+def session_set(out, data, session):
+    session[data['key']] = data['value']
+    out.send(True)
+
+
+def session_get(out, data, session):
+    out.send(session.get(data['key']))
+
+
+class Ticker(IgorProcess):
+    """Broadcasts `tick` {n} to every client every 50 ms."""
+
+    def run(self):
+        n = 0
+        while not self.wait(0.05):
+            n += 1
+            self.output.send('tick', {'n': n})
+
+
+class Notifier(IgorProcess):
+    """Sends what `notify` asks for, to one client id."""
+
+    requests = queue.Queue()
+
+    def run(self):
+        while not self.wait(0.01):
+            try:
+                request = self.requests.get_nowait()
+            except queue.Empty:
+                continue
+            kind = request.get('kind', 'push')
+            try:
+                if kind == 'push':
+                    self.output.send(request['action'], request.get('data'), client_id=request['client_id'])
+                elif kind == 'error':
+                    self.output.send_error(RuntimeError(request.get('data', 'failed')), client_id=request['client_id'])
+                elif kind == 'finish':
+                    self.output.finish(client_id=request['client_id'])
+            except Exception:  # an unknown client id: nothing to do
+                pass
+
+
+def notify(out, data, client_id):
+    """Ask the notifier process to push to data['client_id'] (default: the caller)."""
+    request = dict(data)
+    request.setdefault('client_id', client_id)
+    Notifier.requests.put(request)
+    out.send(True)
+
+
+API = flatten({
+    'hello': hello,
+    'echo': echo,
+    'nothing': nothing,
+    'blob': blob,
+    'length': length,
+    'boom': boom,
+    'teapot': teapot,
+    'whoami': whoami,
+    'notify': notify,
+    'was_cancelled': was_cancelled,
+    'jobs': {'count': count, 'slow': slow},
+    'session': {'set': session_set, 'get': session_get},
+})
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--token')
+    parser.add_argument('--static')
+    parser.add_argument('--debug', action='store_true')
+    args = parser.parse_args()
+    server = IgorServer(api=API, config={
+        'port': 0,
+        'token': args.token or False,
+        'static_dir': args.static,
+        'ready_line': True,
+        'exit_with_parent': True,
+        'debug': args.debug,
+        'session_timeout': 30.0,
+    })
+    server.add_process('ticker', Ticker())
+    server.add_process('notifier', Notifier())
+    server.run_forever()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,336 @@
+// Tests of igor-client/node's launch() against the real Python server.
+//
+// Run from clients/js after a build: node --test test/launch.test.mjs
+// (npm test builds first). Python: $PYTHON or python3; the repository root is
+// put on PYTHONPATH, so `pip install -e .` is not required.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { launch, LaunchError } from '../dist/node.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repoRoot = path.resolve(here, '..', '..', '..');
+const python = process.env.PYTHON || 'python3';
+const env = {
+  ...process.env,
+  PYTHONPATH: [repoRoot, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter),
+};
+
+const API_MODULE = `
+def hello(out, data, **kwargs):
+    out.send('Hello ' + data['name'])
+
+def count(out, data, **kwargs):
+    for i in range(data['n']):
+        yield i
+
+API = {'hello': hello, 'count': count}
+`;
+
+/** A fresh temporary folder with the given files, removed after the test. */
+async function scratch(t, files) {
+  const dir = await mkdtemp(path.join(tmpdir(), 'igor-launch-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  for (const [name, text] of Object.entries(files)) await writeFile(path.join(dir, name), text);
+  return dir;
+}
+
+/**
+ * Whether a process is still running. On Linux a zombie (exited, not yet
+ * reaped by whoever adopted it) still answers kill(pid, 0), so /proc is
+ * checked too: a zombie has ended.
+ */
+async function isAlive(pid) {
+  try {
+    process.kill(pid, 0);
+  } catch (error) {
+    if (error.code === 'ESRCH') return false;
+    throw error;
+  }
+  if (process.platform === 'linux') {
+    try {
+      const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+      if (state === 'Z' || state === 'X') return false;
+    } catch {
+      return false;
+    }
+  }
+  return true;
+}
+
+/** Polls until the process is gone; false if it is still there after `ms`. */
+async function waitGone(pid, ms) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (!(await isAlive(pid))) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return !(await isAlive(pid));
+}
+
+/** Keeps what a child writes to stderr (the parent fixture forwards the server's log there). */
+function collectStderr(child) {
+  let text = '';
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk) => {
+    text += chunk;
+  });
+  return () => text;
+}
+
+/** Reads the first line a child prints on stdout, within `ms`. */
+async function firstLine(child, ms) {
+  child.stdout.setEncoding('utf8');
+  let text = '';
+  return await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no line within ${ms} ms; got ${JSON.stringify(text)}`)), ms);
+    child.stdout.on('data', (chunk) => {
+      text += chunk;
+      const nl = text.indexOf('\n');
+      if (nl !== -1) {
+        clearTimeout(timer);
+        resolve(text.slice(0, nl));
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`exited with ${code} before printing a line; got ${JSON.stringify(text)}`));
+    });
+  });
+}
+
+test('launch starts python -m igor, connects, calls, streams and closes', { timeout: 60_000 }, async (t) => {
+  const dir = await scratch(t, { 'launch_api.py': API_MODULE });
+  let stderr = '';
+  const server = await launch(python, ['-m', 'igor', 'launch_api:API', '--port', '0'], {
+    cwd: dir,
+    env,
+    stderr: (text) => {
+      stderr += text;
+    },
+  });
+  t.after(() => server.close());
+
+  assert.match(server.url, /^ws:\/\/127\.0\.0\.1:\d+\/$/);
+  assert.ok(server.port > 0, 'a real port is reported');
+  assert.equal(server.url, `ws://127.0.0.1:${server.port}/`);
+  assert.equal(typeof server.token, 'string', 'the CLI generates a token');
+  assert.ok(server.token.length >= 16);
+  assert.equal(typeof server.process.pid, 'number');
+
+  assert.equal(await server.client.call('hello', { name: 'Ada' }), 'Hello Ada');
+  const seen = [];
+  for await (const value of server.client.stream('count', { n: 4 })) seen.push(value);
+  assert.deepEqual(seen, [0, 1, 2, 3]);
+
+  const status = await server.close();
+  assert.equal(await isAlive(server.process.pid), false);
+  // Closing stdin is enough for an exit_with_parent server: it exits by itself.
+  assert.deepEqual(status, { code: 0, signal: null }, `graceful exit expected; stderr:\n${stderr}`);
+  assert.deepEqual(await server.close(), status, 'close() is idempotent');
+});
+
+test('launch with connect:false returns no client; the token is usable by hand', { timeout: 60_000 }, async (t) => {
+  const dir = await scratch(t, { 'launch_api.py': API_MODULE });
+  const server = await launch(python, ['-m', 'igor', 'launch_api:API', '--port', '0', '--token', 'fixed-token-123'], {
+    cwd: dir,
+    env,
+    connect: false,
+    stderr: 'ignore',
+  });
+  t.after(() => server.close());
+  assert.equal(server.client, null);
+  assert.equal(server.token, 'fixed-token-123');
+  assert.equal(server.ready.port, server.port);
+  await server.close();
+  assert.equal(await isAlive(server.process.pid), false);
+});
+
+test('a script that fails to import rejects with the Python traceback', { timeout: 30_000 }, async (t) => {
+  const dir = await scratch(t, {
+    'broken.py': 'import sys\nprint("starting the broken app")\nimport igor_no_such_module_for_tests\n',
+  });
+  let forwarded = '';
+  const error = await launch(python, ['broken.py'], {
+    cwd: dir,
+    env,
+    stdout: 'ignore',
+    stderr: (text) => {
+      forwarded += text;
+    },
+  }).then(
+    () => assert.fail('launch should reject'),
+    (e) => e,
+  );
+  assert.ok(error instanceof LaunchError, `a LaunchError, got ${error}`);
+  assert.equal(error.reason, 'exit');
+  assert.equal(error.exitCode, 1);
+  assert.match(error.message, /Traceback \(most recent call last\)/);
+  assert.match(error.message, /ModuleNotFoundError: No module named 'igor_no_such_module_for_tests'/);
+  assert.match(error.output, /starting the broken app/, 'stdout is part of the output too');
+  assert.match(forwarded, /ModuleNotFoundError/, 'stderr was forwarded as well');
+});
+
+test('python -m igor with a missing module rejects with its message', { timeout: 30_000 }, async (t) => {
+  const dir = await scratch(t, {});
+  const error = await launch(python, ['-m', 'igor', 'igor_no_such_api_module:API', '--port', '0'], {
+    cwd: dir,
+    env,
+    stderr: 'ignore',
+  }).then(
+    () => assert.fail('launch should reject'),
+    (e) => e,
+  );
+  assert.equal(error.reason, 'exit');
+  assert.notEqual(error.exitCode, 0);
+  assert.match(error.message, /igor_no_such_api_module/);
+});
+
+test('a server that prints nothing is killed after the timeout', { timeout: 30_000 }, async (t) => {
+  const dir = await scratch(t, {
+    'silent.py': 'import sys, time\nprint("loading something slow", file=sys.stderr, flush=True)\ntime.sleep(60)\n',
+  });
+  const started = Date.now();
+  const error = await launch(python, ['silent.py'], {
+    cwd: dir,
+    env,
+    timeout: 1500,
+    stderr: 'ignore',
+  }).then(
+    () => assert.fail('launch should reject'),
+    (e) => e,
+  );
+  const elapsed = Date.now() - started;
+  assert.equal(error.reason, 'timeout');
+  assert.match(error.message, /no IGOR_READY line within 1500 ms/);
+  assert.match(error.message, /loading something slow/);
+  assert.ok(elapsed >= 1400 && elapsed < 10_000, `rejected after ${elapsed} ms`);
+  assert.equal(error.signal, 'SIGKILL', 'the silent child was killed');
+});
+
+test('a program that does not exist rejects with reason "spawn"', { timeout: 10_000 }, async () => {
+  const error = await launch('igor-no-such-program-for-tests', [], { stderr: 'ignore' }).then(
+    () => assert.fail('launch should reject'),
+    (e) => e,
+  );
+  assert.ok(error instanceof LaunchError);
+  assert.equal(error.reason, 'spawn');
+  assert.match(error.message, /ENOENT/);
+});
+
+test('a malformed IGOR_READY line rejects with reason "ready-line"', { timeout: 30_000 }, async (t) => {
+  const dir = await scratch(t, {
+    'bad_ready.py': 'import time\nprint("IGOR_READY {not json", flush=True)\ntime.sleep(60)\n',
+  });
+  const error = await launch(python, ['bad_ready.py'], { cwd: dir, env, stderr: 'ignore' }).then(
+    () => assert.fail('launch should reject'),
+    (e) => e,
+  );
+  assert.equal(error.reason, 'ready-line');
+  assert.match(error.message, /not valid JSON/);
+});
+
+test('a ready line whose server cannot be connected to rejects with reason "connect"', { timeout: 30_000 }, async (t) => {
+  // A free port, then closed: nothing listens there when the client tries.
+  const { createServer } = await import('node:net');
+  const probe = createServer();
+  await new Promise((r) => probe.listen(0, '127.0.0.1', r));
+  const port = probe.address().port;
+  await new Promise((r) => probe.close(r));
+  const dir = await scratch(t, {
+    'liar.py': [
+      'import json, sys, time',
+      `print("IGOR_READY " + json.dumps({"url": "ws://127.0.0.1:${port}/", "port": ${port}, "token": "t"}), flush=True)`,
+      'sys.stdin.read()',
+      '',
+    ].join('\n'),
+  });
+  const error = await launch(python, ['liar.py'], { cwd: dir, env, stderr: 'ignore', timeout: 10_000 }).then(
+    () => assert.fail('launch should reject'),
+    (e) => e,
+  );
+  assert.equal(error.reason, 'connect');
+  assert.match(error.message, new RegExp(`could not connect to ws://127\\.0\\.0\\.1:${port}/`));
+  assert.equal(error.signal, 'SIGKILL', 'the child was ended');
+});
+
+test('close() escalates to SIGKILL when the child ignores stdin and SIGTERM', { timeout: 30_000 }, async (t) => {
+  const dir = await scratch(t, {
+    'stubborn.py': [
+      'import json, signal, time',
+      'signal.signal(signal.SIGTERM, signal.SIG_IGN)',
+      'print("IGOR_READY " + json.dumps({"url": "ws://127.0.0.1:9/", "port": 9, "token": None}), flush=True)',
+      'time.sleep(60)',
+      '',
+    ].join('\n'),
+  });
+  const server = await launch(python, ['stubborn.py'], {
+    cwd: dir,
+    env,
+    connect: false,
+    gracePeriod: 1200,
+    termDelay: 300,
+  });
+  assert.equal(server.token, null);
+  const started = Date.now();
+  const status = await server.close();
+  const elapsed = Date.now() - started;
+  assert.deepEqual(status, { code: null, signal: 'SIGKILL' });
+  assert.ok(elapsed >= 1100 && elapsed < 8000, `killed after ${elapsed} ms`);
+  assert.equal(await isAlive(server.process.pid), false);
+});
+
+test('the Python child dies when its Node parent is SIGKILLed', { timeout: 60_000 }, async (t) => {
+  const dir = await scratch(t, { 'launch_api.py': API_MODULE });
+  const parent = spawn(
+    process.execPath,
+    [path.join(here, 'fixtures', 'parent.mjs'), 'wait', 'connect', python, '-m', 'igor', 'launch_api:API', '--port', '0'],
+    { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  t.after(() => parent.kill('SIGKILL'));
+  const parentLog = collectStderr(parent);
+  const report = JSON.parse(await firstLine(parent, 30_000));
+  assert.equal(report.error, undefined, report.error);
+  const pid = report.pid;
+  assert.equal(await isAlive(pid), true, 'the Python child runs while its parent does');
+
+  // SIGKILL: no 'exit' hook runs in the parent. Only the closed stdin pipe
+  // (exit_with_parent in the server) can stop the child now.
+  parent.kill('SIGKILL');
+  await once(parent, 'exit');
+  const gone = await waitGone(pid, 5000);
+  if (!gone) process.kill(pid, 'SIGKILL'); // do not leak it into other tests
+  assert.ok(gone, `the Python child ${pid} outlived its SIGKILLed parent by 5 s; its log:\n${parentLog()}`);
+});
+
+test("a parent's normal exit kills a child that does not watch stdin (exit hook)", { timeout: 60_000 }, async (t) => {
+  const dir = await scratch(t, {
+    // Deaf to stdin: only the parent's process.on('exit') hook can stop it.
+    'deaf.py': [
+      'import json, time',
+      'print("IGOR_READY " + json.dumps({"url": "ws://127.0.0.1:9/", "port": 9, "token": None}), flush=True)',
+      'time.sleep(60)',
+      '',
+    ].join('\n'),
+  });
+  const parent = spawn(process.execPath, [path.join(here, 'fixtures', 'parent.mjs'), 'exit', 'noconnect', python, 'deaf.py'], {
+    cwd: dir,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.after(() => parent.kill('SIGKILL'));
+  const parentLog = collectStderr(parent);
+  const report = JSON.parse(await firstLine(parent, 30_000));
+  assert.equal(report.error, undefined, report.error);
+  await once(parent, 'exit');
+  const gone = await waitGone(report.pid, 5000);
+  if (!gone) process.kill(report.pid, 'SIGKILL');
+  assert.ok(gone, `the Python child ${report.pid} outlived its parent's normal exit by 5 s; its log:\n${parentLog()}`);
+});
