@@ -114,7 +114,11 @@ class IgorClient:
         self._reader.start()
         self.client_id = None
         if client_id is not None:
-            self.introduce_self(client_id)
+            try:
+                self.introduce_self(client_id)
+            except BaseException:
+                self.close()
+                raise
 
     # -- calls --------------------------------------------------------------
 

@@ -56,8 +56,7 @@ class Stream:
         self._debug = debug
         self._lock = threading.Lock()
         self._closed = False
-        self._cancelled = False
-        self._cancel_event = threading.Event()
+        self._cancelled = threading.Event()
 
     @property
     def closed(self) -> bool:
@@ -67,7 +66,7 @@ class Stream:
     @property
     def cancelled(self) -> bool:
         """True once the client cancelled the stream or went away."""
-        return self._cancelled
+        return self._cancelled.is_set()
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Sleep up to ``timeout`` seconds; True at once if the stream is cancelled.
@@ -75,7 +74,7 @@ class Stream:
         Use it where a handler would ``time.sleep``, so a cancel stops it
         without waiting for the sleep to end.
         """
-        return self._cancel_event.wait(timeout)
+        return self._cancelled.wait(timeout)
 
     def send(self, data: Any = None) -> None:
         """Send one value to the client (any JSON-serialisable value)."""
@@ -100,38 +99,41 @@ class Stream:
 
     def cancel(self) -> None:
         """Mark the stream cancelled and send its close at once (server side)."""
+        if self._closed:
+            return
+        # The event first: a handler blocked in a send (a client not reading)
+        # sees it, gives up, and releases the lock taken below.
+        self._cancelled.set()
         with self._lock:
             if self._closed:
                 return
-            self._cancelled = True
-            self._cancel_event.set()
-            self._finish(encode(close_message(self.stream_id, cancelled=True)))
+            # Never wait here: cancels come from the reader thread and shutdown.
+            self._finish(encode(close_message(self.stream_id, cancelled=True)), wait=False)
 
-    def _emit(self, text: str, then_close: bool = False) -> None:
+    def _emit(self, payload: bytes, then_close: bool = False) -> None:
         with self._lock:
-            if self._cancelled:
+            if self._cancelled.is_set():
                 raise StreamCancelled(f"stream {self.stream_id!r} was cancelled")
             if self._closed:
                 raise StreamClosed(f"stream {self.stream_id!r} is closed")
-            if not self.client.send(text, True):
-                self._cancelled = True
-                self._cancel_event.set()
+            if not self.client.send(payload, True, self._cancelled):
+                self._cancelled.set()
                 self._finish(None)
-                raise StreamCancelled(f"client {self.client.id!r} is gone")
+                raise StreamCancelled(f"stream {self.stream_id!r} was cancelled or its client is gone")
             if then_close:
                 self._finish(encode(close_message(self.stream_id)))
 
-    def _finish(self, close_text: Optional[str]) -> None:
+    def _finish(self, close_payload: Optional[bytes], wait: bool = True) -> None:
         # Called with the lock held, so the close is always the last message.
         self._closed = True
         with self.client.streams_lock:
             if self.client.streams.get(self.stream_id) is self:
                 del self.client.streams[self.stream_id]
-        if close_text is not None:
-            self.client.send(close_text, True)
+        if close_payload is not None:
+            self.client.send(close_payload, wait)
 
     def __repr__(self) -> str:
-        state = "cancelled" if self._cancelled else "closed" if self._closed else "open"
+        state = "cancelled" if self.cancelled else "closed" if self._closed else "open"
         return f"<Stream {self.stream_id!r} of client {self.client.id!r} {state}>"
 
 
@@ -159,10 +161,10 @@ class ProcessOutput:
         """Tell clients this process has finished its work."""
         self._deliver(encode(close_message(self.process_id)), client_id)
 
-    def _deliver(self, text: str, client_id: Optional[ClientId]) -> None:
+    def _deliver(self, payload: bytes, client_id: Optional[ClientId]) -> None:
         # wait=False: a slow client is disconnected rather than stalling the process.
         if client_id is None:
             for client in self.server.registry.clients():
-                client.send(text, False)
+                client.send(payload, False)
         else:
-            self.server.registry.get(client_id).send(text, False)
+            self.server.registry.get(client_id).send(payload, False)

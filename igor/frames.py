@@ -6,7 +6,7 @@ Pure functions on bytes; the transport does the reading and writing.
 from __future__ import annotations
 
 import struct
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
@@ -59,18 +59,25 @@ def build_close(code: int = CLOSE_NORMAL, reason: str = "") -> bytes:
     return build_frame(OP_CLOSE, struct.pack("!H", code) + encoded)
 
 
-def unmask(payload: bytes, mask: bytes) -> bytes:
-    """XOR ``payload`` with the repeating 4-byte ``mask``.
+# _XOR[k] maps every byte b to b ^ k, for bytes.translate.
+_XOR = [bytes(b ^ k for b in range(256)) for k in range(256)]
 
-    One big-integer XOR runs in C over the whole payload; a per-byte Python
-    loop (what websocket-server does) is two orders of magnitude slower.
+
+def unmask(payload: bytes, mask: bytes) -> Union[bytes, bytearray]:
+    """XOR ``payload`` with the repeating 4-byte ``mask``; a bytes-like result.
+
+    Every fourth byte shares a mask byte, so four strided slices are each
+    translated through a 256-byte table: all of it runs in C. A per-byte
+    Python loop (what websocket-server does) is about forty times slower.
     """
     length = len(payload)
-    if not length:
-        return b""
-    key = (mask * (length // 4 + 1))[:length]
-    value = int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")
-    return value.to_bytes(length, "little")
+    if length < 64:
+        key = (mask * (length // 4 + 1))[:length]
+        return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(length, "little")
+    out = bytearray(length)
+    for offset in range(4):
+        out[offset::4] = payload[offset::4].translate(_XOR[mask[offset]])
+    return out  # not copied to bytes: 10 MB more to copy for nothing
 
 
 def parse_header(first: int, second: int) -> Tuple[bool, int, int]:

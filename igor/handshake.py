@@ -48,10 +48,11 @@ MAX_HEADERS = 100
 class HandshakeError(Exception):
     """The handshake is refused with HTTP ``status``; ``reason`` goes to the log."""
 
-    def __init__(self, status: int, reason: str):
+    def __init__(self, status: int, reason: str, headers: Tuple[Tuple[str, str], ...] = ()):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.headers = headers
 
 
 @dataclass
@@ -86,7 +87,7 @@ class Request:
 def parse_request(lines: Iterable[bytes]) -> Request:
     """Build a :class:`Request` from raw header lines (request line first).
 
-    Raises :class:`HandshakeError` (400) for anything that is not HTTP/1.1.
+    Raises :class:`HandshakeError` (400) for anything that is not HTTP/1.x.
     """
     lines = iter(lines)
     try:
@@ -162,7 +163,10 @@ class SecurityPolicy:
         except ValueError:
             raise HandshakeError(400, "missing or malformed Sec-WebSocket-Key") from None
         if request.headers.get("sec-websocket-version") != "13":
-            raise HandshakeError(400, "Sec-WebSocket-Version must be 13")
+            raise HandshakeError(400, "Sec-WebSocket-Version must be 13", (("Sec-WebSocket-Version", "13"),))
+        connection = [token.strip().lower() for token in request.headers.get("connection", "").split(",")]
+        if "upgrade" not in connection:
+            raise HandshakeError(400, "the Connection header must include Upgrade")
         self.check_host(request)
         origin = request.headers.get("origin")
         if origin is not None and not _origin_allowed(origin, self.allowed_origins):

@@ -84,16 +84,21 @@ def parse_message(text: str) -> Union[Call, Cancel]:
     return Call(stream_id, action, message.get("data"))
 
 
-def encode(message: dict) -> str:
-    """Serialise a server message; raises ``ValueError`` for non-JSON values.
+def encode(message: dict) -> bytes:
+    """Serialise a server message to UTF-8 JSON; raises ``ValueError`` for non-JSON values.
 
     NaN and infinities are refused because JavaScript's ``JSON.parse`` cannot
-    read them back.
+    read them back. Lone surrogates (which ``json.loads`` accepts from a
+    client) cannot be UTF-8: such a message is sent with ASCII escapes.
     """
     try:
-        return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except TypeError as exc:
         raise ValueError(f"value is not JSON serialisable: {exc}") from None
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(message, separators=(",", ":"), allow_nan=False).encode("ascii")
 
 
 def data_message(stream_id: StreamId, data: Any) -> dict:

@@ -26,7 +26,8 @@ class Client:
     from the opening handshake; ``streams`` maps open stream ids to streams.
     """
 
-    def __init__(self, send: Callable[[str, bool], bool], close: Callable[[int, str], None],
+    def __init__(self, send: Callable[[bytes, bool, Optional[threading.Event]], bool],
+                 close: Callable[[int, str], None],
                  address: Any = None, path: str = "/", query: Optional[dict] = None,
                  headers: Optional[dict] = None):
         self.id: ClientId = 0
@@ -41,14 +42,15 @@ class Client:
         self._send = send
         self._close = close
 
-    def send(self, text: str, wait: bool = True) -> bool:
-        """Queue one text message; False when the connection is gone.
+    def send(self, payload: bytes, wait: bool = True, abandon: Optional[threading.Event] = None) -> bool:
+        """Queue one text message (UTF-8 JSON); False if it was not queued.
 
         ``wait`` lets a handler wait for room when the client reads slowly
-        (back-pressure on its own stream); process threads pass False so a slow
-        client never stalls them (it is disconnected instead).
+        (back-pressure on its own stream) until ``abandon`` is set; process
+        threads pass False so a slow client never stalls them (it is
+        disconnected instead).
         """
-        return self._send(text, wait)
+        return self._send(payload, wait, abandon)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         self._close(code, reason)

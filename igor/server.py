@@ -49,6 +49,7 @@ CONFIG: Dict[str, Any] = {
     "ping_timeout": 20.0,            # seconds to wait for any frame after a ping
     "send_queue_size": 10_000,       # frames queued per client before it counts as slow
     "send_timeout": 10.0,            # seconds a handler waits for room in that queue
+    "handshake_timeout": 10.0,       # seconds a connection may take to finish its opening handshake
     "session_timeout": 10.0,         # seconds a session survives its client's disconnect
     "worker_idle_timeout": 30.0,     # seconds an idle worker thread waits for the next call
     "shutdown_timeout": 2.0,         # seconds to wait for processes and connections at shutdown
@@ -101,16 +102,22 @@ class _WorkerPool:
             task()
             with self._lock:
                 self._idle += 1
-            try:
-                task = self._tasks.get(timeout=self.idle_timeout)
-            except queue.Empty:
-                with self._lock:
-                    if not self._tasks.empty():
-                        continue
-                    self._idle -= 1
-                    task = None
+            task = self._next_task()
         with self._lock:
             self._threads.discard(threading.current_thread())
+
+    def _next_task(self) -> Optional[Callable[[], None]]:
+        """Wait for work as an idle worker; None once idle for too long (or stopped)."""
+        while True:
+            try:
+                return self._tasks.get(timeout=self.idle_timeout)
+            except queue.Empty:
+                with self._lock:
+                    # submit() counts on idle workers under this lock: leave
+                    # only if it has not handed this worker a task meanwhile.
+                    if self._tasks.empty():
+                        self._idle -= 1
+                        return None
 
     def owns(self, thread: threading.Thread) -> bool:
         with self._lock:
@@ -181,7 +188,8 @@ class IgorServer:
         self.exit_code: Optional[int] = None
         self._pool = _WorkerPool(self.config["worker_idle_timeout"])
         self._transport: Optional[IgorTransport] = None
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler may run while the main thread holds it.
+        self._lock = threading.RLock()
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()
         self._exit_requested = False
@@ -201,7 +209,8 @@ class IgorServer:
 
     @property
     def url(self) -> str:
-        host = self.host
+        """The address clients connect to (loopback when bound to every interface)."""
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
         if ":" in host:
             host = f"[{host}]"
         return f"ws://{host}:{self.port}/"
@@ -328,39 +337,59 @@ class IgorServer:
     def _close_everything(self) -> None:
         timeout = self.config["shutdown_timeout"]
         log.info("Igor shutting down (exit code %s)", self.exit_code)
-        if self._parent_watch is not None:
-            self._parent_watch.set()
         transport = self._transport
-        transport.shutdown()
-        transport.server_close()
-        for client in self.registry.clients():
-            self._cancel_streams(client)
-        for thread in self.processes.values():
-            if callable(getattr(thread, "stop", None)):
-                thread.stop()
-        transport.close_all()
+        steps = [
+            lambda: self._parent_watch is not None and self._parent_watch.set(),
+            transport.shutdown,        # stop accepting
+            transport.server_close,    # release the port
+            lambda: [self._cancel_streams(client) for client in self.registry.clients()],
+            lambda: [thread.stop() for thread in self.processes.values() if callable(getattr(thread, "stop", None))],
+            transport.close_all,
+            lambda: self._join_processes(timeout),
+            lambda: self._end_connections(timeout),
+            lambda: self._pool.stop(timeout),
+        ]
+        for step in steps:
+            # One failing step must not leave the rest undone.
+            try:
+                step()
+            except Exception:
+                log.exception("error during shutdown")
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+
+    def _join_processes(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         for thread in self.processes.values():
             if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
                 if thread.is_alive():
                     log.warning("process %r did not stop within %ss", thread.process_id, timeout)
-        transport.wait_until_empty(max(0.0, deadline - time.monotonic()) + timeout)
-        self._pool.stop(timeout)
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join(timeout)
+
+    def _end_connections(self, timeout: float) -> None:
+        if self._transport.wait_until_empty(timeout):
+            return
+        # Peers that neither read our close frame nor answer it: cut them off.
+        for handler in self._transport.handlers():
+            handler.abort()
+        if not self._transport.wait_until_empty(timeout):
+            log.warning("some connections did not end within %ss", 2 * timeout)
 
     def _heartbeat(self) -> None:
         interval = self.config["ping_interval"]
         timeout = self.config["ping_timeout"]
-        tick = min(1.0, interval / 4, timeout / 4) if interval else 1.0
+        tick = min(0.5, self.config["handshake_timeout"] / 4, *((interval / 4, timeout / 4) if interval else ()))
         while not self._stop_requested.wait(tick):
             self.registry.purge_sessions()
+            self._transport.expire_handshakes()
+            self._transport.expire_closing()
             if not interval:
                 continue
             now = time.monotonic()
             for handler in self._transport.handlers():
+                if handler.client is None:
+                    continue
                 if handler.ping_sent is not None:
                     if now - handler.ping_sent > timeout:
                         log.warning("client %r did not answer a ping within %ss; dropping it",
@@ -455,9 +484,10 @@ class IgorServer:
         self._pool.submit(lambda: self._run_call(client, stream, handler, message))
 
     def _refuse(self, client: Client, error: IgorError, stream_id: Any) -> None:
-        client.send(encode(error_message(error, stream_id)))
+        # On the reader thread: never wait for a client that does not read.
+        client.send(encode(error_message(error, stream_id)), False)
         if stream_id is not None:
-            client.send(encode(close_message(stream_id)))
+            client.send(encode(close_message(stream_id)), False)
 
     def _introduce(self, client: Client, call: Call) -> None:
         data = call.data
@@ -474,8 +504,8 @@ class IgorServer:
             self._refuse(client, exc, call.stream_id)
             return
         log.info("client %r is now %r", old_id, new_id)
-        client.send(encode(data_message(call.stream_id, {"client_id": new_id})))
-        client.send(encode(close_message(call.stream_id)))
+        client.send(encode(data_message(call.stream_id, {"client_id": new_id})), False)
+        client.send(encode(close_message(call.stream_id)), False)
 
     def _run_call(self, client: Client, stream: Stream, handler: _Handler, call: Call) -> None:
         kwargs = {
@@ -513,6 +543,12 @@ class IgorServer:
                     stream.send_error(exc, traceback=traceback.format_exc())
                 except StreamClosed:
                     pass
+        except BaseException:
+            # Not an error a handler means to report (GeneratorExit, an
+            # asyncio CancelledError leaking out): keep the promise that
+            # every stream closes, and keep the worker alive.
+            log.exception("action %r ended abnormally for client %r", call.action, client.id)
+            stream.close()
 
     # -- configuration ------------------------------------------------------
 
@@ -546,7 +582,8 @@ def _merge_config(config: Mapping[str, Any]) -> Dict[str, Any]:
     port = merged["port"]
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ConfigError(f"port must be an integer from 0 to 65535, got {port!r}")
-    for key in ("session_timeout", "send_timeout", "worker_idle_timeout", "shutdown_timeout", "ping_timeout"):
+    for key in ("session_timeout", "send_timeout", "handshake_timeout", "worker_idle_timeout", "shutdown_timeout",
+                "ping_timeout"):
         if not isinstance(merged[key], (int, float)) or merged[key] <= 0:
             raise ConfigError(f"{key} must be a positive number of seconds")
     for key in ("max_message_size", "send_queue_size"):

@@ -42,7 +42,7 @@ def resolve(root: str, url_path: str) -> Optional[str]:
     root = os.path.realpath(root)
     candidate = os.path.realpath(os.path.join(root, *parts))
     if os.path.isdir(candidate):
-        candidate = os.path.join(candidate, "index.html")
+        candidate = os.path.realpath(os.path.join(candidate, "index.html"))
     if os.path.commonpath([root, candidate]) != root or not os.path.isfile(candidate):
         return None
     return candidate

@@ -19,16 +19,17 @@ This module keeps that shape and replaces what is unsafe in it:
 from __future__ import annotations
 
 import logging
-import queue
 import socket
 import struct
 import threading
 import time
-from typing import TYPE_CHECKING, List, Optional
+from collections import deque
+from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional
 
 from . import static
 from .frames import (
     CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
     CLOSE_INVALID_DATA,
     CLOSE_NORMAL,
     CLOSE_POLICY_VIOLATION,
@@ -48,7 +49,15 @@ from .frames import (
     parse_header,
     unmask,
 )
-from .handshake import MAX_REQUEST_LINE, HandshakeError, Request, http_response, parse_request, switching_protocols
+from .handshake import (
+    MAX_HEADERS,
+    MAX_REQUEST_LINE,
+    HandshakeError,
+    Request,
+    http_response,
+    parse_request,
+    switching_protocols,
+)
 from .registry import Client
 
 _root = logging.getLogger()
@@ -66,9 +75,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("igor")
 
-HANDSHAKE_TIMEOUT = 10.0
+MAX_PENDING_HANDSHAKES = 64
 CLOSE_TIMEOUT = 2.0
 _READ_CHUNK = 1 << 20
+_SEND_SLICE = 0.05
 
 
 class _Closed(Exception):
@@ -91,9 +101,15 @@ class IgorHandler(websocket_server.WebSocketHandler):
         super().setup()
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.client: Optional[Client] = None
-        self.last_seen = time.monotonic()
+        self.started = self.last_seen = time.monotonic()
         self.ping_sent: Optional[float] = None
-        self._outbox: queue.Queue = queue.Queue(self.server.igor.config["send_queue_size"])
+        self.closing_since: Optional[float] = None
+        # Frames for the writer thread. Data frames are bounded by
+        # send_queue_size; control frames (pong, ping, close) always fit, so
+        # a close can follow whatever is queued without anyone waiting.
+        self._outbox: Deque[object] = deque()
+        self._outbox_ready = threading.Condition()
+        self._outbox_limit = self.server.igor.config["send_queue_size"]
         self._writer: Optional[threading.Thread] = None
         self._closing = threading.Event()
         self._finished = threading.Event()
@@ -107,11 +123,10 @@ class IgorHandler(websocket_server.WebSocketHandler):
             request = self._handshake()
             if request is None:
                 return
-            self._writer = threading.Thread(target=self._write_loop, name="igor-writer", daemon=True)
-            self._writer.start()
             self.client = Client(self.send_text_message, self.close, self.client_address,
                                  request.path, request.query, request.headers)
-            self.server.add_handler(self)
+            self._writer = threading.Thread(target=self._write_loop, name="igor-writer", daemon=True)
+            self._writer.start()
             igor._client_connected(self.client)
             self._read_loop()
         except (_Closed, OSError):
@@ -121,23 +136,27 @@ class IgorHandler(websocket_server.WebSocketHandler):
             self.close(exc.close_code, exc.reason)
         except Exception:
             log.exception("client %s: transport error", self._name)
-            self.close(1011, "internal error")
+            self.close(CLOSE_INTERNAL_ERROR, "internal error")
 
     def finish(self) -> None:
         """Tear the connection down; runs once, after :meth:`handle`."""
         self._finished.set()
-        if self.client is not None:
-            self.server.remove_handler(self)
-            self.server.igor._client_left(self.client)
-            self._closing.set()
-            self._outbox_put(_Stop(b""))
-            if self._writer is not None:
-                self._writer.join(CLOSE_TIMEOUT)
-            self._drain()
         try:
-            self.request.close()
-        except OSError:
-            pass
+            if self.client is not None:
+                self.server.igor._client_left(self.client)
+        except Exception:
+            log.exception("client %s: error while leaving", self._name)
+        finally:
+            self._closing.set()
+            if self._writer is not None:
+                self._outbox_put(_Stop(b""))
+                self._writer.join(CLOSE_TIMEOUT)
+                self._drain()
+            self.server.remove_handler(self)
+            try:
+                self.request.close()
+            except OSError:
+                pass
 
     @property
     def _name(self) -> str:
@@ -146,8 +165,13 @@ class IgorHandler(websocket_server.WebSocketHandler):
     # -- handshake ----------------------------------------------------------
 
     def _handshake(self) -> Optional[Request]:
+        """Answer the opening request; the upgraded request, or None when answered over HTTP.
+
+        The transport's watchdog aborts a handshake that takes longer than
+        ``handshake_timeout`` seconds in all, so a client feeding one byte at a time
+        cannot hold the thread.
+        """
         igor = self.server.igor
-        self.request.settimeout(HANDSHAKE_TIMEOUT)
         try:
             request = parse_request(self._header_lines())
             if not request.is_upgrade:
@@ -157,16 +181,14 @@ class IgorHandler(websocket_server.WebSocketHandler):
                 self.request.sendall(response)
                 return None
             igor.policy.check_websocket(request)
-            if igor.config["max_clients"] and self.server.client_count() >= igor.config["max_clients"]:
-                raise HandshakeError(503, "max_clients reached")
+            self.server.admit(self)
         except HandshakeError as exc:
             log.warning("refused handshake from %s: %d %s", self.client_address, exc.status, exc.reason)
-            self._send_quietly(http_response(exc.status))
+            self._send_quietly(http_response(exc.status, extra_headers=exc.headers))
             return None
         except (OSError, _Closed):
             return None
         self.request.sendall(switching_protocols(request))
-        self.request.settimeout(None)
         return request
 
     def _header_lines(self) -> List[bytes]:
@@ -180,7 +202,7 @@ class IgorHandler(websocket_server.WebSocketHandler):
             if line in (b"\r\n", b"\n"):
                 return lines
             lines.append(line)
-            if len(lines) > 101:
+            if len(lines) > MAX_HEADERS + 1:
                 raise HandshakeError(400, "too many headers")
 
     def _send_quietly(self, data: bytes) -> None:
@@ -202,7 +224,7 @@ class IgorHandler(websocket_server.WebSocketHandler):
         limit = igor.config["max_message_size"]
         fragments: List[bytes] = []
         buffered = 0
-        message_opcode: Optional[int] = None
+        in_message = False
         while not self._closing.is_set():
             first, second = self._read_exact(2)
             fin, opcode, length = parse_header(first, second)
@@ -210,105 +232,109 @@ class IgorHandler(websocket_server.WebSocketHandler):
                 (length,) = struct.unpack("!H", self._read_exact(2))
             elif length == 127:
                 (length,) = struct.unpack("!Q", self._read_exact(8))
+                if length >> 63:
+                    raise FrameError(CLOSE_PROTOCOL_ERROR, "64-bit length with the most significant bit set")
             self.last_seen = time.monotonic()
             self.ping_sent = None
 
-            if opcode == OP_CONTINUATION:
-                if message_opcode is None:
-                    raise FrameError(CLOSE_PROTOCOL_ERROR, "continuation frame without a message to continue")
-            elif opcode in (OP_TEXT, OP_BINARY) and message_opcode is not None:
+            if opcode == OP_CONTINUATION and not in_message:
+                raise FrameError(CLOSE_PROTOCOL_ERROR, "continuation frame without a message to continue")
+            if opcode in (OP_TEXT, OP_BINARY) and in_message:
                 raise FrameError(CLOSE_PROTOCOL_ERROR, "new message before the previous one ended")
             if opcode in (OP_CONTINUATION, OP_TEXT, OP_BINARY) and buffered + length > limit:
                 raise FrameError(CLOSE_TOO_BIG, f"message larger than max_message_size ({limit} bytes)")
-
             mask = self._read_exact(4)
-            payload = unmask(self._read_payload(length), mask)
+
+            if opcode == OP_BINARY:
+                # Read it off the wire (so the close frame is not lost in a
+                # reset), keep none of it, and refuse.
+                self._skip(length)
+                raise FrameError(CLOSE_UNSUPPORTED_DATA, "binary messages are not supported")
+            payload = unmask(self._read_exact(length), mask)
 
             if opcode == OP_PING:
                 self._outbox_put(build_frame(OP_PONG, payload))
-            elif opcode == OP_PONG:
-                pass
             elif opcode == OP_CLOSE:
                 code, _ = parse_close(payload)
                 self.close(CLOSE_NORMAL if code is None else code, "")
                 return
-            else:
-                if opcode != OP_CONTINUATION:
-                    message_opcode = opcode
+            elif opcode != OP_PONG:
                 fragments.append(payload)
                 buffered += length
-                if not fin:
+                in_message = not fin
+                if in_message:
                     continue
                 data = b"".join(fragments)
-                fragments, buffered, kind, message_opcode = [], 0, message_opcode, None
-                if kind == OP_BINARY:
-                    raise FrameError(CLOSE_UNSUPPORTED_DATA, "binary messages are not supported")
+                fragments, buffered = [], 0
                 try:
                     text = data.decode("utf-8")
                 except UnicodeDecodeError:
                     raise FrameError(CLOSE_INVALID_DATA, "text message is not valid UTF-8") from None
+                if self._closing.is_set():
+                    return
                 igor._message_received(self.client, text)
 
-    def _read_payload(self, length: int) -> bytes:
-        if length <= _READ_CHUNK:
-            return self._read_exact(length)
-        chunks = []
+    def _skip(self, length: int) -> None:
         while length:
-            chunk = self._read_exact(min(length, _READ_CHUNK))
-            chunks.append(chunk)
-            length -= len(chunk)
-        return b"".join(chunks)
+            length -= len(self._read_exact(min(length, _READ_CHUNK)))
 
     # -- writing ------------------------------------------------------------
 
-    def send_text_message(self, text: str, wait: bool = True) -> bool:
-        """Queue a text frame. False if the connection is closing.
+    def send_text_message(self, payload: bytes, wait: bool = True,
+                          abandon: Optional[threading.Event] = None) -> bool:
+        """Queue a text frame with a UTF-8 payload; False if it was not queued.
 
-        A full queue means the client is not reading: a waiting sender gets
-        ``send_timeout`` seconds of back-pressure, a non-waiting one none;
-        then the client is disconnected as a slow consumer.
+        A full queue means the client is not reading. A waiting sender gets up
+        to ``send_timeout`` seconds of back-pressure, giving up early when the
+        connection closes or ``abandon`` is set; a non-waiting sender gets
+        none. Then the client is disconnected as a slow consumer.
         """
-        if self._closing.is_set():
-            return False
-        frame = build_frame(OP_TEXT, text.encode("utf-8"))
-        timeout = self.server.igor.config["send_timeout"]
-        try:
-            self._outbox.put(frame, block=wait, timeout=timeout if wait else None)
-        except queue.Full:
-            log.warning("client %s reads too slowly; disconnecting it", self._name)
-            self.close(CLOSE_POLICY_VIOLATION, "client reads too slowly")
-            return False
-        return True
+        frame = build_frame(OP_TEXT, payload)
+        deadline = time.monotonic() + self.server.igor.config["send_timeout"]
+        with self._outbox_ready:
+            while len(self._outbox) >= self._outbox_limit:
+                if self._closing.is_set() or (abandon is not None and abandon.is_set()):
+                    return False
+                if not wait or time.monotonic() >= deadline:
+                    break
+                self._outbox_ready.wait(_SEND_SLICE)
+            else:
+                if self._closing.is_set():
+                    return False
+                self._outbox.append(frame)
+                self._outbox_ready.notify_all()
+                return True
+        log.warning("client %s reads too slowly; disconnecting it", self._name)
+        self.close(CLOSE_POLICY_VIOLATION, "client reads too slowly")
+        return False
 
     def send_ping(self) -> None:
         self.ping_sent = time.monotonic()
         self._outbox_put(build_frame(OP_PING, b"igor"))
 
     def _outbox_put(self, item: object) -> None:
-        try:
-            self._outbox.put_nowait(item)
-        except queue.Full:
-            # The writer is stuck behind a peer that does not read; cutting
-            # the connection is the only way to free it.
-            self.abort()
+        """Queue a control frame (or the writer's stop), beyond the data bound."""
+        with self._outbox_ready:
+            self._outbox.append(item)
+            self._outbox_ready.notify_all()
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
-        """Send a close frame after what is queued, then end the connection."""
+        """Send a close frame after what is queued, then end the connection. Never blocks."""
         with self._close_lock:
             if self._closing.is_set():
                 return
             self._closing.set()
+            self.closing_since = time.monotonic()
         if self._writer is None:
             self.abort()
-            return
-        try:
-            self._outbox.put(_Stop(build_close(code, reason)), timeout=CLOSE_TIMEOUT)
-        except queue.Full:
-            self.abort()
+        else:
+            self._outbox_put(_Stop(build_close(code, reason)))
 
     def abort(self) -> None:
         """Cut the connection at once; the reader thread then ends it."""
         self._closing.set()
+        with self._outbox_ready:
+            self._outbox_ready.notify_all()  # senders waiting for room give up
         try:
             self.request.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -317,12 +343,11 @@ class IgorHandler(websocket_server.WebSocketHandler):
     def _write_loop(self) -> None:
         sock = self.request
         while True:
-            batch = [self._outbox.get()]
-            try:
-                while len(batch) < 64:
-                    batch.append(self._outbox.get_nowait())
-            except queue.Empty:
-                pass
+            with self._outbox_ready:
+                while not self._outbox:
+                    self._outbox_ready.wait()
+                batch = [self._outbox.popleft() for _ in range(min(64, len(self._outbox)))]
+                self._outbox_ready.notify_all()  # room for waiting senders
             stop = next((item for item in batch if isinstance(item, _Stop)), None)
             if stop is not None:
                 # Frames queued after the close frame are dropped on purpose.
@@ -352,7 +377,12 @@ class IgorHandler(websocket_server.WebSocketHandler):
 
 
 class IgorTransport(websocket_server.WebsocketServer):
-    """websocket-server's threaded TCP server, answering with :class:`IgorHandler`."""
+    """websocket-server's threaded TCP server, answering with :class:`IgorHandler`.
+
+    It keeps two tables under one lock: connections still in their opening
+    handshake (capped, and aborted by :meth:`expire_handshakes` when too
+    slow) and upgraded connections (capped by ``max_clients``).
+    """
 
     request_queue_size = 128
     daemon_threads = True
@@ -360,37 +390,91 @@ class IgorTransport(websocket_server.WebsocketServer):
     def __init__(self, igor: IgorServer, host: str, port: int):
         self.igor = igor
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._handlers_lock = threading.Condition()
+        self._lock = threading.Condition()
         self._handlers: List[IgorHandler] = []
+        self._pending: Dict[socket.socket, float] = {}
+        self._closing = False
         super().__init__(host=host, port=port, loglevel=logging.getLogger("igor").getEffectiveLevel())
         self.RequestHandlerClass = IgorHandler
 
-    def add_handler(self, handler: IgorHandler) -> None:
-        with self._handlers_lock:
+    def verify_request(self, request: socket.socket, client_address: Any) -> bool:
+        """Runs on the accepting thread: refuse before a thread is spent on it."""
+        with self._lock:
+            if not self._closing and len(self._pending) < max(MAX_PENDING_HANDSHAKES, self.igor.config["max_clients"]):
+                self._pending[request] = time.monotonic()
+                return True
+        log.warning("refused connection from %s: too many pending handshakes", client_address)
+        try:
+            request.send(http_response(503))
+        except OSError:
+            pass
+        return False
+
+    def admit(self, handler: IgorHandler) -> None:
+        """Count an upgraded connection in, or raise the HTTP refusal."""
+        limit = self.igor.config["max_clients"]
+        with self._lock:
+            if self._closing:
+                raise HandshakeError(503, "the server is shutting down")
+            if limit and len(self._handlers) >= limit:
+                raise HandshakeError(503, "max_clients reached")
+            self._pending.pop(handler.request, None)
             self._handlers.append(handler)
 
     def remove_handler(self, handler: IgorHandler) -> None:
-        with self._handlers_lock:
+        with self._lock:
+            self._pending.pop(handler.request, None)
             if handler in self._handlers:
                 self._handlers.remove(handler)
-            self._handlers_lock.notify_all()
+            self._lock.notify_all()
 
-    def wait_until_empty(self, timeout: float) -> bool:
-        """Wait until every connection has ended; False on timeout."""
-        with self._handlers_lock:
-            return self._handlers_lock.wait_for(lambda: not self._handlers, timeout)
+    def expire_handshakes(self) -> None:
+        """Abort connections whose handshake has taken longer than ``handshake_timeout``."""
+        limit = time.monotonic() - self.igor.config["handshake_timeout"]
+        with self._lock:
+            late = [sock for sock, started in self._pending.items() if started < limit]
+        for sock in late:
+            log.warning("handshake from %s took too long; dropping it", _peer(sock))
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def expire_closing(self) -> None:
+        """Cut connections whose close frame is stuck behind a peer that does not read."""
+        limit = time.monotonic() - 2 * CLOSE_TIMEOUT
+        for handler in self.handlers():
+            if handler.closing_since is not None and handler.closing_since < limit:
+                handler.abort()
 
     def handlers(self) -> List[IgorHandler]:
-        with self._handlers_lock:
+        with self._lock:
             return list(self._handlers)
 
-    def client_count(self) -> int:
-        with self._handlers_lock:
-            return len(self._handlers)
-
     def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down") -> None:
+        """Close every connection and admit no new one."""
+        with self._lock:
+            self._closing = True
+            pending = list(self._pending)
+        for sock in pending:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         for handler in self.handlers():
             handler.close(code, reason)
 
+    def wait_until_empty(self, timeout: float) -> bool:
+        """Wait until every connection has ended; False on timeout."""
+        with self._lock:
+            return self._lock.wait_for(lambda: not self._handlers and not self._pending, timeout)
+
     def handle_error(self, request, client_address) -> None:
         log.exception("unexpected error with connection %s", client_address)
+
+
+def _peer(sock: socket.socket) -> Any:
+    try:
+        return sock.getpeername()
+    except OSError:
+        return "?"

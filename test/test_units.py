@@ -62,7 +62,8 @@ def test_parse_errors_say_which_stream(text, stream_id):
 
 
 def test_encode_refuses_what_javascript_cannot_read():
-    assert encode({"a": "é"}) == '{"a":"é"}'
+    assert encode({"a": "é"}) == '{"a":"é"}'.encode()
+    assert encode({"a": "\ud800"}) == b'{"a":"\\ud800"}'  # a lone surrogate cannot be UTF-8: escaped
     with pytest.raises(ValueError):
         encode({"a": float("inf")})
     with pytest.raises(ValueError):
