@@ -14,11 +14,18 @@ setup(
     install_requires=["websocket-server==0.6.4"],
     extras_require={
         # The Python client; the tests use it too.
-        "client": ["websocket-client==1.9.2"],
+        # websocket-client 1.9 needs Python 3.10; 1.8.0 is the last for 3.9.
+        "client": [
+            "websocket-client==1.9.2; python_version>='3.10'",
+            "websocket-client==1.8.0; python_version<'3.10'",
+        ],
         "test": [
-            "websocket-client==1.9.2",
-            "pytest==9.0.3",
-            "hypothesis==6.155.2",
+            "websocket-client==1.9.2; python_version>='3.10'",
+            "websocket-client==1.8.0; python_version<'3.10'",
+            "pytest==9.0.3; python_version>='3.10'",
+            "pytest==8.3.5; python_version<'3.10'",
+            "hypothesis==6.155.2; python_version>='3.10'",
+            "hypothesis==6.113.0; python_version<'3.10'",
             "ruff==0.17.6",
         ],
     },

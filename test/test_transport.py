@@ -292,3 +292,15 @@ def test_max_clients(start_server):
 def test_binding_beyond_loopback_needs_a_token():
     with pytest.raises(ConfigError):
         IgorServer(config={"host": "0.0.0.0", "port": 0}).start()
+
+
+def test_wrong_version_answer_names_the_supported_one(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(wsraw.request(server.port, {"Sec-WebSocket-Version": "8"}))
+        status, head = wsraw.read_http_head(sock)
+    assert status == 400 and b"Sec-WebSocket-Version: 13" in head
+
+
+def test_connection_header_must_ask_for_the_upgrade(server):
+    assert wsraw.handshake_status(server.port, wsraw.request(server.port, {"Connection": "keep-alive"})) == 400
+    assert wsraw.handshake_status(server.port, wsraw.request(server.port, {"Connection": "keep-alive, Upgrade"})) == 101
