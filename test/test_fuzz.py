@@ -204,18 +204,7 @@ def close_answer(payload: bytes) -> int:
 
 def encode_frame(opcode: int, payload: bytes, fin: bool = True, mask: bool = True, rsv: int = 0,
                  key: bytes = b"\x37\xfa\x21\x3d") -> bytes:
-    size = len(payload)
-    first = (0x80 if fin else 0) | (rsv << 4) | opcode
-    mask_bit = 0x80 if mask else 0
-    if size < 126:
-        header = struct.pack("!BB", first, mask_bit | size)
-    elif size < 1 << 16:
-        header = struct.pack("!BBH", first, mask_bit | 126, size)
-    else:
-        header = struct.pack("!BBQ", first, mask_bit | 127, size)
-    if not mask:
-        return header + payload
-    return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return wsraw.frame_bytes(opcode, payload, fin, mask, rsv, key=key)
 
 
 def sentinel_frame() -> bytes:

@@ -11,6 +11,7 @@ import time
 import pytest
 import websocket
 import wsraw
+from conftest import wait_for
 
 from igor import IgorProcess, IgorServer, StreamCancelled
 
@@ -18,16 +19,6 @@ CLIENTS = 200
 CALLS = 50
 TOTAL_DEADLINE = 180.0
 BIG = 5 * 1024 * 1024
-
-
-def wait_until(condition, timeout, what):
-    """Poll ``condition`` (nothing to wait on) until true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def pattern(size: int) -> str:
@@ -139,14 +130,14 @@ def test_200_concurrent_clients_50_calls_each(start):
         thread.start()
     connected.wait()
     # Every client is connected before any call: the calls really run concurrently.
-    wait_until(lambda: len(server.registry) == CLIENTS, 10, "200 registered clients")
+    wait_for(lambda: len(server.registry) == CLIENTS, 10, message="200 registered clients")
     deadline = started + TOTAL_DEADLINE
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
     assert not [t for t in threads if t.is_alive()], "clients still running at the deadline"
     assert errors == []
     assert done == [CALLS] * CLIENTS
-    wait_until(lambda: len(server.registry) == 0, 10, "every client to leave")
+    wait_for(lambda: len(server.registry) == 0, 10, message="every client to leave")
 
 
 # -- slow consumers ---------------------------------------------------------------------
@@ -201,7 +192,7 @@ def slow_scenario(start):
             if len(ticks) >= 5:
                 break
         with slow_client(server.port):
-            wait_until(lambda: len(server.registry) == 2, 10, "the slow client to register")
+            wait_for(lambda: len(server.registry) == 2, 10, message="the slow client to register")
             flood_record = server.scope["flood"]
             began = time.monotonic()
             calls_while_slow_connected = 0
@@ -266,7 +257,7 @@ def test_slow_consumer_handler_waits_then_disconnects_with_1008(start):
     good = websocket.create_connection(f"ws://127.0.0.1:{server.port}/", timeout=10)
     try:
         with slow_client(server.port, first=64 * 1024) as sock:
-            wait_until(lambda: server.scope["flood"]["sent"] > 0, 10, "the flood to start")
+            wait_for(lambda: server.scope["flood"]["sent"] > 0, 10, message="the flood to start")
             served = 0
             for k in range(100_000):
                 if records.slow.is_set():
@@ -296,7 +287,7 @@ def test_slow_consumer_handler_waits_then_disconnects_with_1008(start):
             assert indices == list(range(len(indices)))
         assert server.scope["flood"]["done"].wait(10)
         assert "cancelled" in server.scope["flood"]
-        wait_until(lambda: len(server.registry) == 1, 10, "the slow client to be removed")
+        wait_for(lambda: len(server.registry) == 1, 10, message="the slow client to be removed")
         call(good, "after", "still served")
     finally:
         logging.getLogger("igor").removeHandler(records)
@@ -306,7 +297,7 @@ def test_slow_consumer_handler_waits_then_disconnects_with_1008(start):
 def wait_until_flood_stuck(server) -> None:
     """Wait until the flood handler has stopped making progress: the slow client's queue is full."""
     record = server.scope["flood"]
-    wait_until(lambda: record["sent"] > 0, 10, "the flood to start")
+    wait_for(lambda: record["sent"] > 0, 10, message="the flood to start")
     last = [record["sent"], time.monotonic()]
 
     def stuck():
@@ -314,19 +305,19 @@ def wait_until_flood_stuck(server) -> None:
             last[:] = [record["sent"], time.monotonic()]
         return time.monotonic() - last[1] > 0.3
 
-    wait_until(stuck, 10, "the flood to get stuck")
+    wait_for(stuck, 10, message="the flood to get stuck")
     assert not record["done"].is_set()
 
 
 def test_slow_client_that_hangs_up_is_released_at_once(start):
     server = start({"send_queue_size": 8, "send_timeout": 8.0})
     sock = slow_client(server.port)
-    wait_until(lambda: len(server.registry) == 1, 10, "the slow client to register")
+    wait_for(lambda: len(server.registry) == 1, 10, message="the slow client to register")
     wait_until_flood_stuck(server)
     hung_up = time.monotonic()
     sock.close()
     # Well under send_timeout (8 s): the server sees the hang-up at once.
-    wait_until(lambda: len(server.registry) == 0, 8, "the client to be removed")
+    wait_for(lambda: len(server.registry) == 0, 8, message="the client to be removed")
     removed = time.monotonic() - hung_up
     assert server.scope["flood"]["done"].wait(8)
     released = time.monotonic() - hung_up
@@ -336,7 +327,7 @@ def test_slow_client_that_hangs_up_is_released_at_once(start):
 def test_shutdown_is_not_held_up_by_a_slow_client(start):
     server = start({"send_queue_size": 8, "send_timeout": 8.0, "shutdown_timeout": 1.0})
     with slow_client(server.port):
-        wait_until(lambda: len(server.registry) == 1, 10, "the slow client to register")
+        wait_for(lambda: len(server.registry) == 1, 10, message="the slow client to register")
         wait_until_flood_stuck(server)
         began = time.monotonic()
         server.shutdown()
@@ -349,11 +340,11 @@ def test_close_ends_a_connection_whose_writer_is_blocked(start):
     server = start({"ping_interval": None})
     # One 8 MB message the client never reads: the writer is stuck in it, the queue behind it is empty.
     with slow_client(server.port, n=1) as sock:
-        wait_until(lambda: len(server.registry) == 1, 10, "the slow client to register")
+        wait_for(lambda: len(server.registry) == 1, 10, message="the slow client to register")
         assert server.scope["flood"]["done"].wait(10) and server.scope["flood"]["sent"] == 1
         wsraw.send_frame(sock, 0x1, json.dumps({"streamId": "k", "action": "kick"}).encode())
         # close() must end the connection within a bounded time (CLOSE_TIMEOUT is 2 s).
-        wait_until(lambda: len(server.registry) == 0, 8, "the kicked client to be removed")
+        wait_for(lambda: len(server.registry) == 0, 8, message="the kicked client to be removed")
 
 
 # -- many threads writing to one client ---------------------------------------------------

@@ -5,11 +5,11 @@ from __future__ import annotations
 import gc
 import json
 import threading
-import time
 import tracemalloc
 
 import pytest
 import websocket
+from conftest import wait_for
 
 from igor import IgorServer
 
@@ -17,16 +17,6 @@ CALLS = 20_000
 CYCLES = 2_000
 # Generous: a leak of 100 bytes per call or per connection would go past it.
 MEMORY_BOUND = 2 * 1024 * 1024
-
-
-def wait_until(condition, timeout, what):
-    """Poll ``condition`` (nothing to wait on) until true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def echo(out, data):
@@ -46,7 +36,7 @@ def connection_threads():
 @pytest.fixture(scope="module")
 def server():
     # Servers of earlier test modules may still be ending their connections: start from a quiet process.
-    wait_until(lambda: not connection_threads(), 20, "earlier connection threads to end")
+    wait_for(lambda: not connection_threads(), 20, message="earlier connection threads to end")
     igor = IgorServer({"echo": echo, "stream": stream},
                       {"port": 0, "worker_idle_timeout": 0.2, "session_timeout": 0.5})
     igor.run_forever(threaded=True)
@@ -77,11 +67,11 @@ def thread_summary() -> str:
 def assert_back_to_baseline(server) -> None:
     # Idle workers end after worker_idle_timeout, connection threads after the close handshake.
     try:
-        wait_until(lambda: threading.active_count() <= server.baseline_threads, 15, "threads back to baseline")
+        wait_for(lambda: threading.active_count() <= server.baseline_threads, 15, message="threads back to baseline")
     except AssertionError:
         raise AssertionError(f"{threading.active_count()} threads, baseline {server.baseline_threads}: "
                              f"{thread_summary()}") from None
-    wait_until(lambda: len(server.registry) == 0, 5, "no client left registered")
+    wait_for(lambda: len(server.registry) == 0, 5, message="no client left registered")
 
 
 def call(ws, stream_id, data):
@@ -123,7 +113,7 @@ def test_2000_connect_disconnect_cycles(server, traced):
     assert_back_to_baseline(server)
     # Sessions of gone clients are parked for session_timeout, then purged.
     time_to_purge = server.config["session_timeout"] + 2
-    wait_until(lambda: traced_memory() - before < MEMORY_BOUND, time_to_purge,
+    wait_for(lambda: traced_memory() - before < MEMORY_BOUND, time_to_purge,
                "memory to come back within bound")
     ws = websocket.create_connection(url, timeout=10)
     try:

@@ -65,9 +65,9 @@ def connect(port: int, headers: Optional[Dict[str, str]] = None, path: str = "/"
     return sock
 
 
-def send_frame(sock: socket.socket, opcode: int, payload: bytes = b"", fin: bool = True,
-               mask: bool = True, rsv: int = 0, length: Optional[int] = None) -> None:
-    """Write one client frame; ``length`` may lie about the payload's size."""
+def frame_bytes(opcode: int, payload: bytes = b"", fin: bool = True, mask: bool = True, rsv: int = 0,
+                length: Optional[int] = None, key: Optional[bytes] = None) -> bytes:
+    """One client frame as bytes; ``length`` may lie about the payload's size."""
     size = len(payload) if length is None else length
     first = (0x80 if fin else 0) | (rsv << 4) | opcode
     mask_bit = 0x80 if mask else 0
@@ -77,11 +77,16 @@ def send_frame(sock: socket.socket, opcode: int, payload: bytes = b"", fin: bool
         header = struct.pack("!BBH", first, mask_bit | 126, size)
     else:
         header = struct.pack("!BBQ", first, mask_bit | 127, size)
-    if mask:
-        key = os.urandom(4)
-        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-        header += key
-    sock.sendall(header + payload)
+    if not mask:
+        return header + payload
+    key = os.urandom(4) if key is None else key
+    return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def send_frame(sock: socket.socket, opcode: int, payload: bytes = b"", fin: bool = True,
+               mask: bool = True, rsv: int = 0, length: Optional[int] = None) -> None:
+    """Write one client frame; ``length`` may lie about the payload's size."""
+    sock.sendall(frame_bytes(opcode, payload, fin, mask, rsv, length))
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes:
