@@ -114,7 +114,7 @@ def test_2000_connect_disconnect_cycles(server, traced):
     # Sessions of gone clients are parked for session_timeout, then purged.
     time_to_purge = server.config["session_timeout"] + 2
     wait_for(lambda: traced_memory() - before < MEMORY_BOUND, time_to_purge,
-               "memory to come back within bound")
+             message="memory to come back within bound")
     ws = websocket.create_connection(url, timeout=10)
     try:
         call(ws, "after", "still serving")
