@@ -19,7 +19,14 @@ setup(
             "websocket-client==1.9.2; python_version>='3.10'",
             "websocket-client==1.8.0; python_version<'3.10'",
         ],
+        # Unmasks large messages about 20 times faster than the standard library can.
+        "speedups": [
+            "numpy==2.4.6; python_version>='3.11'",
+            "numpy==2.0.2; python_version<'3.11'",
+        ],
         "test": [
+            "numpy==2.4.6; python_version>='3.11'",
+            "numpy==2.0.2; python_version<'3.11'",
             "websocket-client==1.9.2; python_version>='3.10'",
             "websocket-client==1.8.0; python_version<'3.10'",
             "pytest==9.0.3; python_version>='3.10'",

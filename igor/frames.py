@@ -6,7 +6,7 @@ Pure functions on bytes; the transport does the reading and writing.
 from __future__ import annotations
 
 import struct
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple
 
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
@@ -59,25 +59,48 @@ def build_close(code: int = CLOSE_NORMAL, reason: str = "") -> bytes:
     return build_frame(OP_CLOSE, struct.pack("!H", code) + encoded)
 
 
+try:  # the optional "speedups" extra
+    import numpy
+except ImportError:  # pragma: no cover - depends on the environment
+    numpy = None
+
 # _XOR[k] maps every byte b to b ^ k, for bytes.translate.
 _XOR = [bytes(b ^ k for b in range(256)) for k in range(256)]
+_NUMPY_THRESHOLD = 4096
 
 
-def unmask(payload: bytes, mask: bytes) -> Union[bytes, bytearray]:
-    """XOR ``payload`` with the repeating 4-byte ``mask``; a bytes-like result.
+def unmask(buffer: bytearray, mask: bytes) -> None:
+    """XOR ``buffer`` in place with the repeating 4-byte ``mask``.
+
+    websocket-server does this with a per-byte Python loop (about 70 ns a
+    byte: 0.7 s for 10 MB) into a new bytearray. Here it runs in C and in
+    place: with numpy (the ``speedups`` extra) as one vectorised XOR of 32-bit
+    words, else through :func:`unmask_translate`.
+    """
+    length = len(buffer)
+    if numpy is None or length < _NUMPY_THRESHOLD:
+        unmask_translate(buffer, mask)
+        return
+    words = numpy.frombuffer(buffer, dtype=numpy.uint32, count=length // 4)
+    numpy.bitwise_xor(words, numpy.frombuffer(mask, dtype=numpy.uint32)[0], out=words)
+    for index in range(length - length % 4, length):
+        buffer[index] ^= mask[index % 4]
+
+
+def unmask_translate(buffer: bytearray, mask: bytes) -> None:
+    """:func:`unmask` with the standard library only.
 
     Every fourth byte shares a mask byte, so four strided slices are each
-    translated through a 256-byte table: all of it runs in C. A per-byte
-    Python loop (what websocket-server does) is about forty times slower.
+    translated through a 256-byte table (about 40 times faster than a
+    per-byte loop). Short buffers use one big-integer XOR instead.
     """
-    length = len(payload)
+    length = len(buffer)
     if length < 64:
         key = (mask * (length // 4 + 1))[:length]
-        return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(length, "little")
-    out = bytearray(length)
+        buffer[:] = (int.from_bytes(buffer, "little") ^ int.from_bytes(key, "little")).to_bytes(length, "little")
+        return
     for offset in range(4):
-        out[offset::4] = payload[offset::4].translate(_XOR[mask[offset]])
-    return out  # not copied to bytes: 10 MB more to copy for nothing
+        buffer[offset::4] = buffer[offset::4].translate(_XOR[mask[offset]])
 
 
 def parse_header(first: int, second: int) -> Tuple[bool, int, int]:

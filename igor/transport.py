@@ -250,7 +250,10 @@ class IgorHandler(websocket_server.WebSocketHandler):
                 # reset), keep none of it, and refuse.
                 self._skip(length)
                 raise FrameError(CLOSE_UNSUPPORTED_DATA, "binary messages are not supported")
-            payload = unmask(self._read_exact(length), mask)
+            payload = bytearray(length)
+            if length and self.rfile.readinto(payload) != length:
+                raise _Closed()
+            unmask(payload, mask)  # in place: a 10 MB message is one buffer, copied once
 
             if opcode == OP_PING:
                 self._outbox_put(build_frame(OP_PONG, payload))
@@ -264,7 +267,7 @@ class IgorHandler(websocket_server.WebSocketHandler):
                 in_message = not fin
                 if in_message:
                     continue
-                data = b"".join(fragments)
+                data = fragments[0] if len(fragments) == 1 else b"".join(fragments)
                 fragments, buffered = [], 0
                 try:
                     text = data.decode("utf-8")

@@ -6,7 +6,7 @@ import struct
 import pytest
 
 from igor import ClientIdTaken, ProtocolError, UnknownClient, flatten
-from igor.frames import FrameError, build_close, build_frame, parse_close, parse_header, unmask
+from igor.frames import FrameError, build_close, build_frame, parse_close, parse_header, unmask, unmask_translate
 from igor.handshake import HandshakeError, SecurityPolicy, accept_key, parse_request, switching_protocols
 from igor.protocol import Call, Cancel, encode, error_message, parse_message
 from igor.registry import Client, ClientRegistry
@@ -80,10 +80,13 @@ def test_error_message_shapes():
 # -- frames ------------------------------------------------------------------------------------
 
 
-def test_unmask_matches_the_definition():
-    for size in (0, 1, 3, 4, 5, 125, 126, 65536, 100_003):
+@pytest.mark.parametrize("function", [unmask, unmask_translate])
+def test_unmask_matches_the_definition(function):
+    for size in (0, 1, 3, 4, 5, 63, 64, 125, 126, 4095, 4096, 4097, 65536, 100_003):
         payload, mask = os.urandom(size), os.urandom(4)
-        assert unmask(payload, mask) == bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        buffer = bytearray(payload)
+        function(buffer, mask)
+        assert buffer == bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 @pytest.mark.parametrize("size, header_size", [(0, 2), (125, 2), (126, 4), (65535, 4), (65536, 10)])
