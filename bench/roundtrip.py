@@ -54,7 +54,13 @@ BIG = 10 * 1024 * 1024
 
 
 def big_text(size: int) -> str:
+    """Text with some multi-byte characters (one in ten), which makes UTF-8 decoding slower."""
     return ("Igor bench 0123456789 é ✓ " * (size // 20 + 1)).encode("utf-8")[:size].decode("utf-8", "ignore")
+
+
+def big_ascii(size: int) -> str:
+    """ASCII text, as JSON from json.dumps (which escapes non-ASCII by default) is."""
+    return ('{"id": 12345, "name": "Igor bench", "tags": ["a", "b"]} ' * (size // 56 + 1))[:size]
 
 
 # -- servers ----------------------------------------------------------------
@@ -356,6 +362,8 @@ def main() -> int:
 
     text = big_text(args.size)
     payload = text.encode("utf-8")
+    ascii_text = big_ascii(args.size)
+    ascii_payload = ascii_text.encode("ascii")
     igor, raw, stock = ServerProcess("igor"), ServerProcess("igor-raw"), ServerProcess("stock")
     results = {}
     try:
@@ -368,6 +376,9 @@ def main() -> int:
             results["raw big call"] = raw_call_big(igor_c, text, igor_reps, 10)
             results["raw big transport"] = raw_echo_big(raw_c, payload, igor_reps)
             results["raw big stock"] = raw_echo_big(stock_c, payload, stock_reps)
+            results["ascii big call"] = raw_call_big(igor_c, ascii_text, igor_reps, 100)
+            results["ascii big transport"] = raw_echo_big(raw_c, ascii_payload, igor_reps)
+            results["ascii big stock"] = raw_echo_big(stock_c, ascii_payload, stock_reps)
             results["raw small call"] = median_rate(lambda n, i: raw_calls(igor_c, n, i), batches, count)
             results["raw small transport"] = median_rate(lambda n, i: raw_echoes(raw_c, n, i), batches, count)
             results["raw small stock"] = median_rate(lambda n, i: raw_echoes(stock_c, n, i), batches, count)
@@ -396,13 +407,16 @@ def main() -> int:
 
     mb = len(payload) / (1 << 20)
     rows = [("client", "benchmark", "Igor", "websocket-server 0.6.4", "Igor vs stock", "20x?")]
-    for client, prefix in (("raw socket", "raw"), ("websocket-client", "wsc")):
+    for client, prefix in (("raw socket", "ascii"), ("raw socket", "raw"), ("websocket-client", "wsc")):
         stock_t = statistics.median(results[f"{prefix} big stock"])
+        kind = "ASCII" if prefix == "ascii" else "mixed UTF-8"
         for what, key in (("Igor transport (raw echo)", "transport"), ("Igor call (JSON echo action)", "call")):
             igor_t = statistics.median(results[f"{prefix} big {key}"])
             ratio = stock_t / igor_t
-            rows.append((client, f"{mb:.0f} MiB round trip, {what}, median ms", f"{igor_t * 1e3:.1f}",
+            rows.append((client, f"{mb:.0f} MiB {kind} round trip, {what}, median ms", f"{igor_t * 1e3:.1f}",
                          f"{stock_t * 1e3:.1f}", f"{ratio:.1f}x faster", "yes" if ratio >= 20 else "no"))
+        if prefix == "ascii":
+            continue
         stock_rate = results[f"{prefix} small stock"]
         for what, key in (("Igor transport (raw echo)", "transport"), ("Igor call (data + close)", "call")):
             rate = results[f"{prefix} small {key}"]
