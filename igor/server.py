@@ -230,8 +230,10 @@ class IgorServer:
         """
         if not isinstance(thread, threading.Thread):
             raise TypeError("a process must be a threading.Thread")
-        if not is_valid_id(process_id):
-            raise ValueError("a process id must be a non-empty string or an integer")
+        if not isinstance(process_id, str) or not process_id:
+            # Strings only: clients number their own streams with integers,
+            # and a push's streamId must never be mistaken for one of them.
+            raise ValueError("a process id must be a non-empty string")
         with self._lock:
             if process_id in self.processes:
                 raise ValueError(f"a process with id {process_id!r} already exists")

@@ -361,6 +361,13 @@ def test_process_attributes_and_start(start_server):
     assert plain.daemon
 
 
+def test_process_ids_are_strings(start_server):
+    server = start_server()
+    for bad in (1, "", None):
+        with pytest.raises(ValueError):
+            server.add_process(bad, threading.Thread(target=lambda: None))
+
+
 def test_process_added_while_running_starts_at_once(start_server):
     done = threading.Event()
     server = start_server()
