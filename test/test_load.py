@@ -13,7 +13,7 @@ import websocket
 import wsraw
 from conftest import wait_for
 
-from igor import IgorProcess, IgorServer, StreamCancelled
+from igor import IgorProcess, StreamCancelled
 
 CLIENTS = 200
 CALLS = 50
@@ -64,21 +64,13 @@ API = {"echo": echo, "count": count, "big": big, "flood": flood, "kick": kick}
 
 
 @pytest.fixture
-def start():
-    servers = []
-
-    def start_server(config, processes=None):
-        server = IgorServer(API, {"port": 0, **config})
+def start(start_server):
+    def start_with_flood(config, processes=None):
+        server = start_server(API, config, processes)
         server.scope["flood"] = {"done": threading.Event(), "sent": 0}
-        for process_id, thread in (processes or {}).items():
-            server.add_process(process_id, thread)
-        server.run_forever(threaded=True)
-        servers.append(server)
         return server
 
-    yield start_server
-    for server in servers:
-        server.shutdown()
+    return start_with_flood
 
 
 def call(ws, stream_id, data, on_push=None):
