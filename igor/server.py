@@ -61,7 +61,6 @@ CONFIG: Dict[str, Any] = {
 }
 
 _BUILTIN_INTRODUCE = "introduce_self"
-_HANDLER_KWARGS = ("session", "scope", "client_id", "stream_id", "server", "client")
 
 
 def _exit_code(code: Any) -> int:
