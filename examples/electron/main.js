@@ -8,6 +8,7 @@
 'use strict';
 
 const path = require('node:path');
+const { pathToFileURL } = require('node:url');
 const { app, BrowserWindow, dialog, ipcMain } = require('electron');
 
 // The demo's Python side. A project of your own would pass e.g.
@@ -15,6 +16,10 @@ const { app, BrowserWindow, dialog, ipcMain } = require('electron');
 const REPO_ROOT = path.resolve(__dirname, '..', '..');
 const PYTHON = process.env.IGOR_PYTHON || (process.platform === 'win32' ? 'python' : 'python3');
 const PYTHON_ARGS = ['server_instance.py', '--port', '0'];
+
+// The one page allowed to ask for the backend's token.
+const RENDERER_FILE = path.join(__dirname, 'renderer', 'index.html');
+const RENDERER_URL = pathToFileURL(RENDERER_FILE).href;
 
 /** The running backend (a LaunchedServer), or null. */
 let backend = null;
@@ -50,13 +55,36 @@ function createWindow() {
       nodeIntegration: false,
     },
   });
-  win.loadFile(path.join(__dirname, 'renderer', 'index.html'));
+  // The window shows our page only: no navigating away (a link, a dropped
+  // file, a redirect) and no new windows, so no other page ever runs with the
+  // preload's bridge to the token.
+  win.webContents.on('will-navigate', (event) => event.preventDefault());
+  win.webContents.setWindowOpenHandler(() => ({ action: 'deny' }));
+  win.loadFile(RENDERER_FILE);
+}
+
+/** True if an IPC call comes from our own renderer page (ignoring any #hash or ?query). */
+function fromOurPage(event) {
+  const url = event.senderFrame && event.senderFrame.url;
+  if (!url) return false;
+  try {
+    const parsed = new URL(url);
+    parsed.hash = '';
+    parsed.search = '';
+    return parsed.href === RENDERER_URL;
+  } catch {
+    return false;
+  }
 }
 
 // The renderer asks for the backend's address and token through preload.js.
 // The token is never put in a URL or on a command line, where other local
-// programs could read it.
-ipcMain.handle('igor:config', () => (backend ? { url: backend.url, token: backend.token } : null));
+// programs could read it, and only our own page (file://.../renderer/index.html)
+// gets it: a frame showing anything else is refused.
+ipcMain.handle('igor:config', (event) => {
+  if (!fromOurPage(event)) throw new Error('igor:config is only answered to the app\'s own page');
+  return backend ? { url: backend.url, token: backend.token } : null;
+});
 
 app.whenReady().then(async () => {
   try {

@@ -76,9 +76,11 @@ export interface IgorClientOptions {
    */
   timeout?: number;
   /**
-   * The WebSocket class to use. Default: `globalThis.WebSocket` (browsers,
-   * Electron renderers, Node 22+), else the `ws` package loaded with a
-   * dynamic `import('ws')` (Node 18/20: `npm install ws`).
+   * The WebSocket class to use. Default: in a browser or Electron renderer,
+   * `globalThis.WebSocket`; in Node, the `ws` package (loaded with a dynamic
+   * `import('ws')`) when it is installed, else Node's global `WebSocket`
+   * (Node 22+). `ws` is preferred in Node because it reports the HTTP status
+   * of a refused handshake (401, 403), so such a refusal is not retried.
    */
   WebSocket?: WebSocketConstructor;
 }
@@ -185,11 +187,28 @@ const WS_OPEN = 1;
 
 let wsImport: Promise<WebSocketConstructor> | undefined;
 
-/** Find a WebSocket class: the given one, the global one, or the `ws` package. */
+/** True in Node (not in a browser, nor in an Electron renderer, which has a `window`). */
+function isNode(): boolean {
+  const g = globalThis as { process?: { versions?: { node?: unknown } }; window?: unknown };
+  return typeof g.process?.versions?.node === 'string' && typeof g.window === 'undefined';
+}
+
+/**
+ * Find a WebSocket class: the given one; in a browser the global one; in Node
+ * the `ws` package when it can be imported, else the global one (Node 22+).
+ */
 function resolveWebSocket(given?: WebSocketConstructor): Promise<WebSocketConstructor> {
   if (given) return Promise.resolve(given);
   const native = (globalThis as { WebSocket?: unknown }).WebSocket;
-  if (typeof native === 'function') return Promise.resolve(native as WebSocketConstructor);
+  const nativeCtor = typeof native === 'function' ? (native as WebSocketConstructor) : undefined;
+  if (nativeCtor && !isNode()) return Promise.resolve(nativeCtor);
+  return importWs().catch((error: unknown) => {
+    if (nativeCtor) return nativeCtor;
+    throw error;
+  });
+}
+
+function importWs(): Promise<WebSocketConstructor> {
   if (!wsImport) {
     // A variable module name keeps browser bundlers from trying to bundle `ws`.
     const name = 'ws';
@@ -260,6 +279,7 @@ export class IgorClient {
   private _retryTimer: ReturnType<typeof setTimeout> | undefined;
   private _ready: Deferred<void> = deferred<void>();
   private _closedForGood = false;
+  private _everOpened = false;
   private _finalError: IgorError | undefined;
   private _nextId = 1;
   private readonly _open = new Map<number, Entry>();
@@ -431,6 +451,11 @@ export class IgorClient {
 
   // ---- for IgorStream ------------------------------------------------------
 
+  /** @internal Called by {@link IgorStream} for an error no subscriber has an `error` callback for. */
+  reportStreamError(error: IgorError): void {
+    this._reportError(error);
+  }
+
   /** @internal Called by {@link IgorStream.cancel}. */
   cancelStream(stream: IgorStream<unknown>): void {
     const entry = this._open.get(stream.id);
@@ -461,7 +486,9 @@ export class IgorClient {
     if (this._options.tokenIn !== 'query' && SUBPROTOCOL_SAFE.test(token)) {
       return { url: this.url, protocols: ['igor', 'igor.token.' + token] };
     }
-    const url = new URL(this.url);
+    // Relative to the page in a browser (`/socket`); an absolute URL is required elsewhere.
+    const base = (globalThis as { location?: { href?: string } }).location?.href;
+    const url = new URL(this.url, base);
     url.searchParams.set('token', token);
     return { url: url.toString() };
   }
@@ -472,14 +499,16 @@ export class IgorClient {
     resolveWebSocket(this._options.WebSocket).then(
       (WebSocketClass) => {
         if (generation !== this._generation || this._closedForGood) return;
-        const { url, protocols } = this._connectUrl();
         let socket: WebSocketLike;
         try {
+          const { url, protocols } = this._connectUrl();
           socket = protocols ? new WebSocketClass(url, protocols) : new WebSocketClass(url);
         } catch (cause) {
+          // A URL that cannot be parsed (or a constructor that refuses it)
+          // will be refused again: retrying cannot help.
           this._connectionLost(
             new IgorError(`cannot connect to ${this.url}: ${(cause as Error)?.message ?? cause}`, 0, 'ConnectionFailed', { cause }),
-            false,
+            true,
           );
           return;
         }
@@ -496,6 +525,7 @@ export class IgorClient {
   private _attach(socket: WebSocketLike, generation: number): void {
     this._socket = socket;
     let opened = false;
+    let failed = false;
     let errorMessage: string | undefined;
     const current = (): boolean => generation === this._generation && this._socket === socket;
     socket.onopen = () => {
@@ -509,9 +539,17 @@ export class IgorClient {
     };
     socket.onerror = (event: { message?: string; error?: { message?: string } }) => {
       errorMessage = event?.message ?? event?.error?.message ?? errorMessage;
+      // Some implementations (Node's built-in WebSocket on a refused
+      // handshake) fire 'error' and never 'close': fail the attempt here.
+      if (!opened && current()) fail();
     };
     socket.onclose = (event: { code?: number; reason?: string }) => {
       if (!current()) return;
+      fail(event);
+    };
+    const fail = (event?: { code?: number; reason?: string }): void => {
+      if (failed) return;
+      failed = true;
       this._socket = null;
       const code = event?.code ?? 1006;
       let error: IgorError;
@@ -555,11 +593,13 @@ export class IgorClient {
         if ('error' in message) {
           this._forget(entry);
           const error = IgorError.fromWire(message as unknown as WireError, stream.id, 'introduce_self');
-          // 409: the server still holds our previous connection (it has not
-          // noticed the drop yet) or another window uses this id.
+          // 409 after we have been open once: the server most likely still
+          // holds our previous connection (it has not noticed the drop yet),
+          // which it will let go of: retry. A 409 on the first introduction
+          // means another live window uses this id: fail.
           this._connectionLost(
             new IgorError(`cannot introduce as ${JSON.stringify(clientId)}: ${error.message}`, error.code, error.type),
-            !(this._reconnect && error.code === 409),
+            !(this._reconnect && error.code === 409 && this._everOpened),
           );
         } else if ('close' in message) {
           this._forget(entry);
@@ -573,10 +613,17 @@ export class IgorClient {
 
   private _becomeReady(): void {
     this._attempt = 0;
+    this._everOpened = true;
+    // Send what waited first, in order, so that a call made by an 'open'
+    // listener or after `await ready` cannot overtake it.
+    const generation = this._generation;
+    while (this._queue.length > 0 && generation === this._generation) {
+      const entry = this._queue.shift()!;
+      if (this._open.get(entry.stream.id) === entry) this._send(entry);
+    }
+    if (generation !== this._generation) return;
     this._setStatus('open');
     this._ready.resolve();
-    const queued = this._queue.splice(0);
-    for (const entry of queued) if (this._open.get(entry.stream.id) === entry) this._send(entry);
   }
 
   /**
@@ -752,9 +799,10 @@ export class IgorClient {
       }
       return;
     }
-    if (streamId !== undefined && streamId !== null) {
-      // Not a stream of ours (or one already ended here): a process's error or end.
-      if (typeof streamId === 'number' && streamId < this._nextId) return; // late answer of a stream we dropped
+    if (typeof streamId === 'number') return; // a late answer of a stream we already ended here
+    if (typeof streamId === 'string') {
+      // Process ids are non-empty strings and our stream ids integers, so a
+      // string id is never one of our streams: it is a process's error or end.
       const observers = this._listeners.get(String(streamId));
       if ('error' in m) {
         const error = IgorError.fromWire(m as unknown as WireError, streamId);

@@ -16,7 +16,7 @@
  *
  * @packageDocumentation
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess, ChildProcessByStdio } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 
@@ -53,7 +53,10 @@ export interface LaunchOptions {
   timeout?: number;
   /**
    * Milliseconds {@link LaunchedServer.close} gives the child to exit by
-   * itself before it is killed with SIGKILL (default 5000).
+   * itself before it is killed with SIGKILL (default 5000). On POSIX the
+   * child's whole process group is signalled, so the Python started by a
+   * wrapper (a shell script, `uv run`) goes too; on Windows the tree is
+   * killed with `taskkill /T /F`.
    */
   gracePeriod?: number;
   /**
@@ -63,7 +66,9 @@ export interface LaunchOptions {
    * `exit_with_parent` shuts down cleanly on it (stops its processes, sends
    * close code 1001 to its clients) on every platform, while Python's default
    * SIGTERM action ends the interpreter without any cleanup. `0` sends
-   * SIGTERM at once.
+   * SIGTERM at once. Ignored on Windows, where SIGTERM would be as abrupt
+   * as a kill: there the child gets the whole `gracePeriod` after its stdin
+   * closes.
    */
   termDelay?: number;
   /**
@@ -127,9 +132,11 @@ export interface LaunchedServer<C extends IgorClient | null = IgorClient> {
    */
   readonly exited: Promise<ExitStatus>;
   /**
-   * Close the client, then end the child: close its stdin, SIGTERM after
-   * `termDelay`, SIGKILL after `gracePeriod`. Resolves with the exit status
-   * once the child is gone. Safe to call more than once.
+   * Close the client, then end the child and whatever it started (its
+   * process group on POSIX, its tree on Windows): close its stdin, SIGTERM
+   * after `termDelay` (not on Windows), SIGKILL after `gracePeriod`.
+   * Resolves with the child's exit status once all of it is gone. Safe to
+   * call more than once.
    */
   close(): Promise<ExitStatus>;
 }
@@ -187,6 +194,8 @@ const OUTPUT_LIMIT = 64 * 1024;
 /** How long to wait after 'exit' for the pipes to deliver their last bytes. */
 const DRAIN_LIMIT_MS = 1000;
 
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
 /**
  * Children still alive, killed by one shared `process.on('exit')` hook (one
  * hook rather than one per launch, so that many launches do not trip Node's
@@ -194,18 +203,65 @@ const DRAIN_LIMIT_MS = 1000;
  */
 const liveChildren = new Set<ChildProcess>();
 let exitHookInstalled = false;
+const WINDOWS = process.platform === 'win32';
+
+/**
+ * Send `signal` to the child and everything it started. On POSIX the child
+ * leads its own process group (it is spawned `detached`), so a wrapper (a
+ * shell script, `uv run`, `poetry run`) and the Python it runs are signalled
+ * together; if the group is gone, the child itself. On Windows only a kill is
+ * possible, of the whole tree, with `taskkill /T /F`.
+ */
+function signalTree(child: ChildProcess, signal: NodeJS.Signals, sync = false): void {
+  const pid = child.pid;
+  if (pid === undefined) return;
+  if (WINDOWS) {
+    if (signal !== 'SIGKILL') return; // SIGTERM is TerminateProcess on Windows: no cleanup either
+    const args = ['/T', '/F', '/PID', String(pid)];
+    try {
+      if (sync) spawnSync('taskkill', args, { stdio: 'ignore', windowsHide: true });
+      else spawn('taskkill', args, { stdio: 'ignore', windowsHide: true }).on('error', () => child.kill('SIGKILL'));
+    } catch {
+      try {
+        child.kill('SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
+    return;
+  }
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    try {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    } catch {
+      // Already gone.
+    }
+  }
+}
+
+/** Whether anything of the child's process group is still running (POSIX; on Windows: the child itself). */
+function treeAlive(child: ChildProcess): boolean {
+  const pid = child.pid;
+  if (pid === undefined) return false;
+  if (WINDOWS) return child.exitCode === null && child.signalCode === null;
+  try {
+    process.kill(-pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 function killLiveChildren(): void {
   for (const child of liveChildren) {
     // Only synchronous work is possible in an 'exit' hook, so there is no
     // grace period here. SIGTERM ends a Python that has no handler at once and
     // lets one that has a handler clean up; the stdin pipe closes with this
-    // process anyway, which stops an `exit_with_parent` server too.
-    try {
-      child.kill('SIGTERM');
-    } catch {
-      // Already gone.
-    }
+    // process anyway, which stops an `exit_with_parent` server too. On
+    // Windows the tree is killed with `taskkill /T /F`.
+    signalTree(child, WINDOWS ? 'SIGKILL' : 'SIGTERM', true);
   }
 }
 
@@ -305,6 +361,11 @@ export function launch(
       env,
       stdio: ['pipe', 'pipe', 'pipe'],
       windowsHide: true,
+      // Its own process group on POSIX, so that close() and a failed launch
+      // can signal a wrapper and the Python it started together. It no
+      // longer gets the terminal's Ctrl-C, but it sees EOF on its stdin when
+      // this process dies, however it dies (and the exit hook kills it).
+      detached: !WINDOWS,
     });
   } catch (error) {
     // spawn throws synchronously for bad arguments (e.g. a missing cwd on some platforms).
@@ -429,21 +490,29 @@ export function launch(
           // The connection may already be gone.
         }
       }
-      if (exitStatus) return exitStatus;
+      if (exitStatus && !treeAlive(child)) return exitStatus;
+      const deadline = Date.now() + gracePeriod;
       child.stdin.end();
-      const signal = (name: NodeJS.Signals) => () => {
-        if (!exitStatus) {
-          try {
-            child.kill(name);
-          } catch {
-            // Raced with the exit.
-          }
-        }
-      };
-      if (termDelay === 0) signal('SIGTERM')();
-      else termTimer = setTimeout(signal('SIGTERM'), termDelay);
+      const signal = (name: NodeJS.Signals) => () => signalTree(child, name);
+      // On Windows "SIGTERM" is TerminateProcess, as abrupt as a kill: only
+      // closing stdin is graceful there, so it gets the whole grace period.
+      if (!WINDOWS) {
+        if (termDelay === 0) signal('SIGTERM')();
+        else termTimer = setTimeout(signal('SIGTERM'), termDelay);
+      }
       killTimer = setTimeout(signal('SIGKILL'), gracePeriod);
-      return exited;
+      const status = await exited;
+      // The child (a wrapper) may be gone while what it started still runs:
+      // give that the rest of the grace period, then kill it too.
+      while (treeAlive(child) && Date.now() < deadline) await sleep(25);
+      if (treeAlive(child)) {
+        signalTree(child, 'SIGKILL');
+        const killedAt = Date.now();
+        while (treeAlive(child) && Date.now() - killedAt < DRAIN_LIMIT_MS) await sleep(25);
+      }
+      clearTimeout(termTimer);
+      clearTimeout(killTimer);
+      return status;
     })();
     return closing;
   };
@@ -458,13 +527,11 @@ export function launch(
     if (!exitStatus) {
       // No point waiting for a graceful exit of a server that is not working.
       child.stdin.end();
-      try {
-        child.kill('SIGKILL');
-      } catch {
-        // Already gone.
-      }
+      signalTree(child, 'SIGKILL');
     }
     const status = await exited;
+    // A wrapper's children are in the same group: make sure none survives.
+    if (treeAlive(child)) signalTree(child, 'SIGKILL');
     await Promise.race([drained, new Promise((r) => setTimeout(r, DRAIN_LIMIT_MS).unref())]);
     if (pending) {
       collect(pending);

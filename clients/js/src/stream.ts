@@ -29,6 +29,8 @@ export interface Unsubscribable {
 /** What a stream needs from the client that opened it (an implementation detail of {@link IgorClient}). */
 export interface StreamOwner {
   cancelStream(stream: IgorStream<unknown>): void;
+  /** Tell an error that no subscriber has an `error` callback for (the client's `onError`). */
+  reportStreamError?(error: IgorError): void;
 }
 
 type Sink<T> = {
@@ -247,8 +249,22 @@ export class IgorStream<T = unknown> implements AsyncIterable<T> {
     try {
       if (this._state === 'error') {
         if (sink.observer.error) sink.observer.error(this._error as IgorError);
-        else reportLater(this._error);
+        else this._reportUnhandled(this._error as IgorError);
       } else sink.observer.complete?.();
+    } catch (e) {
+      reportLater(e);
+    }
+  }
+
+  /**
+   * A subscriber without an `error` callback: tell the error to the client's
+   * `onError` listeners (or `console.warn`), never throw it, since an
+   * uncaught exception would end a Node process over, say, a `close()`.
+   */
+  private _reportUnhandled(error: IgorError): void {
+    try {
+      if (this._owner.reportStreamError) this._owner.reportStreamError(error);
+      else console.warn('[igor-client]', error?.message ?? error);
     } catch (e) {
       reportLater(e);
     }

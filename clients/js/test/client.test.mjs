@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import WebSocket from 'ws';
 
 import { IgorClient, IgorError, IgorStream } from '../dist/index.js';
-import { nextPush, startServer, within } from './helpers.mjs';
+import { fakeWebSocket, nextPush, startServer, trackingWebSocket, within } from './helpers.mjs';
 
 let server;
 let igor;
@@ -39,13 +39,39 @@ describe('call', () => {
     assert.deepEqual(await igor.call('echo', value), value);
   });
 
-  it('uses the ws package by itself when there is no global WebSocket', async () => {
-    assert.equal(typeof globalThis.WebSocket, 'undefined', 'this test expects Node 20 without a global WebSocket');
-    const client = new IgorClient(server.url);
+  it('in Node, uses the ws package by itself, even when there is a global WebSocket', async () => {
+    // Whatever the Node version: put a global WebSocket that must not be used.
+    const original = Object.getOwnPropertyDescriptor(globalThis, 'WebSocket');
+    let nativeUsed = 0;
+    class NotThisOne {
+      constructor() {
+        nativeUsed++;
+        throw new Error('the global WebSocket was used instead of ws');
+      }
+    }
+    Object.defineProperty(globalThis, 'WebSocket', { value: NotThisOne, configurable: true, writable: true });
+    let client;
     try {
+      client = new IgorClient(server.url);
       assert.equal(await within(5000, client.call('hello', { name: 'ws' }), 'call'), 'Hello ws');
+      assert.equal(nativeUsed, 0);
     } finally {
-      client.close();
+      client?.close();
+      if (original) Object.defineProperty(globalThis, 'WebSocket', original);
+      else delete globalThis.WebSocket;
+    }
+  });
+
+  it('in Node, uses ws when there is no global WebSocket at all', async () => {
+    const original = Object.getOwnPropertyDescriptor(globalThis, 'WebSocket');
+    delete globalThis.WebSocket;
+    let client;
+    try {
+      client = new IgorClient(server.url);
+      assert.equal(await within(5000, client.call('hello', { name: 'no global' }), 'call'), 'Hello no global');
+    } finally {
+      client?.close();
+      if (original) Object.defineProperty(globalThis, 'WebSocket', original);
     }
   });
 });
@@ -81,11 +107,31 @@ describe('stream', () => {
     assert.deepEqual(values, [0, 1, 2, 3]);
   });
 
-  it('uses stream ids that never collide with process ids', () => {
-    const a = igor.stream('nothing');
-    const b = igor.stream('nothing');
-    assert.equal(typeof a.id, 'number');
-    assert.notEqual(a.id, b.id);
+  it('a process error and end (string process id) leave open streams alone and reach on(processId)', async () => {
+    const client = new IgorClient(server.url, { WebSocket, clientId: 'routing-window' });
+    try {
+      await within(5000, client.ready, 'ready');
+      // Open streams of every small id, so that any routing by id would hit one.
+      const streams = Array.from({ length: 3 }, (_, i) => client.stream('jobs.slow', { tag: `route${i}`, delay: 0.05 }));
+      const seen = [];
+      for (const s of streams) s.subscribe({ next: () => {}, error: (e) => seen.push(['stream error', s.id, e.message]), complete: () => seen.push(['stream end', s.id]) });
+      const stray = [];
+      client.onError((e) => stray.push(e.message));
+      const failed = new Promise((resolve) => client.on('notifier', { error: resolve }));
+      const finished = new Promise((resolve) => client.on('notifier', { complete: resolve }));
+      await client.call('notify', { client_id: 'routing-window', kind: 'error', data: 'process broke' });
+      const error = await within(5000, failed, 'process error');
+      assert.equal(error.message, 'process broke');
+      await client.call('notify', { client_id: 'routing-window', kind: 'finish' });
+      await within(5000, finished, 'process end');
+      // The streams were neither failed nor ended by the process's messages.
+      assert.deepEqual(seen, []);
+      assert.deepEqual(stray, []);
+      for (const s of streams) assert.equal(s.closed, false, `stream ${s.id} still open`);
+      for (const s of streams) s.cancel();
+    } finally {
+      client.close();
+    }
   });
 });
 
@@ -133,10 +179,24 @@ describe('errors', () => {
   });
 
   it('fails a call whose data cannot be serialised, without sending it', async () => {
-    const cyclic = {};
-    cyclic.self = cyclic;
-    await assert.rejects(igor.call('echo', cyclic), (e) => e instanceof IgorError && e.type === 'TypeError');
-    assert.equal(await igor.call('echo', 'still fine'), 'still fine');
+    const { WebSocket: Tracked, sockets } = trackingWebSocket();
+    const client = new IgorClient(server.url, { WebSocket: Tracked });
+    try {
+      await within(5000, client.ready, 'ready');
+      const sent = [];
+      const send = sockets[0].send.bind(sockets[0]);
+      sockets[0].send = (text, ...rest) => {
+        sent.push(JSON.parse(text));
+        return send(text, ...rest);
+      };
+      const cyclic = {};
+      cyclic.self = cyclic;
+      await assert.rejects(client.call('echo', cyclic), (e) => e instanceof IgorError && e.type === 'TypeError');
+      assert.equal(await client.call('echo', 'still fine'), 'still fine');
+      assert.deepEqual(sent.map((m) => m.data), ['still fine'], 'only the second call went out');
+    } finally {
+      client.close();
+    }
   });
 });
 
@@ -189,18 +249,28 @@ describe('cancel', () => {
 
   it('an AbortSignal aborts the call with type Aborted and cancels it on the server', async () => {
     const controller = new AbortController();
-    const pending = igor.call('jobs.slow', { tag: 'c4', delay: 0.02 }, { signal: controller.signal });
-    setTimeout(() => controller.abort(), 100);
-    await assert.rejects(pending, (e) => e instanceof IgorError && e.type === 'Aborted');
+    const stream = igor.stream('jobs.slow', { tag: 'c4', delay: 0.02 }, { signal: controller.signal });
+    // Abort once the handler is surely running (it sent its first value).
+    const pending = new Promise((resolve, reject) => stream.subscribe({ next: () => controller.abort(), error: reject, complete: resolve }));
+    await assert.rejects(within(5000, pending, 'abort'), (e) => e instanceof IgorError && e.type === 'Aborted');
     assert.equal(await igor.call('was_cancelled', { tag: 'c4' }), true);
   });
 });
 
 describe('already aborted', () => {
   it('a call with an already aborted signal fails at once without being sent', async () => {
-    const controller = new AbortController();
-    controller.abort();
-    await assert.rejects(within(1000, igor.call('hello', { name: 'x' }, { signal: controller.signal }), 'call'), (e) => e.type === 'Aborted');
+    const { WebSocket: Fake, sockets } = fakeWebSocket();
+    const client = new IgorClient('ws://127.0.0.1:1/', { WebSocket: Fake });
+    try {
+      await within(1000, client.ready, 'ready');
+      const controller = new AbortController();
+      controller.abort();
+      await assert.rejects(within(1000, client.call('hello', { name: 'x' }, { signal: controller.signal }), 'call'), (e) => e.type === 'Aborted');
+      client.call('after', 1).catch(() => {});
+      assert.deepEqual(sockets[0].sent.map((m) => m.action), ['after'], 'the aborted call never went out');
+    } finally {
+      client.close();
+    }
   });
 });
 

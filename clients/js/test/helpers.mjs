@@ -105,3 +105,42 @@ export function trackingWebSocket() {
   }
   return { WebSocket: Tracked, sockets };
 }
+
+/**
+ * A fake WebSocket class for tests without a server. `behaviour`:
+ * - 'open' (default): opens on the next microtask and records what is sent;
+ * - 'error-only': fires 'error' and never 'close' (Node's built-in WebSocket on a refused handshake);
+ * - 'error-then-close': fires 'error', then 'close' (code 1006) on the next tick.
+ * `sockets` holds the instances, each with `url`, `protocols` and `sent` (parsed messages).
+ */
+export function fakeWebSocket(behaviour = 'open') {
+  const sockets = [];
+  class Fake {
+    constructor(url, protocols) {
+      this.url = url;
+      this.protocols = protocols;
+      this.sent = [];
+      this.readyState = 0;
+      this.onopen = this.onmessage = this.onerror = this.onclose = null;
+      sockets.push(this);
+      queueMicrotask(() => {
+        if (this.readyState === 3) return;
+        if (behaviour === 'open') {
+          this.readyState = 1;
+          this.onopen?.({});
+          return;
+        }
+        this.readyState = 3;
+        this.onerror?.({ message: 'connect ECONNREFUSED (fake)' });
+        if (behaviour === 'error-then-close') setTimeout(() => this.onclose?.({ code: 1006, reason: '' }), 0);
+      });
+    }
+    send(text) {
+      this.sent.push(JSON.parse(text));
+    }
+    close() {
+      this.readyState = 3;
+    }
+  }
+  return { WebSocket: Fake, sockets };
+}

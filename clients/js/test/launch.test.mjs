@@ -334,3 +334,61 @@ test("a parent's normal exit kills a child that does not watch stdin (exit hook)
   if (!gone) process.kill(report.pid, 'SIGKILL');
   assert.ok(gone, `the Python child ${report.pid} outlived its parent's normal exit by 5 s; its log:\n${parentLog()}`);
 });
+
+// A wrapper (a shell script, `uv run`, `poetry run`) between launch() and
+// Python: the Python grandchild must not outlive close() or a failed launch.
+const posixOnly = process.platform === 'win32' ? 'POSIX shell wrapper' : false;
+
+test('a failed launch through a wrapper script leaves no Python grandchild running', { timeout: 30_000, skip: posixOnly }, async (t) => {
+  const dir = await scratch(t, {
+    'sleepy.py': 'import os, sys, time\nprint("GRANDCHILD", os.getpid(), file=sys.stderr, flush=True)\ntime.sleep(60)\n',
+  });
+  const error = await launch('sh', ['-c', `"${python}" sleepy.py; echo wrapper-done`], {
+    cwd: dir,
+    env,
+    timeout: 1500,
+    stderr: 'ignore',
+  }).then(
+    () => assert.fail('launch should reject'),
+    (e) => e,
+  );
+  assert.equal(error.reason, 'timeout');
+  const pid = Number(/GRANDCHILD (\d+)/.exec(error.output)?.[1]);
+  assert.ok(pid > 0, `the grandchild told its pid: ${error.output}`);
+  const gone = await waitGone(pid, 3000);
+  if (!gone) process.kill(pid, 'SIGKILL');
+  assert.ok(gone, `the Python grandchild ${pid} survived the failed launch of its wrapper`);
+});
+
+test('close() ends the Python grandchild of a wrapper script, even one that ignores stdin and SIGTERM', { timeout: 30_000, skip: posixOnly }, async (t) => {
+  const dir = await scratch(t, {
+    'stubborn.py': [
+      'import json, os, signal, time',
+      'signal.signal(signal.SIGTERM, signal.SIG_IGN)',
+      'print("IGOR_READY " + json.dumps({"url": "ws://127.0.0.1:9/", "port": 9, "token": None, "pid": os.getpid()}), flush=True)',
+      'time.sleep(60)',
+      '',
+    ].join('\n'),
+  });
+  // The shell dies of the SIGTERM; its Python child ignores it and stays.
+  const server = await launch('sh', ['-c', `"${python}" stubborn.py; echo wrapper-done`], {
+    cwd: dir,
+    env,
+    connect: false,
+    gracePeriod: 1200,
+    termDelay: 300,
+  });
+  const pid = server.ready.pid;
+  assert.notEqual(pid, server.process.pid, 'python runs as a grandchild');
+  t.after(() => {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone, as expected
+    }
+  });
+  assert.equal(await isAlive(pid), true);
+  await server.close();
+  assert.equal(await isAlive(server.process.pid), false, 'the wrapper is gone');
+  assert.equal(await isAlive(pid), false, 'the Python grandchild is gone once close() resolves');
+});

@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import WebSocket from 'ws';
 
 import { IgorClient, IgorError } from '../dist/index.js';
-import { startServer, statusReached, trackingWebSocket, within } from './helpers.mjs';
+import { startServer, trackingWebSocket, within } from './helpers.mjs';
 
 const TOKEN = 'Tok-3n_with.safe~chars';
 let server;
@@ -98,8 +98,14 @@ describe('token placement (no server)', () => {
   it('puts a token a subprotocol cannot hold into the query, encoded', async () => {
     const { Fake, made } = recorder();
     const client = new IgorClient('ws://127.0.0.1:1/', { WebSocket: Fake, token: 'a b/c=d' });
-    await within(1000, statusReached(client, 'connecting'), 'connecting');
-    await new Promise((resolve) => setImmediate(resolve));
+    // Wait until the socket has been made (the WebSocket class is resolved asynchronously).
+    await within(
+      1000,
+      (async () => {
+        while (made.length === 0) await new Promise((resolve) => setImmediate(resolve));
+      })(),
+      'socket made',
+    );
     client.close();
     assert.equal(made.length, 1);
     assert.equal(made[0].protocols, undefined);
