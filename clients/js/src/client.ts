@@ -279,6 +279,8 @@ export class IgorClient {
   private _retryTimer: ReturnType<typeof setTimeout> | undefined;
   private _ready: Deferred<void> = deferred<void>();
   private _closedForGood = false;
+  /** Set by {@link close}: streams it ends are not reported as unhandled errors. */
+  private _closedByUser = false;
   private _everOpened = false;
   private _finalError: IgorError | undefined;
   private _nextId = 1;
@@ -446,6 +448,7 @@ export class IgorClient {
    */
   close(): void {
     if (this._closedForGood) return;
+    this._closedByUser = true;
     this._shutdown(undefined, 'the client was closed');
   }
 
@@ -453,6 +456,8 @@ export class IgorClient {
 
   /** @internal Called by {@link IgorStream} for an error no subscriber has an `error` callback for. */
   reportStreamError(error: IgorError): void {
+    // Streams ended by this client's own close() are expected: nothing to report.
+    if (this._closedByUser && error.type === 'ConnectionClosed') return;
     this._reportError(error);
   }
 

@@ -95,16 +95,22 @@ describe("a WebSocket that fires 'error' but never 'close'", () => {
   });
 });
 
+/** The server side goes away: an abnormal close, as a browser reports it. */
+function drop(socket) {
+  socket.readyState = 3;
+  socket.onclose?.({ code: 1006, reason: '' });
+}
+
 describe('a stream error nobody handles', () => {
-  it("goes to onError instead of being thrown (a subscriber without an error callback, then close())", async () => {
-    const { WebSocket: Fake } = fakeWebSocket();
+  it('goes to onError instead of being thrown (a subscriber without an error callback, then a drop)', async () => {
+    const { WebSocket: Fake, sockets } = fakeWebSocket();
     const client = new IgorClient('ws://127.0.0.1:1/', { WebSocket: Fake });
     await within(1000, client.ready, 'ready');
     const reported = [];
     client.onError((e) => reported.push(e));
     const values = [];
     client.stream('progress').subscribe((v) => values.push(v));
-    client.close();
+    drop(sockets[0]);
     await settle();
     assert.equal(reported.length, 1);
     assert.equal(reported[0].type, 'ConnectionClosed');
@@ -112,7 +118,7 @@ describe('a stream error nobody handles', () => {
   });
 
   it('goes to console.warn when there is no onError listener', async () => {
-    const { WebSocket: Fake } = fakeWebSocket();
+    const { WebSocket: Fake, sockets } = fakeWebSocket();
     const client = new IgorClient('ws://127.0.0.1:1/', { WebSocket: Fake });
     await within(1000, client.ready, 'ready');
     const warned = [];
@@ -120,13 +126,25 @@ describe('a stream error nobody handles', () => {
     console.warn = (...args) => warned.push(args.join(' '));
     try {
       client.stream('progress').subscribe(() => {});
-      client.close();
+      drop(sockets[0]);
       await settle();
     } finally {
       console.warn = warn;
     }
     assert.equal(warned.length, 1);
     assert.match(warned[0], /progress/);
+  });
+
+  it("is not reported when the client's own close() ended the stream", async () => {
+    const { WebSocket: Fake } = fakeWebSocket();
+    const client = new IgorClient('ws://127.0.0.1:1/', { WebSocket: Fake });
+    await within(1000, client.ready, 'ready');
+    const reported = [];
+    client.onError((e) => reported.push(e));
+    client.stream('progress').subscribe(() => {});
+    client.close();
+    await settle();
+    assert.deepEqual(reported, []);
   });
 });
 
