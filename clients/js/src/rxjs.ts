@@ -19,6 +19,8 @@
  */
 
 import { Observable } from 'rxjs';
+// 'rxjs/operators' serves both RxJS 6 and 7.
+import { takeLast } from 'rxjs/operators';
 
 import type { CallOptions, ConnectionStatus, IgorClient, Push, StatusEvent } from './client.js';
 
@@ -55,21 +57,7 @@ export function call$<T = unknown>(
   data?: unknown,
   options?: CallOptions,
 ): Observable<T> {
-  return new Observable<T>((subscriber) => {
-    let last: { value: T } | undefined;
-    const stream = client.stream<T>(action, data, options);
-    const subscription = stream.subscribe({
-      next: (value) => {
-        last = { value };
-      },
-      error: (error) => subscriber.error(error),
-      complete: () => {
-        if (last) subscriber.next(last.value);
-        subscriber.complete();
-      },
-    });
-    return () => subscription.unsubscribe();
-  });
+  return stream$<T>(client, action, data, options).pipe(takeLast(1));
 }
 
 /**

@@ -7,9 +7,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, it } from 'node:test';
 
-import { startServer } from './helpers.mjs';
+import { launchChromium, startServer } from './helpers.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const DIST = fileURLToPath(new URL('../dist/', import.meta.url));
 const PAGE = fileURLToPath(new URL('./browser/', import.meta.url));
 const TOKEN = 'browser-token-123';
@@ -19,31 +18,12 @@ let server;
 let browser;
 
 before(async () => {
-  // No silent skip: CI must install chromium (apt-get install -y chromium).
-  assert.ok(
-    existsSync(CHROMIUM),
-    `Chromium not found at ${CHROMIUM}: install it (apt-get install -y chromium) or set CHROMIUM_PATH. The browser test cannot run without it.`,
-  );
   assert.ok(existsSync(join(DIST, 'index.js')), 'dist/ is missing: run npm run build first (npm test does it)');
   root = mkdtempSync(join(tmpdir(), 'igor-browser-'));
   cpSync(PAGE, root, { recursive: true });
   cpSync(DIST, join(root, 'lib'), { recursive: true });
   server = await startServer({ token: TOKEN, staticDir: root });
-  const { chromium } = await import('playwright-core');
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-    timeout: 30000,
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

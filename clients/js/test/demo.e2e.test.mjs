@@ -4,7 +4,7 @@
 //
 // Run from clients/js after a build: node --test test/demo.e2e.test.mjs
 // Needs /usr/bin/chromium (Debian: apt-get install -y chromium), or the path
-// in $IGOR_CHROMIUM. IGOR_UPDATE_SCREENSHOT=1 also writes docs/demo.png.
+// in $CHROMIUM_PATH. IGOR_UPDATE_SCREENSHOT=1 also writes docs/demo.png.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -13,31 +13,16 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { chromium } from 'playwright-core';
 
 import { launch } from '../dist/node.js';
+import { launchChromium } from './helpers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, '..', '..', '..');
 const python = process.env.PYTHON || 'python3';
-const chromiumPath = process.env.IGOR_CHROMIUM || '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const STEP_TIMEOUT = 15_000;
 
 test('the demo app works end to end in Chromium', { timeout: 120_000 }, async (t) => {
-  assert.ok(
-    existsSync(chromiumPath),
-    `Chromium not found at ${chromiumPath}: install it (Debian: apt-get install -y chromium) or set IGOR_CHROMIUM to its path`,
-  );
   assert.ok(
     existsSync(path.join(repoRoot, 'examples', 'demo', 'lib', 'index.js')),
     'examples/demo/lib/index.js is missing: run `npm run build` in clients/js first',
@@ -67,7 +52,7 @@ test('the demo app works end to end in Chromium', { timeout: 120_000 }, async (t
   const notificationsSeenByNode = [];
   server.client.on('notification', (data) => notificationsSeenByNode.push(data));
 
-  const browser = await chromium.launch({ executablePath: chromiumPath, args: CHROMIUM_ARGS, headless: true });
+  const browser = await launchChromium();
   t.after(() => browser.close());
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, deviceScaleFactor: 1 });
   const page = await context.newPage();

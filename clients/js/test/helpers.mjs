@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 // Shared by the *.test.mjs files: start the real Python fixture server, and
 // bounded waits. Not a test file itself (npm test runs test/*.test.mjs).
 import { spawn } from 'node:child_process';
@@ -143,4 +144,34 @@ export function fakeWebSocket(behaviour = 'open') {
     }
   }
   return { WebSocket: Fake, sockets };
+}
+
+/** Debian's Chromium, or the one in $CHROMIUM_PATH. */
+export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+
+/**
+ * Launch headless Chromium with playwright-core. Fails (never skips) when the
+ * binary is missing: CI installs it. The flags keep Chromium off the network,
+ * which this machine refuses anyway.
+ */
+export async function launchChromium() {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`Chromium not found at ${CHROMIUM}: install it (apt-get install -y chromium) or set CHROMIUM_PATH`);
+  }
+  const { chromium } = await import('playwright-core');
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: 30000,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
 }
