@@ -101,7 +101,7 @@ class IgorHandler(websocket_server.WebSocketHandler):
         super().setup()
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.client: Optional[Client] = None
-        self.started = self.last_seen = time.monotonic()
+        self.last_seen = time.monotonic()
         self.ping_sent: Optional[float] = None
         self.closing_since: Optional[float] = None
         # Frames for the writer thread. Data frames are bounded by
