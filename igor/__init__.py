@@ -16,14 +16,22 @@ from .exceptions import (
     ClientIdTaken,
     ConfigError,
     ConnectionClosed,
+    ConnectionFailed,
     IgorError,
+    InboxFull,
+    InputEnded,
+    InputTimeout,
     ProtocolError,
     RemoteError,
     StreamCancelled,
     StreamClosed,
     StreamIdInUse,
+    TooManyStreams,
     UnknownAction,
+    UnknownCall,
     UnknownClient,
+    UnknownProcess,
+    UnknownStream,
 )
 from .process import IgorProcess
 from .registry import Client
@@ -52,6 +60,14 @@ __all__ = [
     "RemoteError",
     "ConnectionClosed",
     "CallTimeout",
+    "ConnectionFailed",
+    "TooManyStreams",
+    "InboxFull",
+    "UnknownStream",
+    "UnknownProcess",
+    "UnknownCall",
+    "InputEnded",
+    "InputTimeout",
 ]
 
 

@@ -20,6 +20,14 @@ __all__ = [
     "RemoteError",
     "ConnectionClosed",
     "CallTimeout",
+    "ConnectionFailed",
+    "TooManyStreams",
+    "InboxFull",
+    "UnknownStream",
+    "UnknownProcess",
+    "UnknownCall",
+    "InputEnded",
+    "InputTimeout",
 ]
 
 
@@ -65,6 +73,44 @@ class ClientIdTaken(IgorError):
     code = 409
 
 
+class TooManyStreams(IgorError):
+    """A call would take the client past ``max_streams`` open calls (429); the connection stays."""
+
+    code = 429
+
+
+class InboxFull(IgorError):
+    """Input arrived for a stream or process whose inbox is full (429)."""
+
+    code = 429
+
+
+class UnknownStream(IgorError):
+    """Input named a stream that is not open for input (404)."""
+
+    code = 404
+
+
+class UnknownProcess(IgorError, LookupError):
+    """Input named a process that does not exist or takes no input (404)."""
+
+    code = 404
+
+
+class UnknownCall(IgorError):
+    """A client answered a server call that is not pending (404)."""
+
+    code = 404
+
+
+class InputEnded(IgorError):
+    """``out.receive()`` was called after the client ended its input."""
+
+
+class InputTimeout(IgorError, TimeoutError):
+    """``out.receive(timeout)`` saw no input within its timeout."""
+
+
 class StreamClosed(IgorError):
     """Something was sent on a stream that has already closed."""
 
@@ -108,3 +154,11 @@ class ConnectionClosed(IgorError):
 
 class CallTimeout(IgorError, TimeoutError):
     """A call did not finish within its timeout."""
+
+
+class ConnectionFailed(IgorError, ConnectionError):
+    """The client could not connect; ``status`` is the HTTP status when the server answered one."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
