@@ -170,12 +170,12 @@ class _Translator:
             if key is not str:
                 return self.warn(tp, "JSON object keys are strings")
             return f"Record<string, {self.translate(value)}>"
-        if tp is tuple or origin is tuple:
-            if not args:
-                return "unknown[]"
+        if tp is tuple or tp is typing.Tuple:
+            return "unknown[]"
+        if origin is tuple:
             if len(args) == 2 and args[1] is Ellipsis:
                 return self._array(args[0])
-            if args == ((),):  # Tuple[()] before Python 3.11
+            if not args or args == ((),):  # Tuple[()]: () from Python 3.11, ((),) before
                 return "[]"
             return "[" + ", ".join(self.translate(arg) for arg in args) + "]"
         return self.warn(tp)
