@@ -111,8 +111,8 @@ class Point(TypedDict):
 Filter = TypedDict("Filter", {"text": str, "limit": Required[int], "odd-key": bool}, total=False)
 
 # Two classes of one name.
-ItemA = TypedDict("Item", {"v": int})
-ItemB = TypedDict("Item", {"v": str})
+ItemA = TypedDict("Item", {"v": int})  # noqa: UP013 (the functional form names the class)
+ItemB = TypedDict("Item", {"v": str})  # noqa: UP013
 
 
 class Opaque:
@@ -152,7 +152,8 @@ def test_typeddict_with_optional_keys():
 
     text = typescript_declarations({"draw": draw})
     assert entry(text, "draw") == "{ data: Point; value: Filter }"
-    assert "/** A point on the page. */\nexport interface Point {\n  x: number;\n  y: number;\n  label?: string;\n}" in text
+    point = "/** A point on the page. */\nexport interface Point {\n  x: number;\n  y: number;\n  label?: string;\n}"
+    assert point in text
     assert "export interface Filter {\n  text?: string;\n  limit: number;\n  'odd-key'?: boolean;\n}" in text
 
 
@@ -277,7 +278,7 @@ def test_untranslatable_types_are_unknown_with_a_warning(caplog):
 
 
 def test_unresolvable_annotations_warn(caplog):
-    def handler(out, data: "NoSuchType") -> str:  # noqa: F821
+    def handler(out, data: NoSuchType) -> str:  # noqa: F821 (the point: it cannot be resolved)
         pass
 
     with caplog.at_level(logging.WARNING, logger="igor"):
