@@ -73,8 +73,8 @@ def _is_typeddict(tp: Any) -> bool:
 
 
 def _quote(name: str) -> str:
-    """A TypeScript string literal in single quotes."""
-    return "'" + name.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+    """A TypeScript string literal in single quotes (JSON's escapes, which TypeScript shares)."""
+    return "'" + json.dumps(name)[1:-1].replace('\\"', '"').replace("'", "\\'") + "'"
 
 
 def _key(name: str) -> str:
@@ -103,9 +103,14 @@ def _union(members: List[str]) -> str:
 
 def _top_level_union(text: str) -> bool:
     """True if ``text`` has a ``|`` outside brackets (so ``[]`` after it needs parentheses)."""
-    depth = 0
+    depth, quoted, escaped = 0, False, False
     for char in text:
-        if char in "{[(<":
+        if quoted:  # a string literal type: its brackets and bars are text
+            quoted = escaped or char != "'"
+            escaped = not escaped and char == "\\"
+        elif char == "'":
+            quoted = True
+        elif char in "{[(<":
             depth += 1
         elif char in "}])>":
             depth -= 1
