@@ -34,7 +34,7 @@ from igor.typescript import typescript_declarations
 
 try:
     from typing import NotRequired, Required
-except ImportError:  # Python < 3.11
+except ImportError:  # Python < 3.11, where pytest brings typing_extensions
     from typing_extensions import NotRequired, Required
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -377,7 +377,7 @@ export class IgorClient<A = any> {
     return this._stream(action, data, options);
   }
 
-  /** {@link stream} with any action name and data: what `call`, `stream` and the adapters share. */
+  /** {@link stream} for any action name and data, unchecked: what `call` and `stream` share. */
   private _stream<T>(action: string, data?: unknown, options: CallOptions = {}): IgorStream<T> {
     const stream = new IgorStream<T>(this, this._nextId++, action);
     const entry: Entry = { stream: stream as IgorStream<unknown>, data, sent: false };
