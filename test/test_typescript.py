@@ -122,6 +122,10 @@ class Opaque:
     pass
 
 
+class Shape(enum.Enum):
+    SQUARE = (1, 1)
+
+
 class Color(enum.Enum):
     RED = "red"
     GREEN = "green"
@@ -269,15 +273,21 @@ def test_untranslatable_types_are_unknown_with_a_warning(caplog):
     def weird(out, data: Literal[b"x"]) -> bytes:
         pass
 
+    def shape(out, data: Shape) -> None:
+        pass
+
     with caplog.at_level(logging.WARNING, logger="igor"):
-        text = typescript_declarations({"h": handler, "w": weird})
+        text = typescript_declarations({"h": handler, "w": weird, "s": shape})
     assert entry(text, "h") == "{ data: unknown; value: unknown[] }"
     assert entry(text, "w") == "{ data: unknown; value: unknown }"
+    assert entry(text, "s") == "{ data: Shape; value: undefined }"
+    assert "export type Shape = unknown;" in text
     messages = [r.getMessage() for r in caplog.records]
     assert any("'h'" in m and "Dict[int, str]" in m and "keys are strings" in m for m in messages), messages
     assert any("'h'" in m and "Opaque" in m for m in messages), messages
     assert any("'w'" in m and "Literal" in m for m in messages), messages
     assert any("'w'" in m and "bytes" in m for m in messages), messages
+    assert any("'s'" in m and "Shape" in m and "not JSON scalars" in m for m in messages), messages
 
 
 def test_unresolvable_annotations_warn(caplog):
