@@ -10,18 +10,23 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, cp, mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { IgorClient } from '../dist/index.js';
 import { launch } from '../dist/node.js';
+import { within } from './helpers.mjs';
 import { collectStderr, firstLine, isAlive, waitGone } from './processes.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, '..', '..', '..');
 const python = process.env.PYTHON || 'python3';
-const FREEZE = path.join(repoRoot, 'examples', 'electron', 'freeze.py');
+const ELECTRON_EXAMPLE = path.join(repoRoot, 'examples', 'electron');
+const FREEZE = path.join(ELECTRON_EXAMPLE, 'freeze.py');
 const NAME = 'igor-backend';
 
 const probe = spawnSync(python, ['-c', 'import PyInstaller'], { stdio: 'ignore' });
@@ -122,4 +127,60 @@ test('the frozen backend dies when its Node parent is SIGKILLed', { skip, timeou
   const gone = await waitGone(report.pid, 5000);
   if (!gone) process.kill(report.pid, 'SIGKILL'); // do not leak it into other tests
   assert.ok(gone, `the frozen backend ${report.pid} outlived its SIGKILLed parent by 5 s; its log:\n${parentLog()}`);
+});
+
+/** Resolves once nothing accepts TCP connections on `port` any more; false after `ms`. */
+async function portReleased(port, ms) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const refused = await new Promise((resolve) => {
+      const socket = connect(port, '127.0.0.1');
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(false);
+      });
+      socket.once('error', () => resolve(true));
+    });
+    if (refused) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test("examples/electron/main.js, packaged, launches the frozen backend from process.resourcesPath and stops it on quit", { skip, timeout: 60_000 }, async (t) => {
+  // The packaged app's layout: main.js and its node_modules (igor-client, and
+  // a stand-in for electron), the frozen folder in resources/igor-backend/.
+  const app = path.join(scratch, 'app');
+  await cp(ELECTRON_EXAMPLE, app, { recursive: true, filter: (from) => !/node_modules|backend|\.py$/.test(path.relative(ELECTRON_EXAMPLE, from)) });
+  await mkdir(path.join(app, 'node_modules', 'electron'), { recursive: true });
+  await symlink(path.resolve(here, '..'), path.join(app, 'node_modules', 'igor-client'), 'junction');
+  await copyFile(path.join(here, 'fixtures', 'fake-electron.cjs'), path.join(app, 'node_modules', 'electron', 'index.js'));
+
+  const electron = spawn(process.execPath, [path.join(app, 'main.js')], {
+    cwd: app,
+    env: { ...appEnv, FAKE_RESOURCES_PATH: path.dirname(path.dirname(executable)) },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  t.after(() => electron.kill('SIGKILL'));
+  const log = collectStderr(electron);
+  const lines = createInterface({ input: electron.stdout })[Symbol.asyncIterator]();
+  const nextReport = async () => {
+    const { value, done } = await within(30_000, lines.next(), 'a report from main.js');
+    assert.ok(!done, `main.js ended its output; its log:\n${log()}`);
+    return JSON.parse(value);
+  };
+
+  const { config, error } = await nextReport();
+  assert.equal(error, undefined, `main.js failed: ${error}\n${log()}`);
+  const port = Number(new URL(config.url).port);
+  const client = new IgorClient(config.url, { token: config.token });
+  t.after(() => client.close());
+  assert.equal(await client.call('hello', { name: 'packaged' }), 'Hello packaged');
+
+  // The user closes the last window: main.js stops the backend, then quits.
+  electron.stdin.end();
+  assert.deepEqual(await nextReport(), { quit: true });
+  const [code] = await once(electron, 'exit');
+  assert.equal(code, 0);
+  assert.ok(await portReleased(port, 5000), `the frozen backend still listens on ${port} after the app quit`);
 });
