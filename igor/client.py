@@ -346,7 +346,8 @@ class IgorClient:
                 log.debug("no close answer within %ss; cutting the connection", CLOSE_TIMEOUT)
                 self._ws.abort()  # wakes the reader's blocking recv
                 self._reader.join(CLOSE_TIMEOUT)
-        self._ws.shutdown()
+            self._shut()
+        # else: called by a listener; the reader reads the answer and shuts the socket itself.
         self._fail_all(ConnectionClosed("the client closed the connection"))
         with self._lock:
             workers, self._workers = self._workers, None
@@ -409,6 +410,13 @@ class IgorClient:
         finally:
             why = f"the connection closed (code {self.close_code})"
             self._fail_all(ConnectionClosed("the client closed the connection" if self._closing else why))
+            if self._closing:
+                self._shut()
+
+    def _shut(self) -> None:
+        # Under the send lock, so that no send is half way through the socket.
+        with self._send_lock:
+            self._ws.shutdown()
 
     def _dispatch(self, message: dict) -> None:
         if "callId" in message:
