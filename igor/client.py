@@ -103,6 +103,7 @@ class ClientStream:
         self.cancelled = False
         self.closed = False
         self.input_ended = False
+        self._answered = False  # set by the reader once the server sent this stream's error or close
         # ``whole``: the timeout bounds the whole stream (call()), not each gap.
         self._deadline = time.monotonic() + timeout if whole and timeout is not None else None
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -175,7 +176,7 @@ class ClientStream:
             pass
 
     def _check_input(self, verb: str) -> None:
-        if self.closed:
+        if self.closed or self._answered:
             raise StreamClosed(f"cannot {verb} stream {self.stream_id} ({self.action!r}): it has closed")
         if self.input_ended:
             raise StreamClosed(f"cannot {verb} stream {self.stream_id} ({self.action!r}): its input has ended")
@@ -434,8 +435,10 @@ class IgorClient:
             stream = self._streams.get(stream_id) if isinstance(stream_id, int) else None
         if stream is not None:
             if "error" in message:
+                stream._answered = True
                 stream._deliver(_remote_error(message))
             elif message.get("close"):
+                stream._answered = True
                 stream._deliver(_CLOSED)
             elif "data" in message:
                 stream._deliver(message["data"])
