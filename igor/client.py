@@ -280,7 +280,8 @@ class IgorClient:
         ``listener(data)`` is called for each push whose action or process id
         is ``name``. Listening by process id, ``error(RemoteError)`` also gets
         the process's failure and ``complete()`` its end. ``name=None``
-        listens to every process: ``listener`` gets the whole push message.
+        listens to every process: ``listener`` gets the whole push message,
+        ``error`` and ``complete`` every process's failure and end.
         Listeners run on the reader thread: keep them short. Returns a
         function that removes the listener.
         """
