@@ -206,14 +206,17 @@ def test_on_a_process_id_gets_its_pushes_its_end_and_its_failure(start_server, c
     finished = threading.Event()
     client.on("finisher", pushes.put, complete=finished.set)
     client.on("crasher", pushes.put, error=failures.put)
+    any_failure, any_end = queue.Queue(), threading.Event()
+    client.on(None, error=any_failure.put, complete=any_end.set)
     finisher.go.set()
-    assert finished.wait(5)
+    assert finished.wait(5) and any_end.wait(5)
     assert pushes.get(timeout=5) == 1
     crasher.go.set()
     assert pushes.get(timeout=5) == 2
     failure = failures.get(timeout=5)
     assert isinstance(failure, RemoteError)
     assert (failure.type, failure.code) == ("ValueError", 500) and "boom" in str(failure)
+    assert any_failure.get(timeout=5) is failure
     assert client.errors.get(timeout=5) is failure  # errors of no call are collected too
 
 
