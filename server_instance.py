@@ -16,6 +16,7 @@ import os
 import queue
 import sys
 import threading
+from typing import Dict, Iterator, List, Optional, TypedDict, Union
 
 from igor import IgorProcess, IgorServer, UnknownClient, flatten
 from igor.lifecycle import stdin_is_pipe
@@ -23,12 +24,52 @@ from igor.lifecycle import stdin_is_pipe
 DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples", "demo")
 
 
-def hello(out, data, **kwargs):
+# The shapes of the actions' data and values: `python -m igor types server_instance:API`
+# turns them into examples/demo/api.d.ts, which the page is type-checked against.
+class Greeting(TypedDict, total=False):
+    name: str
+
+
+class JobOptions(TypedDict, total=False):
+    steps: int
+    delay: float
+
+
+class Progress(TypedDict):
+    step: int
+    total: int
+    percent: int
+
+
+class EventItem(TypedDict):
+    id: int
+    title: str
+
+
+class NewEvent(TypedDict):
+    title: str
+
+
+class EventRef(TypedDict):
+    id: int
+
+
+class NotifyRequest(TypedDict, total=False):
+    text: str
+    delay: float
+
+
+class Me(TypedDict):
+    client_id: Union[str, int, None]
+    calls: int
+
+
+def hello(out, data: Optional[Greeting], **kwargs) -> str:
     name = (data or {}).get("name") or "stranger"
-    out.send("Hello " + str(name))
+    return "Hello " + str(name)
 
 
-def run_job(out, data, **kwargs):
+def run_job(out, data: Optional[JobOptions], **kwargs) -> Iterator[Progress]:
     """A long job: one progress value per step, until done or cancelled."""
     data = data or {}
     steps = int(data.get("steps", 20))
@@ -38,20 +79,20 @@ def run_job(out, data, **kwargs):
     for step in range(1, steps + 1):
         if out.wait(delay):  # True as soon as the client cancels
             return
-        out.send({"step": step, "total": steps, "percent": round(100 * step / steps)})
+        yield {"step": step, "total": steps, "percent": round(100 * step / steps)}
 
 
 def _events(scope):
     return scope.setdefault("events", {"next_id": 1, "items": {}, "lock": threading.Lock()})
 
 
-def list_events(out, data, scope, **kwargs):
+def list_events(out, data: None, scope, **kwargs) -> List[EventItem]:
     events = _events(scope)
     with events["lock"]:
         return list(events["items"].values())
 
 
-def create_event(out, data, scope, **kwargs):
+def create_event(out, data: NewEvent, scope, **kwargs) -> EventItem:
     title = str((data or {}).get("title", "")).strip()
     if not title:
         raise ValueError("an event needs a title")
@@ -63,7 +104,7 @@ def create_event(out, data, scope, **kwargs):
     return event
 
 
-def remove_event(out, data, scope, **kwargs):
+def remove_event(out, data: EventRef, scope, **kwargs) -> Optional[Dict[str, int]]:
     event_id = (data or {}).get("id")
     events = _events(scope)
     with events["lock"]:
@@ -73,22 +114,22 @@ def remove_event(out, data, scope, **kwargs):
     return {"removed": event_id}
 
 
-def notify_me(out, data, client_id, server, **kwargs):
+def notify_me(out, data: Optional[NotifyRequest], client_id, server, **kwargs) -> Dict[str, bool]:
     data = data or {}
     server.processes["notifier"].schedule(client_id, str(data.get("text", "Hi!")), float(data.get("delay", 1)))
     return {"scheduled": True}
 
 
-def fail(out, data, **kwargs):
+def fail(out, data: None, **kwargs) -> None:
     raise ValueError("This action fails on purpose")
 
 
-def whoami(out, data, client_id, session, **kwargs):
+def whoami(out, data: None, client_id, session, **kwargs) -> Me:
     session["calls"] = session.get("calls", 0) + 1
     return {"client_id": client_id, "calls": session["calls"]}
 
 
-def shutdown(out, data, **kwargs):
+def shutdown(out, data: None, **kwargs) -> None:
     sys.exit(0)
 
 

@@ -22,21 +22,24 @@ import { Observable } from 'rxjs';
 // 'rxjs/operators' serves both RxJS 6 and 7.
 import { takeLast } from 'rxjs/operators';
 
-import type { CallOptions, ConnectionStatus, IgorClient, Push, StatusEvent } from './client.js';
+import type { ConnectionStatus, IgorClient, Push, StatusEvent } from './client.js';
+import type { ActionName, ActionResult, CallArgs } from './typed.js';
 
 /**
  * Every data value of `action`, as an Observable that completes when the
  * server closes the stream and errors with an {@link IgorError}. Each
  * subscription opens a new stream; unsubscribing before the end cancels it.
+ * With a typed client (`IgorClient<Api>`) the action, data and values are
+ * checked against `Api`.
  */
-export function stream$<T = unknown>(
-  client: IgorClient,
-  action: string,
-  data?: unknown,
-  options?: CallOptions,
-): Observable<T> {
-  return new Observable<T>((subscriber) => {
-    const stream = client.stream<T>(action, data, options);
+export function stream$<T = unknown, A = any, K extends ActionName<A> = ActionName<A>>(
+  client: IgorClient<A>,
+  action: K,
+  ...[data, options]: CallArgs<A, K>
+): Observable<ActionResult<A, K, T>> {
+  type R = ActionResult<A, K, T>;
+  return new Observable<R>((subscriber) => {
+    const stream = (client as IgorClient).stream<R>(action, data, options);
     const subscription = stream.subscribe({
       next: (value) => subscriber.next(value),
       error: (error) => subscriber.error(error),
@@ -51,13 +54,12 @@ export function stream$<T = unknown>(
  * Observable that emits once (if the action sent anything) and completes.
  * Unsubscribing before the end cancels the call.
  */
-export function call$<T = unknown>(
-  client: IgorClient,
-  action: string,
-  data?: unknown,
-  options?: CallOptions,
-): Observable<T> {
-  return stream$<T>(client, action, data, options).pipe(takeLast(1));
+export function call$<T = unknown, A = any, K extends ActionName<A> = ActionName<A>>(
+  client: IgorClient<A>,
+  action: K,
+  ...args: CallArgs<A, K>
+): Observable<ActionResult<A, K, T>> {
+  return stream$<T, A, K>(client, action, ...args).pipe(takeLast(1));
 }
 
 /**
