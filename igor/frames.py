@@ -241,7 +241,10 @@ class FrameParser:
         try:
             while pos < end and self._state != _CLOSED:
                 if self._state == _HEADER:
-                    pos = self._read_header(view, pos, end)
+                    if not self._head and end - pos >= _MAX_HEADER:
+                        pos = self._whole_header(view, pos)  # the usual case: the header is all here
+                    else:
+                        pos = self._read_header(view, pos, end)
                 else:
                     take = min(self._remaining, end - pos)
                     self._payload += view[pos:pos + take]
@@ -255,6 +258,26 @@ class FrameParser:
             self._state = _CLOSED
             events.append(exc)
         return events
+
+    def _whole_header(self, view: memoryview, pos: int) -> int:
+        """Parse a header known to be complete in ``view`` at ``pos``, without copying it."""
+        self._fin, self._opcode, code = parse_header(view[pos], view[pos + 1])
+        if code == 126:
+            (length,) = struct.unpack_from("!H", view, pos + 2)
+            pos += 4
+        elif code == 127:
+            (length,) = struct.unpack_from("!Q", view, pos + 2)
+            if length >> 63:
+                raise FrameError(CLOSE_PROTOCOL_ERROR, "64-bit length with the most significant bit set")
+            pos += 10
+        else:
+            length = code
+            pos += 2
+        self._length_known(length)
+        self._mask = bytes(view[pos:pos + 4])
+        self._payload = bytearray()
+        self._state = _PAYLOAD
+        return pos + 4
 
     def _read_header(self, view: memoryview, pos: int, end: int) -> int:
         head = self._head

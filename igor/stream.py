@@ -196,7 +196,8 @@ class Stream:
         with self._input:
             consumed = sum(size for _, size in self._inbox)
             self._inbox.clear()
-        self._on_consumed(consumed)
+        if consumed:
+            self._on_consumed(consumed)
         if close_payload is not None:
             self.client.send(text_frame(close_payload), wait)
 
@@ -260,8 +261,15 @@ class Stream:
     # Called by the dispatcher on the connection's reader thread.
 
     def _feed(self, value: Any, size: int, limit: int) -> bool:
-        """Queue one input value; False if the inbox already holds ``limit`` values."""
+        """Queue one input value; False if the inbox already holds ``limit`` values.
+
+        Raises :class:`~igor.StreamClosed` when the stream closed meanwhile:
+        :meth:`_finish` sets the flag before it empties the inbox under this
+        lock, so no value can slip in after it and hold its bytes for ever.
+        """
         with self._input:
+            if self._closed:
+                raise StreamClosed(f"stream {self.stream_id!r} is closed")
             if len(self._inbox) >= limit:
                 return False
             self._inbox.append((value, size))
