@@ -3,9 +3,11 @@
     python server_instance.py            # then open the address it prints
 
 It uses every feature of the library: plain calls, a streaming job that can
-be cancelled, shared state in ``scope``, per-client ``session``, a process
-broadcasting to everyone, a process sending to one client id, errors, and a
-``shutdown`` action. The page lives in examples/demo/.
+be cancelled and that asks the window to confirm a step (a call from Python
+into the page), a handler reading the user's typing as it streams in, shared
+state in ``scope``, per-client ``session``, a process broadcasting to
+everyone, a process sending to one client id, errors, and a ``shutdown``
+action. The page lives in examples/demo/.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import queue
 import sys
 import threading
 
-from igor import IgorProcess, IgorServer, UnknownClient, flatten
+from igor import CallTimeout, IgorError, IgorProcess, IgorServer, UnknownClient, flatten
 from igor.lifecycle import stdin_is_pipe
 
 DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples", "demo")
@@ -28,17 +30,46 @@ def hello(out, data, **kwargs):
     out.send("Hello " + str(name))
 
 
-def run_job(out, data, **kwargs):
-    """A long job: one progress value per step, until done or cancelled."""
+def run_job(out, data, server, client_id, **kwargs):
+    """A long job: one progress value per step, until done or cancelled.
+
+    With ``confirm_at``, the job stops after that step and asks the window
+    (its exposed ``confirm``) whether to go on, waiting up to a minute.
+    """
     data = data or {}
     steps = int(data.get("steps", 20))
     delay = float(data.get("delay", 0.2))
+    confirm_at = int(data["confirm_at"]) if data.get("confirm_at") is not None else None
     if not 1 <= steps <= 1000 or not 0 <= delay <= 10:
         raise ValueError("steps must be 1..1000 and delay 0..10 seconds")
     for step in range(1, steps + 1):
         if out.wait(delay):  # True as soon as the client cancels
             return
-        out.send({"step": step, "total": steps, "percent": round(100 * step / steps)})
+        progress = {"step": step, "total": steps, "percent": round(100 * step / steps)}
+        out.send(progress)
+        if step == confirm_at and step < steps:
+            out.send({**progress, "waiting": True})
+            question = f"Step {step} of {steps} is done. Run the remaining {steps - step}?"
+            try:
+                go_on = server.call_client(client_id, "confirm", {"question": question, "step": step}, timeout=60)
+            except CallTimeout:
+                out.send({**progress, "stopped": "nobody answered within a minute"})
+                return
+            except IgorError as error:  # the window failed to ask, or left
+                out.send({**progress, "stopped": f"the window could not ask: {error}"})
+                return
+            if go_on is not True:
+                out.send({**progress, "stopped": "you chose to stop"})
+                return
+
+
+def live_text(out, data, **kwargs):
+    """Reads the text as the user types it (one input per change) and answers each with its statistics."""
+    last = ""
+    for text in out:  # ends when the page ends its input (or goes away)
+        last = str(text)[:10_000]
+        out.send({"words": len(last.split()), "chars": len(last), "upper": last.upper()})
+    out.send({"words": len(last.split()), "chars": len(last), "upper": last.upper(), "final": True})
 
 
 def _events(scope):
@@ -95,6 +126,7 @@ def shutdown(out, data, **kwargs):
 API = {
     "hello": hello,
     "jobs": {"run": run_job},
+    "text": {"live": live_text},
     "events": {"list": list_events, "create": create_event, "remove": remove_event},
     "notify": {"me": notify_me},
     "fail": fail,

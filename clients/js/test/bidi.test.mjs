@@ -3,7 +3,10 @@
 // (igor.expose), input to a background process (igor.sendToProcess). The
 // wire-order details that need no server use a fake WebSocket.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { lastValueFrom, of, Subject, throwError } from 'rxjs';
 import { toArray } from 'rxjs/operators';
 import WebSocket from 'ws';
@@ -488,3 +491,17 @@ function collect(stream) {
     stream.subscribe({ next: (v) => values.push(v), error: reject, complete: () => resolve(values) });
   });
 }
+
+describe('types', () => {
+  it('the bidirectional API type-checks for a strict TypeScript consumer', () => {
+    const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+    const consumer = fileURLToPath(new URL('./types/bidi-consumer.ts', import.meta.url));
+    const result = spawnSync(
+      process.execPath,
+      [tsc, '--noEmit', '--strict', '--skipLibCheck', 'false', '--module', 'NodeNext', '--moduleResolution', 'NodeNext',
+        '--target', 'ES2022', '--lib', 'ES2022,DOM', '--types', 'node', consumer],
+      { encoding: 'utf8', timeout: 120000 },
+    );
+    assert.equal(result.status, 0, `tsc failed:\n${result.stdout}\n${result.stderr}`);
+  });
+});
