@@ -18,6 +18,7 @@ import os
 import queue
 import sys
 import threading
+from typing import Dict, Iterator, List, Optional, TypedDict, Union
 
 from igor import CallTimeout, IgorError, IgorProcess, IgorServer, UnknownClient, flatten
 from igor.lifecycle import stdin_is_pipe
@@ -25,12 +26,68 @@ from igor.lifecycle import stdin_is_pipe
 DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples", "demo")
 
 
-def hello(out, data, **kwargs):
+# The shapes of the actions' data and values: `python -m igor types server_instance:API`
+# turns them into examples/demo/api.d.ts, which the page is type-checked against.
+class Greeting(TypedDict, total=False):
+    name: str
+
+
+class JobOptions(TypedDict, total=False):
+    steps: int
+    delay: float
+    confirm_at: int
+
+
+class Progress(TypedDict):
+    step: int
+    total: int
+    percent: int
+
+
+class JobStep(Progress, total=False):
+    waiting: bool
+    stopped: str
+
+
+class TextStats(TypedDict):
+    words: int
+    chars: int
+    upper: str
+
+
+class LiveText(TextStats, total=False):
+    final: bool
+
+
+class EventItem(TypedDict):
+    id: int
+    title: str
+
+
+class NewEvent(TypedDict):
+    title: str
+
+
+class EventRef(TypedDict):
+    id: int
+
+
+class NotifyRequest(TypedDict, total=False):
+    text: str
+    delay: float
+
+
+class Me(TypedDict):
+    client_id: Union[str, int, None]
+    calls: int
+
+
+def hello(out, data: Optional[Greeting], **kwargs) -> str:
     name = (data or {}).get("name") or "stranger"
-    out.send("Hello " + str(name))
+    return "Hello " + str(name)
 
 
-def run_job(out, data, server, client_id, **kwargs):
+def run_job(out, data: Optional[JobOptions], server, client_id, **kwargs) -> Iterator[JobStep]:
     """A long job: one progress value per step, until done or cancelled.
 
     With ``confirm_at``, the job stops after that step and asks the window
@@ -45,44 +102,44 @@ def run_job(out, data, server, client_id, **kwargs):
     for step in range(1, steps + 1):
         if out.wait(delay):  # True as soon as the client cancels
             return
-        progress = {"step": step, "total": steps, "percent": round(100 * step / steps)}
-        out.send(progress)
+        progress: JobStep = {"step": step, "total": steps, "percent": round(100 * step / steps)}
+        yield progress
         if step == confirm_at and step < steps:
-            out.send({**progress, "waiting": True})
+            yield {**progress, "waiting": True}
             question = f"Step {step} of {steps} is done. Run the remaining {steps - step}?"
             try:
                 go_on = server.call_client(client_id, "confirm", {"question": question, "step": step}, timeout=60)
             except CallTimeout:
-                out.send({**progress, "stopped": "nobody answered within a minute"})
+                yield {**progress, "stopped": "nobody answered within a minute"}
                 return
             except IgorError as error:  # the window failed to ask, or left
-                out.send({**progress, "stopped": f"the window could not ask: {error}"})
+                yield {**progress, "stopped": f"the window could not ask: {error}"}
                 return
             if go_on is not True:
-                out.send({**progress, "stopped": "you chose to stop"})
+                yield {**progress, "stopped": "you chose to stop"}
                 return
 
 
-def live_text(out, data, **kwargs):
+def live_text(out, data: None, **kwargs) -> Iterator[LiveText]:
     """Reads the text as the user types it (one input per change) and answers each with its statistics."""
     last = ""
     for text in out:  # ends when the page ends its input (or goes away)
         last = str(text)[:10_000]
-        out.send({"words": len(last.split()), "chars": len(last), "upper": last.upper()})
-    out.send({"words": len(last.split()), "chars": len(last), "upper": last.upper(), "final": True})
+        yield {"words": len(last.split()), "chars": len(last), "upper": last.upper()}
+    yield {"words": len(last.split()), "chars": len(last), "upper": last.upper(), "final": True}
 
 
 def _events(scope):
     return scope.setdefault("events", {"next_id": 1, "items": {}, "lock": threading.Lock()})
 
 
-def list_events(out, data, scope, **kwargs):
+def list_events(out, data: None, scope, **kwargs) -> List[EventItem]:
     events = _events(scope)
     with events["lock"]:
         return list(events["items"].values())
 
 
-def create_event(out, data, scope, **kwargs):
+def create_event(out, data: NewEvent, scope, **kwargs) -> EventItem:
     title = str((data or {}).get("title", "")).strip()
     if not title:
         raise ValueError("an event needs a title")
@@ -94,7 +151,7 @@ def create_event(out, data, scope, **kwargs):
     return event
 
 
-def remove_event(out, data, scope, **kwargs):
+def remove_event(out, data: EventRef, scope, **kwargs) -> Optional[Dict[str, int]]:
     event_id = (data or {}).get("id")
     events = _events(scope)
     with events["lock"]:
@@ -104,22 +161,22 @@ def remove_event(out, data, scope, **kwargs):
     return {"removed": event_id}
 
 
-def notify_me(out, data, client_id, server, **kwargs):
+def notify_me(out, data: Optional[NotifyRequest], client_id, server, **kwargs) -> Dict[str, bool]:
     data = data or {}
     server.processes["notifier"].schedule(client_id, str(data.get("text", "Hi!")), float(data.get("delay", 1)))
     return {"scheduled": True}
 
 
-def fail(out, data, **kwargs):
+def fail(out, data: None, **kwargs) -> None:
     raise ValueError("This action fails on purpose")
 
 
-def whoami(out, data, client_id, session, **kwargs):
+def whoami(out, data: None, client_id, session, **kwargs) -> Me:
     session["calls"] = session.get("calls", 0) + 1
     return {"client_id": client_id, "calls": session["calls"]}
 
 
-def shutdown(out, data, **kwargs):
+def shutdown(out, data: None, **kwargs) -> None:
     sys.exit(0)
 
 

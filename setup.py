@@ -24,6 +24,8 @@ setup(
             "numpy==2.4.6; python_version>='3.11'",
             "numpy==2.0.2; python_version<'3.11'",
         ],
+        # Freezes a backend into one folder for a packaged app (examples/electron/freeze.py).
+        "freeze": ["pyinstaller==6.22.3"],
         "test": [
             "numpy==2.4.6; python_version>='3.11'",
             "numpy==2.0.2; python_version<'3.11'",

@@ -10,7 +10,9 @@ The smallest program::
     IgorServer(api=flatten({'hello': hello})).run_forever()
 """
 
-from .core import ProcessOutput, Stream, flatten
+import logging
+
+from .config import Config
 from .exceptions import (
     CallTimeout,
     ClientIdTaken,
@@ -33,9 +35,13 @@ from .exceptions import (
     UnknownProcess,
     UnknownStream,
 )
-from .process import IgorProcess
+from .process import IgorProcess, Inbound
 from .registry import Client
 from .server import CONFIG, IgorServer
+from .stream import ProcessOutput, Stream, flatten
+
+# The application decides where log records go; without its say, none are printed.
+logging.getLogger("igor").addHandler(logging.NullHandler())
 
 __version__ = "1.0.0"
 
@@ -43,6 +49,8 @@ __all__ = [
     "IgorServer",
     "IgorProcess",
     "CONFIG",
+    "Config",
+    "Inbound",
     "flatten",
     "Stream",
     "ProcessOutput",

@@ -36,6 +36,11 @@ def _load(spec: str) -> Mapping:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["types"]:  # `python -m igor types module:API`: TypeScript declarations
+        from .typescript import main as types_main
+
+        return types_main(argv[1:])
     parser = argparse.ArgumentParser(prog="igor", description="Serve a Python API to a web UI over WebSocket.")
     parser.add_argument("api", help="the API to serve, as module:attribute (a dict of actions, nested or flat)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

@@ -1,12 +1,17 @@
-"""WebSocket frames (RFC 6455 section 5): build, unmask and check them.
+"""WebSocket frames (RFC 6455 section 5): build, unmask, and parse them.
 
-Pure functions on bytes; the transport does the reading and writing.
+Sans-I/O: :class:`FrameParser` takes the bytes a client sent, in chunks of
+any size, and returns the events they complete; it never touches a socket,
+so every framing rule is tested with plain bytes. The connection only moves
+bytes in and out.
 """
 
 from __future__ import annotations
 
+import codecs
 import struct
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import List, Optional, Tuple, Union
 
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
@@ -51,6 +56,11 @@ def build_frame(opcode: int, payload: bytes = b"") -> bytes:
     else:
         header = struct.pack("!BBQ", 0x80 | opcode, 127, length)
     return header + payload
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A text frame carrying ``payload`` (UTF-8 JSON), built once however many clients get it."""
+    return build_frame(OP_TEXT, payload)
 
 
 def build_close(code: int = CLOSE_NORMAL, reason: str = "") -> bytes:
@@ -138,3 +148,201 @@ def parse_close(payload: bytes) -> Tuple[Optional[int], str]:
     except UnicodeDecodeError:
         raise FrameError(CLOSE_INVALID_DATA, "close reason is not valid UTF-8") from None
     return code, reason
+
+
+# -- the parser ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextMessage:
+    """A whole text message, reassembled from its fragments and decoded."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Ping:
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Pong:
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Close:
+    """The peer's close frame: its code (None when it sent none) and reason."""
+
+    code: Optional[int]
+    reason: str
+
+
+#: What :meth:`FrameParser.feed` returns; a :class:`FrameError` comes last, after the events before the fault.
+Event = Union[TextMessage, Ping, Pong, Close, FrameError]
+
+_HEADER, _PAYLOAD, _CLOSED = range(3)
+_MAX_HEADER = 14
+
+
+class FrameParser:
+    """Client frames in, :data:`Event` values out, with every RFC 6455 rule of a server.
+
+    :meth:`feed` takes bytes as they arrive and returns the events they
+    complete, the last of which may be a :class:`FrameError` with the close
+    code to answer.
+    It holds at most one frame header, the current frame's payload (grown as
+    its bytes arrive, never allocated from the length a header claims) and
+    the decoded text of the message being reassembled. A message may not
+    exceed ``max_size`` bytes, nor ``max_fragments`` frames: a peer sending
+    endless empty continuations is as much over the limit as one sending a
+    huge payload. Control frames may come between fragments; UTF-8 is checked
+    across fragment boundaries as each fragment arrives.
+    """
+
+    def __init__(self, max_size: int, max_fragments: int = 1024):
+        self.max_size = max_size
+        self.max_fragments = max_fragments
+        self._state = _HEADER
+        self._head = bytearray()
+        self._payload = bytearray()
+        self._remaining = 0
+        self._fin = False
+        self._opcode = 0
+        self._mask = b""
+        # The message being reassembled: its opcode (0: none), size, frame count, decoded parts.
+        self._message_opcode = 0
+        self._message_size = 0
+        self._fragments = 0
+        self._parts: List[str] = []
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+
+    @property
+    def wanted(self) -> int:
+        """Bytes the current frame's payload still needs (0 between frames)."""
+        return self._remaining if self._state == _PAYLOAD else 0
+
+    @property
+    def closed(self) -> bool:
+        """True once the peer's close frame has been parsed; later bytes are ignored."""
+        return self._state == _CLOSED
+
+    def feed(self, data: Union[bytes, bytearray, memoryview]) -> List[Event]:
+        """The events the bytes complete, in order.
+
+        A framing fault ends the list as a :class:`FrameError` (with the
+        close code to answer), after every event that came before it in the
+        same bytes (a ping's pong is still owed); the parser then takes no
+        more input.
+        """
+        events: List[Event] = []
+        view = memoryview(data)
+        pos, end = 0, len(view)
+        try:
+            while pos < end and self._state != _CLOSED:
+                if self._state == _HEADER:
+                    pos = self._read_header(view, pos, end)
+                else:
+                    take = min(self._remaining, end - pos)
+                    self._payload += view[pos:pos + take]
+                    pos += take
+                    self._remaining -= take
+                if self._state == _PAYLOAD and self._remaining == 0:
+                    event = self._frame_complete()
+                    if event is not None:
+                        events.append(event)
+        except FrameError as exc:
+            self._state = _CLOSED
+            events.append(exc)
+        return events
+
+    def _read_header(self, view: memoryview, pos: int, end: int) -> int:
+        head = self._head
+        # Take the header in its parts (two bytes, the extended length, the
+        # mask), each checked as soon as it is in, so a bad frame is refused
+        # without waiting for bytes that may never come.
+        while pos < end:
+            ext = self._extended_length_size()
+            need = 2 if len(head) < 2 else 2 + ext if len(head) < 2 + ext else 6 + ext
+            take = min(need - len(head), end - pos)
+            head += view[pos:pos + take]
+            pos += take
+            if len(head) < need:
+                return pos
+            if need == 2:
+                self._fin, self._opcode, code = parse_header(head[0], head[1])
+                if code < 126:
+                    self._length_known(code)
+            elif need == 2 + ext:
+                (length,) = struct.unpack_from("!H" if ext == 2 else "!Q", head, 2)
+                if length >> 63:
+                    raise FrameError(CLOSE_PROTOCOL_ERROR, "64-bit length with the most significant bit set")
+                self._length_known(length)
+            else:
+                self._mask = bytes(head[-4:])
+                self._head = bytearray()
+                self._payload = bytearray()
+                self._state = _PAYLOAD
+                return pos
+        return pos
+
+    def _extended_length_size(self) -> int:
+        if len(self._head) < 2:
+            return 0
+        code = self._head[1] & 0x7F
+        return 2 if code == 126 else 8 if code == 127 else 0
+
+    def _length_known(self, length: int) -> None:
+        if self._opcode in DATA_OPCODES:
+            self._check_data_frame(self._opcode, length)
+        self._remaining = length
+
+    def _check_data_frame(self, opcode: int, length: int) -> None:
+        if opcode == OP_CONTINUATION and not self._message_opcode:
+            raise FrameError(CLOSE_PROTOCOL_ERROR, "continuation frame without a message to continue")
+        if opcode != OP_CONTINUATION and self._message_opcode:
+            raise FrameError(CLOSE_PROTOCOL_ERROR, "new message before the previous one ended")
+        size = (self._message_size if opcode == OP_CONTINUATION else 0) + length
+        if size > self.max_size:
+            raise FrameError(CLOSE_TOO_BIG, f"message larger than max_message_size ({self.max_size} bytes)")
+        fragments = (self._fragments if opcode == OP_CONTINUATION else 0) + 1
+        if fragments > self.max_fragments:
+            raise FrameError(CLOSE_TOO_BIG, f"message in more than {self.max_fragments} fragments")
+
+    def _frame_complete(self) -> Optional[Event]:
+        self._state = _HEADER
+        opcode, payload = self._opcode, self._payload
+        self._payload = bytearray()
+        unmask(payload, self._mask)  # in place: a 10 MB message is one buffer
+        if opcode == OP_PING:
+            return Ping(bytes(payload))
+        if opcode == OP_PONG:
+            return Pong(bytes(payload))
+        if opcode == OP_CLOSE:
+            code, reason = parse_close(payload)
+            self._state = _CLOSED
+            return Close(code, reason)
+        if opcode != OP_CONTINUATION:
+            self._message_opcode, self._message_size, self._fragments = opcode, 0, 0
+        self._message_size += len(payload)
+        self._fragments += 1
+        if self._message_opcode == OP_BINARY:
+            # Refused once its first frame has been read off the wire, so the close is not lost in a reset.
+            raise FrameError(CLOSE_UNSUPPORTED_DATA, "binary messages are not supported")
+        if self._fin and self._fragments == 1:
+            self._message_opcode = 0
+            try:
+                return TextMessage(payload.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise FrameError(CLOSE_INVALID_DATA, "text message is not valid UTF-8") from None
+        try:
+            self._parts.append(self._decoder.decode(payload, final=self._fin))
+        except UnicodeDecodeError:
+            raise FrameError(CLOSE_INVALID_DATA, "text message is not valid UTF-8") from None
+        if not self._fin:
+            return None
+        text = "".join(self._parts)
+        self._parts = []
+        self._decoder.reset()
+        self._message_opcode = 0
+        return TextMessage(text)

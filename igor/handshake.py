@@ -25,6 +25,8 @@ __all__ = [
     "HandshakeError",
     "SecurityPolicy",
     "DEFAULT_ORIGINS",
+    "default_origins",
+    "split_head",
     "LOOPBACK_HOSTS",
     "parse_request",
     "accept_key",
@@ -37,12 +39,29 @@ TOKEN_PROTOCOL_PREFIX = "igor.token."
 _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+#: The Origin allowlist of a server with a token: file:// and every loopback origin, any port.
 DEFAULT_ORIGINS = ("file://",) + tuple(
     f"{scheme}://{host}:*" for scheme in ("http", "https") for host in LOOPBACK_HOSTS
 )
 
+
+def default_origins(has_token: bool, port: int) -> Tuple[str, ...]:
+    """The Origin allowlist when the application gives none.
+
+    With a token, a page must know the token anyway, so any loopback origin
+    may try (a dev server on another port, say). Without one, a page served
+    from any other localhost port (another app, a compromised dev server)
+    could drive the backend, so only the server's own origin and ``file://``
+    (an Electron window loading its files) are let in. Clients that send no
+    Origin (Node, Python) are never browsers and always pass.
+    """
+    if has_token:
+        return DEFAULT_ORIGINS
+    return ("file://",) + tuple(f"{scheme}://{host}:{port}" for scheme in ("http", "https") for host in LOOPBACK_HOSTS)
+
 MAX_REQUEST_LINE = 8192
 MAX_HEADERS = 100
+MAX_HEAD = 64 * 1024
 
 
 class HandshakeError(Exception):
@@ -84,6 +103,30 @@ class Request:
         return [item.strip() for item in offered.split(",") if item.strip()]
 
 
+def split_head(buffer: bytes) -> Optional[Tuple[List[bytes], bytes]]:
+    """Find the end of a request's head in the bytes read so far.
+
+    Returns ``(lines, rest)``: the head's lines without their line endings
+    and the bytes after it (a client may send its first frame at once), or
+    None when more bytes are needed. Raises :class:`HandshakeError` (400)
+    once the head is too large to be a real one.
+    """
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        first_line = buffer.split(b"\n", 1)[0]
+        if len(first_line) > MAX_REQUEST_LINE or len(buffer) > MAX_HEAD:
+            raise HandshakeError(400, "request line or head too long")
+        return None
+    if end > MAX_HEAD:
+        raise HandshakeError(400, "request head too long")
+    lines = bytes(buffer[:end]).split(b"\r\n")
+    if any(len(line) > MAX_REQUEST_LINE for line in lines):
+        raise HandshakeError(400, "request line or header too long")
+    if len(lines) > MAX_HEADERS + 1:
+        raise HandshakeError(400, "too many headers")
+    return lines, bytes(buffer[end + 4:])
+
+
 def parse_request(lines: Iterable[bytes]) -> Request:
     """Build a :class:`Request` from raw header lines (request line first).
 
@@ -98,6 +141,10 @@ def parse_request(lines: Iterable[bytes]) -> Request:
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
         raise HandshakeError(400, f"malformed request line {request_line[:80]!r}")
     method, target, _ = parts
+    try:
+        urlsplit(target)
+    except ValueError:
+        raise HandshakeError(400, f"malformed request target {target[:80]!r}") from None
     headers: Dict[str, str] = {}
     for count, raw in enumerate(lines):
         if count >= MAX_HEADERS:

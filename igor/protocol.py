@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from .exceptions import IgorError, ProtocolError
 
@@ -16,12 +16,20 @@ __all__ = [
     "StreamId",
     "Call",
     "Cancel",
+    "Input",
+    "EndInput",
+    "ProcessInput",
+    "Reply",
+    "Message",
     "parse_message",
     "encode",
+    "make_encoder",
     "data_message",
     "error_message",
     "close_message",
     "push_message",
+    "call_message",
+    "call_cancel_message",
 ]
 
 StreamId = Union[str, int]
@@ -43,6 +51,43 @@ class Cancel:
     stream_id: StreamId
 
 
+@dataclass(frozen=True)
+class Input:
+    """A client sends ``data`` into its open stream ``stream_id``."""
+
+    stream_id: StreamId
+    data: Any
+
+
+@dataclass(frozen=True)
+class EndInput:
+    """A client will send no more input into its stream ``stream_id``."""
+
+    stream_id: StreamId
+
+
+@dataclass(frozen=True)
+class ProcessInput:
+    """A client sends ``data`` to the inbox of background process ``process_id``."""
+
+    process_id: str
+    data: Any
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A client answers the server's call ``call_id``: ``data``, or an ``error`` message."""
+
+    call_id: int
+    data: Any = None
+    error: Optional[str] = None
+    code: int = 500
+    type: str = "Error"
+
+
+Message = Union[Call, Cancel, Input, EndInput, ProcessInput, Reply]
+
+
 def is_valid_id(value: Any) -> bool:
     """Stream and client ids are non-empty strings or integers (not booleans)."""
     if isinstance(value, bool):
@@ -50,8 +95,8 @@ def is_valid_id(value: Any) -> bool:
     return isinstance(value, int) or (isinstance(value, str) and value != "")
 
 
-def parse_message(text: str) -> Union[Call, Cancel]:
-    """Turn one text frame from a client into a :class:`Call` or :class:`Cancel`.
+def parse_message(text: str) -> Message:
+    """Turn one text frame from a client into one of the :data:`Message` kinds.
 
     Raises :class:`ProtocolError` (400) naming what is wrong; its ``stream_id``
     is set when the message had a usable one, so the error can go on that
@@ -59,46 +104,92 @@ def parse_message(text: str) -> Union[Call, Cancel]:
     """
     try:
         message = json.loads(text)
+    except RecursionError:
+        # A deeply nested document exhausts the parser's stack; it is the
+        # client's fault, not the server's.
+        raise ProtocolError("message is nested too deeply") from None
     except ValueError:
         raise ProtocolError("message is not valid JSON") from None
     if not isinstance(message, dict):
         raise ProtocolError("message must be a JSON object")
+    if "callId" in message:
+        return _parse_reply(message)
+    if "process" in message and "streamId" not in message:
+        process_id = message["process"]
+        if not isinstance(process_id, str) or not process_id:
+            raise ProtocolError("process must be a non-empty string")
+        return ProcessInput(process_id, message.get("data"))
     if "streamId" not in message:
         raise ProtocolError("message has no streamId")
     stream_id = message["streamId"]
     if not is_valid_id(stream_id):
         raise ProtocolError("streamId must be a non-empty string or an integer")
 
+    kinds = [key for key in ("action", "cancel", "end") if key in message]
+    if len(kinds) > 1:
+        raise ProtocolError(f"a message is one of a call, a cancel or an end of input, not {' and '.join(kinds)}",
+                            stream_id)
     if "cancel" in message:
-        if "action" in message:
-            raise ProtocolError("a message is a call or a cancel, not both", stream_id)
         if message["cancel"] is not True:
             raise ProtocolError("cancel must be true", stream_id)
         return Cancel(stream_id)
-
-    action = message.get("action")
-    if action is None:
-        raise ProtocolError("message has neither action nor cancel", stream_id)
+    if "end" in message:
+        if message["end"] is not True:
+            raise ProtocolError("end must be true", stream_id)
+        return EndInput(stream_id)
+    if "action" not in message:
+        if "data" in message:
+            return Input(stream_id, message["data"])
+        raise ProtocolError("message has neither action, data, end nor cancel", stream_id)
+    action = message["action"]
     if not isinstance(action, str) or not action:
         raise ProtocolError("action must be a non-empty string", stream_id)
     return Call(stream_id, action, message.get("data"))
 
 
-def encode(message: dict) -> bytes:
+def _parse_reply(message: dict) -> Reply:
+    call_id = message["callId"]
+    if isinstance(call_id, bool) or not isinstance(call_id, int) or call_id <= 0:
+        raise ProtocolError("callId must be a positive integer")
+    if "error" not in message:
+        return Reply(call_id, message.get("data"))
+    error, code, kind = message["error"], message.get("code", 500), message.get("type", "Error")
+    if not isinstance(error, str):
+        raise ProtocolError("error must be a string")
+    if isinstance(code, bool) or not isinstance(code, int):
+        raise ProtocolError("code must be an integer")
+    if not isinstance(kind, str):
+        raise ProtocolError("type must be a string")
+    return Reply(call_id, None, error or "Error", code, kind or "Error")
+
+
+def encode(message: dict, default: Optional[Callable[[Any], Any]] = None) -> bytes:
     """Serialise a server message to UTF-8 JSON; raises ``ValueError`` for non-JSON values.
 
+    ``default`` works as in ``json.dumps``: it is called for each object JSON
+    cannot hold and returns something it can (or raises ``TypeError``).
     NaN and infinities are refused because JavaScript's ``JSON.parse`` cannot
     read them back. Lone surrogates (which ``json.loads`` accepts from a
     client) cannot be UTF-8: such a message is sent with ASCII escapes.
     """
     try:
-        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=default)
     except TypeError as exc:
-        raise ValueError(f"value is not JSON serialisable: {exc}") from None
+        hint = "" if default is not None else " (a json_default in the config can encode your own types)"
+        raise ValueError(f"value is not JSON serialisable: {exc}{hint}") from None
+    except RecursionError:
+        raise ValueError("value is nested too deeply (or refers to itself) to be JSON") from None
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
-        return json.dumps(message, separators=(",", ":"), allow_nan=False).encode("ascii")
+        return json.dumps(message, separators=(",", ":"), allow_nan=False, default=default).encode("ascii")
+
+
+def make_encoder(default: Optional[Callable[[Any], Any]] = None) -> Callable[[dict], bytes]:
+    """:func:`encode` with the application's ``json_default`` bound in."""
+    if default is None:
+        return encode
+    return lambda message: encode(message, default)
 
 
 def data_message(stream_id: StreamId, data: Any) -> dict:
@@ -136,3 +227,13 @@ def close_message(stream_id: StreamId, cancelled: bool = False) -> dict:
 
 def push_message(process_id: StreamId, action: str, data: Any) -> dict:
     return {"streamId": process_id, "action": action, "data": data}
+
+
+def call_message(call_id: int, action: str, data: Any) -> dict:
+    """The server calls the client's exposed function ``action``."""
+    return {"callId": call_id, "action": action, "data": data}
+
+
+def call_cancel_message(call_id: int) -> dict:
+    """The server stopped waiting for its call ``call_id``."""
+    return {"callId": call_id, "cancel": True}

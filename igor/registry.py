@@ -10,12 +10,22 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 from .exceptions import ClientIdTaken, UnknownClient
 from .protocol import StreamId
 
+__all__ = ["Client", "ClientRegistry", "ClientId"]
+
 ClientId = StreamId
+
+
+class Link(Protocol):
+    """What a client needs of its connection: write a frame, close."""
+
+    def send_frame(self, frame: bytes, wait: bool = True, abandon: Optional[threading.Event] = None) -> bool: ...
+
+    def close(self, code: int = 1000, reason: str = "") -> None: ...
 
 
 class Client:
@@ -23,12 +33,10 @@ class Client:
 
     ``id`` is what processes target; ``session`` is this client's dict (kept
     for a while after a disconnect); ``path``, ``query`` and ``headers`` come
-    from the opening handshake; ``streams`` maps open stream ids to streams.
+    from the opening handshake.
     """
 
-    def __init__(self, send: Callable[[bytes, bool, Optional[threading.Event]], bool],
-                 close: Callable[[int, str], None],
-                 address: Any = None, path: str = "/", query: Optional[dict] = None,
+    def __init__(self, link: Link, address: Any = None, path: str = "/", query: Optional[dict] = None,
                  headers: Optional[dict] = None):
         self.id: ClientId = 0
         self.session: Dict[str, Any] = {}
@@ -36,24 +44,21 @@ class Client:
         self.path = path
         self.query = query or {}
         self.headers = headers or {}
-        self.streams: Dict[StreamId, Any] = {}
-        self.streams_lock = threading.Lock()
         self.connected = True
-        self._send = send
-        self._close = close
+        self._link = link
 
-    def send(self, payload: bytes, wait: bool = True, abandon: Optional[threading.Event] = None) -> bool:
-        """Queue one text message (UTF-8 JSON); False if it was not queued.
+    def send(self, frame: bytes, wait: bool = True, abandon: Optional[threading.Event] = None) -> bool:
+        """Write one frame (see :func:`igor.frames.text_frame`); False if it was not accepted.
 
         ``wait`` lets a handler wait for room when the client reads slowly
         (back-pressure on its own stream) until ``abandon`` is set; process
         threads pass False so a slow client never stalls them (it is
         disconnected instead).
         """
-        return self._send(payload, wait, abandon)
+        return self._link.send_frame(frame, wait, abandon)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
-        self._close(code, reason)
+        self._link.close(code, reason)
 
     def __repr__(self) -> str:
         return f"<Client {self.id!r} {self.address}>"

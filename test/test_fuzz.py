@@ -9,6 +9,7 @@ must still be running.
 
 from __future__ import annotations
 
+import codecs
 import itertools
 import json
 import math
@@ -172,16 +173,17 @@ def simulate(data: bytes, limit: int = MAX_MESSAGE) -> Outcome:
         elif opcode in DATA_OPS:
             if opcode != OP_CONT:
                 kind = opcode
-            fragments.append(payload)
+                decoder = codecs.getincrementaldecoder("utf-8")()
             buffered += length
+            try:
+                # The server checks UTF-8 as each fragment arrives, as RFC 6455 allows.
+                fragments.append(decoder.decode(payload, final=fin))
+            except UnicodeDecodeError:
+                result.close = 1007
+                return result
             if fin:
-                message = b"".join(fragments)
+                result.messages.append("".join(fragments))
                 kind, fragments, buffered = None, [], 0
-                try:
-                    result.messages.append(message.decode("utf-8"))
-                except UnicodeDecodeError:
-                    result.close = 1007
-                    return result
     result.in_message = kind is not None
     return result
 
@@ -412,14 +414,36 @@ def expected_replies(text: str):
         message = json.loads(text)
     except ValueError:
         return [bad]
-    if not isinstance(message, dict) or "streamId" not in message or not is_valid_id(message["streamId"]):
+    if not isinstance(message, dict):
+        return [bad]
+    no_such = [[("error", None, 404)]]  # input, an end of input or an answer for nothing open: untied 404
+    if "callId" in message:
+        call_id = message["callId"]
+        if isinstance(call_id, bool) or not isinstance(call_id, int) or call_id <= 0:
+            return [bad]
+        if "error" in message:
+            code = message.get("code", 500)
+            if not isinstance(message["error"], str) or isinstance(code, bool) or not isinstance(code, int) \
+                    or not isinstance(message.get("type", "Error"), str):
+                return [bad]
+        return no_such
+    if "process" in message and "streamId" not in message:
+        process = message["process"]
+        return no_such if isinstance(process, str) and process else [bad]
+    if "streamId" not in message or not is_valid_id(message["streamId"]):
         return [bad]
     sid = message["streamId"]
     refused = [[("error", sid, 400), ("close", sid)]]
+    if sum(key in message for key in ("action", "cancel", "end")) > 1:
+        return refused
     if "cancel" in message:
-        if "action" in message or message["cancel"] is not True:
+        if message["cancel"] is not True:
             return refused
         return [[]]  # cancelling a stream that is not open is ignored
+    if "end" in message:
+        return no_such if message["end"] is True else refused
+    if "action" not in message:
+        return no_such if "data" in message else refused
     action, data = message.get("action"), message.get("data")
     if not isinstance(action, str) or not action:
         return refused

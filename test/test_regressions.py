@@ -12,7 +12,7 @@ import wsraw
 from conftest import wait_for
 
 from igor import IgorClient, IgorServer, RemoteError
-from igor.server import _WorkerPool
+from igor.dispatch import _WorkerPool
 
 
 def test_worker_pool_runs_every_task_exactly_once_under_idle_timeouts():
@@ -50,7 +50,7 @@ def test_lone_surrogate_stream_id_still_gets_answered(start_server):
 def test_no_handshake_completes_after_shutdown(start_server):
     server = start_server({"hello": lambda out, data: "hi"})
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-    wait_for(lambda: server._transport._pending, message="the connection to be accepted")
+    wait_for(lambda: server.stats()["pending_handshakes"], message="the connection to be accepted")
     server.shutdown()
     try:
         sock.sendall(wsraw.request(server.port))

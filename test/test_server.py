@@ -511,8 +511,10 @@ def test_session_expires_after_session_timeout(start_server, connect):
 def test_config_defaults_and_merge():
     assert CONFIG["host"] == "127.0.0.1" and CONFIG["port"] == 5678 and CONFIG["session_timeout"] == 10
     server = IgorServer(api={}, config={"port": 6000})
-    assert server.config["port"] == 6000 and server.config["host"] == "127.0.0.1"
+    assert server.config.port == 6000 and server.config.host == "127.0.0.1"
     assert CONFIG["port"] == 5678  # the defaults are not mutated
+    with pytest.raises(TypeError):
+        CONFIG["port"] = 1  # and cannot be
 
 
 @pytest.mark.parametrize("config", [{"prot": 1}, {"port": "80"}, {"port": -1}, {"session_timeout": 0},
@@ -538,7 +540,7 @@ def test_shutdown_from_any_thread_closes_connections_with_1001(start_server):
     server = start_server({"hang": lambda out, data: out.wait(10)})
     ws = websocket.create_connection(server.url)
     ws.send(json.dumps({"streamId": 1, "action": "hang"}))
-    wait_for(lambda: server.registry.clients() and server.registry.clients()[0].streams)
+    wait_for(lambda: server.stats()["open_streams"])
     threading.Thread(target=server.shutdown).start()
     assert recv_json(ws) == {"streamId": 1, "close": True, "cancelled": True}
     opcode, payload = ws.recv_data(control_frame=True)

@@ -112,7 +112,7 @@ def test_2000_connect_disconnect_cycles(server, traced):
             ws.close()
     assert_back_to_baseline(server)
     # Sessions of gone clients are parked for session_timeout, then purged.
-    time_to_purge = server.config["session_timeout"] + 2
+    time_to_purge = server.config.session_timeout + 2
     wait_for(lambda: traced_memory() - before < MEMORY_BOUND, time_to_purge,
              message="memory to come back within bound")
     ws = websocket.create_connection(url, timeout=10)

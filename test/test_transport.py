@@ -157,8 +157,8 @@ def test_answering_pings_keeps_the_connection(start_server):
 def test_tcp_nodelay_is_set_on_accepted_sockets(start_server):
     server = start_server()
     ws = websocket.create_connection(server.url)
-    handler = wait_for(lambda: server._transport.handlers())[0]
-    assert handler.request.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    connection = wait_for(lambda: server._transport.connections())[0]
+    assert connection.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     ws.close()
 
 
@@ -218,15 +218,36 @@ def test_frames_from_many_threads_never_interleave(start_server):
         ({"Origin": "https://evil.example"}, "GET", 403),
         ({"Origin": "null"}, "GET", 403),
         ({"Origin": "http://localhost.evil.example"}, "GET", 403),
-        ({"Origin": "http://localhost:3000"}, "GET", 101),
-        ({"Origin": "https://127.0.0.1"}, "GET", 101),
-        ({"Origin": "http://[::1]:8080"}, "GET", 101),
+        # Without a token, a page on another localhost port is refused (see the next test).
+        ({"Origin": "http://localhost:3000"}, "GET", 403),
+        ({"Origin": "https://127.0.0.1"}, "GET", 403),
+        ({"Origin": "http://[::1]:8080"}, "GET", 403),
         ({"Origin": "file://"}, "GET", 101),
         ({"Host": "localhost:1234"}, "GET", 101),
     ],
 )
 def test_handshake_checks(server, headers, method, status):
     assert wsraw.handshake_status(server.port, wsraw.request(server.port, headers, method=method)) == status
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+def test_without_a_token_only_the_servers_own_origin_and_file_get_in(server, host):
+    own = {"Origin": f"http://{host}:{server.port}"}
+    other = {"Origin": f"http://{host}:{server.port + 1 if server.port < 65535 else 1}"}
+    assert wsraw.handshake_status(server.port, wsraw.request(server.port, own)) == 101
+    assert wsraw.handshake_status(server.port, wsraw.request(server.port, other)) == 403
+    assert wsraw.handshake_status(server.port, wsraw.request(server.port, {"Origin": "file://"})) == 101
+    assert wsraw.handshake_status(server.port, wsraw.request(server.port, {})) == 101  # Node, Python: no Origin
+
+
+@pytest.mark.parametrize("origin, status", [
+    ("http://localhost:3000", 101), ("https://127.0.0.1", 101), ("http://[::1]:8080", 101),
+    ("https://evil.example", 403), ("null", 403),
+])
+def test_with_a_token_any_loopback_origin_may_try(start_server, origin, status):
+    server = start_server(config={"token": "s3cret"})
+    headers = {"Origin": origin, "Authorization": "Bearer s3cret"}
+    assert wsraw.handshake_status(server.port, wsraw.request(server.port, headers)) == status
 
 
 def test_garbage_request_is_400_and_logged(server, caplog):

@@ -177,7 +177,7 @@ def test_static_resolve(tmp_path):
 
 
 def make_client():
-    return Client(send=lambda text, wait: True, close=lambda code, reason: None)
+    return Client(link=None)
 
 
 def test_registry_ids_rename_and_sessions():

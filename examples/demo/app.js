@@ -4,9 +4,14 @@
 // The page is served by the Python server itself, so the WebSocket lives at
 // the same host and port as the page; the server's token arrives in the
 // address's fragment (#token=...), which browsers never send over HTTP.
+//
+// Type-checked (tsc --checkJs, see clients/js/test/typed.test.mjs) against
+// api.d.ts, which `python -m igor types server_instance:API` generates.
+// @ts-check
 
 import { IgorClient } from './lib/index.js';
 
+/** @type {(id: string) => any} The page's elements, left untyped: the checks are for the calls. */
 const $ = (id) => document.getElementById(id);
 
 // --- identity and connection -------------------------------------------------------
@@ -32,10 +37,11 @@ $('client-id').textContent = clientId;
 $('session-client-id').textContent = clientId;
 $('server-host').textContent = location.host;
 
+/** @type {IgorClient<import('./api').Api>} */
 const igor = new IgorClient(url, { token, clientId, reconnect: true });
 
 // Expose the client for a developer's console (and for end-to-end tests).
-window.igor = igor;
+/** @type {any} */ (window).igor = igor;
 
 // --- small UI helpers ---------------------------------------------------------------
 
@@ -260,7 +266,11 @@ function askUser(question, signal) {
   });
 }
 
-igor.expose('confirm', (data, signal) => askUser(String(data?.question ?? 'Continue?'), signal));
+igor.expose(
+  'confirm',
+  /** @param {{ question?: string } | null} data @param {AbortSignal} signal */
+  (data, signal) => askUser(String(data?.question ?? 'Continue?'), signal),
+);
 
 // --- text.live: the typing streams into an open call ----------------------------------
 
@@ -308,7 +318,7 @@ $('live-finish').addEventListener('click', () => {
 // --- counter_process: a push to every window ------------------------------------------
 
 let counterTicks = 0;
-igor.on('counter_increment', (data) => {
+igor.on('counter_increment', (/** @type {{ counter: number }} */ data) => {
   const value = $('counter-value');
   value.textContent = String(data.counter);
   value.classList.remove('bump');
@@ -321,7 +331,7 @@ igor.on('counter_increment', (data) => {
 
 // --- notify.me: a push to this window only --------------------------------------------
 
-igor.on('notification', (data) => {
+igor.on('notification', (/** @type {{ text: string }} */ data) => {
   const item = document.createElement('li');
   item.setAttribute('data-testid', 'notification');
   const time = document.createElement('time');

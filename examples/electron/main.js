@@ -11,11 +11,25 @@ const path = require('node:path');
 const { pathToFileURL } = require('node:url');
 const { app, BrowserWindow, dialog, ipcMain } = require('electron');
 
-// The demo's Python side. A project of your own would pass e.g.
-// ['-m', 'igor', 'myapp.api:API', '--port', '0'] instead.
+// The demo's Python side. In development: Python running the repository's
+// server_instance.py (a project of your own would pass e.g.
+// ['-m', 'igor', 'myapp.api:API', '--port', '0'] instead). In a packaged app:
+// the same server frozen by freeze.py (PyInstaller, one folder), which the
+// packager copied beside app.asar as resources/igor-backend/ (README.md,
+// "Packaging"): an executable is spawned directly, with no Python installed.
 const REPO_ROOT = path.resolve(__dirname, '..', '..');
 const PYTHON = process.env.IGOR_PYTHON || (process.platform === 'win32' ? 'python' : 'python3');
 const PYTHON_ARGS = ['server_instance.py', '--port', '0'];
+const BACKEND_NAME = 'igor-backend';
+const EXE = process.platform === 'win32' ? '.exe' : '';
+
+/** What to launch: { command, args, cwd }. IGOR_BACKEND=/path/to/igor-backend tries a frozen one in development. */
+function backendCommand() {
+  let frozen = process.env.IGOR_BACKEND || null;
+  if (!frozen && app.isPackaged) frozen = path.join(process.resourcesPath, BACKEND_NAME, BACKEND_NAME + EXE);
+  if (frozen) return { command: frozen, args: ['--port', '0'], cwd: path.dirname(frozen) };
+  return { command: PYTHON, args: PYTHON_ARGS, cwd: REPO_ROOT };
+}
 
 // The one page allowed to ask for the backend's token.
 const RENDERER_FILE = path.join(__dirname, 'renderer', 'index.html');
@@ -28,8 +42,9 @@ let quitting = false;
 async function startBackend() {
   // igor-client is an ES module; a CommonJS main process loads it with import().
   const { launch } = await import('igor-client/node');
-  return launch(PYTHON, PYTHON_ARGS, {
-    cwd: REPO_ROOT,
+  const { command, args, cwd } = backendCommand();
+  return launch(command, args, {
+    cwd,
     // The renderer makes its own connection; the main process needs none.
     connect: false,
     timeout: 30_000,

@@ -33,7 +33,8 @@ import type { OnDestroy, Provider } from '@angular/core';
 import type { Observable } from 'rxjs';
 
 import { IgorClient } from './client.js';
-import type { CallOptions, ConnectionStatus, IgorClientOptions, Push } from './client.js';
+import type { ConnectionStatus, IgorClientOptions, Push } from './client.js';
+import type { ActionName, ActionResult, CallArgs } from './typed.js';
 import { call$, on$, pushes$, status$, stream$ } from './rxjs.js';
 
 /** The configuration of {@link IgorService}: the server URL plus any {@link IgorClientOptions}. */
@@ -57,10 +58,14 @@ export function provideIgor(config: IgorConfig | IgorClient): Provider[] {
  * it is subscribed, each subscription makes its own call, and unsubscribing
  * (for example through the `async` pipe when a component goes away) cancels
  * the call on the server.
+ *
+ * With the generated `Api` as type parameter (`IgorService<Api>`, e.g.
+ * `constructor(private igor: IgorService<Api>)`), `call` and `stream` are
+ * type-checked as {@link IgorClient}'s are.
  */
-export class IgorService implements OnDestroy {
+export class IgorService<A = any> implements OnDestroy {
   /** The underlying client, for what the Observables do not cover (`ready`, `onStatus`, `close`). */
-  readonly client: IgorClient;
+  readonly client: IgorClient<A>;
   /** The connection status: the current one at once, then every change. */
   readonly status$: Observable<ConnectionStatus>;
 
@@ -76,13 +81,13 @@ export class IgorService implements OnDestroy {
   }
 
   /** The last data value of `action`, emitted once, then complete. */
-  call<T = unknown>(action: string, data?: unknown, options?: CallOptions): Observable<T> {
-    return call$<T>(this.client, action, data, options);
+  call<T = unknown, K extends ActionName<A> = ActionName<A>>(action: K, ...args: CallArgs<A, K>): Observable<ActionResult<A, K, T>> {
+    return call$<T, A, K>(this.client, action, ...args);
   }
 
   /** Every data value of `action`, then complete; unsubscribing cancels it. */
-  stream<T = unknown>(action: string, data?: unknown, options?: CallOptions): Observable<T> {
-    return stream$<T>(this.client, action, data, options);
+  stream<T = unknown, K extends ActionName<A> = ActionName<A>>(action: K, ...args: CallArgs<A, K>): Observable<ActionResult<A, K, T>> {
+    return stream$<T, A, K>(this.client, action, ...args);
   }
 
   /** Pushes by push name or process id (their data). */

@@ -8,6 +8,7 @@
 import { IgorError } from './errors.js';
 import type { WireError } from './errors.js';
 import { IgorStream } from './stream.js';
+import type { ActionName, ActionResult, CallArgs } from './typed.js';
 
 /** The part of the WebSocket API the client uses: the browser's `WebSocket` and Node's `ws` both fit. */
 export interface WebSocketLike {
@@ -287,8 +288,14 @@ const HTTP_HINTS: Record<number, string> = {
  * closed for good fail at once with type `'ConnectionClosed'`. Calls that are
  * in flight when the connection drops fail with type `'ConnectionClosed'`:
  * they are never sent again, since the server may have run them already.
+ *
+ * @typeParam A - the actions' types, generated from the Python annotations by
+ * `python -m igor types module:API` (`new IgorClient<Api>(url)`): then `call`
+ * and `stream` accept only its action names, with their data, and give values
+ * of their types. Without it (the default `any`) any action goes, with
+ * `unknown` data, and every typed client is also an `IgorClient`.
  */
-export class IgorClient {
+export class IgorClient<A = any> {
   /** The server URL as given. */
   readonly url: string;
 
@@ -363,17 +370,22 @@ export class IgorClient {
    *
    * @param action - the action name, e.g. `'hello'` or `'jobs.run'`.
    * @param data - any JSON value, handed to the handler (omit for `None`).
+   * @typeParam T - with an untyped client, the type of the result.
    */
-  call<T = unknown>(action: string, data?: unknown, options?: CallOptions): Promise<T> {
-    const stream = this.stream<T>(action, data, options);
-    return new Promise<T>((resolve, reject) => {
-      let last: T | undefined;
+  call<T = unknown, K extends ActionName<A> = ActionName<A>>(
+    action: K,
+    ...[data, options]: CallArgs<A, K>
+  ): Promise<ActionResult<A, K, T>> {
+    type R = ActionResult<A, K, T>;
+    const stream = this._stream<R>(action, data, options);
+    return new Promise<R>((resolve, reject) => {
+      let last: R | undefined;
       stream.subscribe({
         next: (value) => {
           last = value;
         },
         error: reject,
-        complete: () => resolve(last as T),
+        complete: () => resolve(last as R),
       });
     });
   }
@@ -383,7 +395,15 @@ export class IgorClient {
    * {@link IgorStream}: iterate it with `for await`, `subscribe` to it, hand
    * it to RxJS `from()`, or `cancel()` it.
    */
-  stream<T = unknown>(action: string, data?: unknown, options: CallOptions = {}): IgorStream<T> {
+  stream<T = unknown, K extends ActionName<A> = ActionName<A>>(
+    action: K,
+    ...[data, options]: CallArgs<A, K>
+  ): IgorStream<ActionResult<A, K, T>> {
+    return this._stream(action, data, options);
+  }
+
+  /** {@link stream} for any action name and data, unchecked: what `call` and `stream` share. */
+  private _stream<T>(action: string, data?: unknown, options: CallOptions = {}): IgorStream<T> {
     const stream = new IgorStream<T>(this, this._nextId++, action);
     const entry: Entry = { stream: stream as IgorStream<unknown>, data, sent: false };
     if (this._closedForGood) {

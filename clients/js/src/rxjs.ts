@@ -24,21 +24,24 @@ import type { Unsubscribable as RxUnsubscribable } from 'rxjs';
 // 'rxjs/operators' serves both RxJS 6 and 7.
 import { takeLast } from 'rxjs/operators';
 
-import type { CallOptions, ConnectionStatus, IgorClient, Push, StatusEvent } from './client.js';
+import type { ConnectionStatus, IgorClient, Push, StatusEvent } from './client.js';
+import type { ActionName, ActionResult, CallArgs } from './typed.js';
 
 /**
  * Every data value of `action`, as an Observable that completes when the
  * server closes the stream and errors with an {@link IgorError}. Each
  * subscription opens a new stream; unsubscribing before the end cancels it.
+ * With a typed client (`IgorClient<Api>`) the action, data and values are
+ * checked against `Api`.
  */
-export function stream$<T = unknown>(
-  client: IgorClient,
-  action: string,
-  data?: unknown,
-  options?: CallOptions,
-): Observable<T> {
-  return new Observable<T>((subscriber) => {
-    const stream = client.stream<T>(action, data, options);
+export function stream$<T = unknown, A = any, K extends ActionName<A> = ActionName<A>>(
+  client: IgorClient<A>,
+  action: K,
+  ...[data, options]: CallArgs<A, K>
+): Observable<ActionResult<A, K, T>> {
+  type R = ActionResult<A, K, T>;
+  return new Observable<R>((subscriber) => {
+    const stream = (client as IgorClient).stream<R>(action, data, options);
     const subscription = stream.subscribe({
       next: (value) => subscriber.next(value),
       error: (error) => subscriber.error(error),
@@ -60,20 +63,23 @@ export function stream$<T = unknown>(
  * failed, e.g. with type `'InboxFull'` after input it did not read), `input$`
  * is unsubscribed. Unsubscribing cancels the call and unsubscribes `input$`.
  *
+ * With a typed client (`IgorClient<Api>`) the action, data and values are
+ * checked against `Api`; `I` types the input.
+ *
  * ```ts
  * const typing$ = fromEvent(textarea, 'input').pipe(map(() => textarea.value));
  * channel$<{ words: number }, string>(igor, 'text.live', typing$).subscribe(({ words }) => show(words));
  * ```
  */
-export function channel$<T = unknown, I = unknown>(
-  client: IgorClient,
-  action: string,
+export function channel$<T = unknown, I = unknown, A = any, K extends ActionName<A> = ActionName<A>>(
+  client: IgorClient<A>,
+  action: K,
   input$: Observable<I>,
-  data?: unknown,
-  options?: CallOptions,
-): Observable<T> {
-  return new Observable<T>((subscriber) => {
-    const stream = client.stream<T>(action, data, options);
+  ...[data, options]: CallArgs<A, K>
+): Observable<ActionResult<A, K, T>> {
+  type R = ActionResult<A, K, T>;
+  return new Observable<R>((subscriber) => {
+    const stream = (client as IgorClient).stream<R>(action, data, options);
     let input: RxUnsubscribable | undefined;
     let done = false;
     const stopInput = (): void => {
@@ -130,13 +136,12 @@ export function channel$<T = unknown, I = unknown>(
  * Observable that emits once (if the action sent anything) and completes.
  * Unsubscribing before the end cancels the call.
  */
-export function call$<T = unknown>(
-  client: IgorClient,
-  action: string,
-  data?: unknown,
-  options?: CallOptions,
-): Observable<T> {
-  return stream$<T>(client, action, data, options).pipe(takeLast(1));
+export function call$<T = unknown, A = any, K extends ActionName<A> = ActionName<A>>(
+  client: IgorClient<A>,
+  action: K,
+  ...args: CallArgs<A, K>
+): Observable<ActionResult<A, K, T>> {
+  return stream$<T, A, K>(client, action, ...args).pipe(takeLast(1));
 }
 
 /**

@@ -7,12 +7,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { launch, LaunchError } from '../dist/node.js';
+import { collectStderr, firstLine, isAlive, waitGone } from './processes.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, '..', '..', '..');
@@ -39,71 +40,6 @@ async function scratch(t, files) {
   t.after(() => rm(dir, { recursive: true, force: true }));
   for (const [name, text] of Object.entries(files)) await writeFile(path.join(dir, name), text);
   return dir;
-}
-
-/**
- * Whether a process is still running. On Linux a zombie (exited, not yet
- * reaped by whoever adopted it) still answers kill(pid, 0), so /proc is
- * checked too: a zombie has ended.
- */
-async function isAlive(pid) {
-  try {
-    process.kill(pid, 0);
-  } catch (error) {
-    if (error.code === 'ESRCH') return false;
-    throw error;
-  }
-  if (process.platform === 'linux') {
-    try {
-      const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-      if (state === 'Z' || state === 'X') return false;
-    } catch {
-      return false;
-    }
-  }
-  return true;
-}
-
-/** Polls until the process is gone; false if it is still there after `ms`. */
-async function waitGone(pid, ms) {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (!(await isAlive(pid))) return true;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return !(await isAlive(pid));
-}
-
-/** Keeps what a child writes to stderr (the parent fixture forwards the server's log there). */
-function collectStderr(child) {
-  let text = '';
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (chunk) => {
-    text += chunk;
-  });
-  return () => text;
-}
-
-/** Reads the first line a child prints on stdout, within `ms`. */
-async function firstLine(child, ms) {
-  child.stdout.setEncoding('utf8');
-  let text = '';
-  return await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no line within ${ms} ms; got ${JSON.stringify(text)}`)), ms);
-    child.stdout.on('data', (chunk) => {
-      text += chunk;
-      const nl = text.indexOf('\n');
-      if (nl !== -1) {
-        clearTimeout(timer);
-        resolve(text.slice(0, nl));
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`exited with ${code} before printing a line; got ${JSON.stringify(text)}`));
-    });
-  });
 }
 
 test('launch starts python -m igor, connects, calls, streams and closes', { timeout: 60_000 }, async (t) => {

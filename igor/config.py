@@ -1,0 +1,168 @@
+"""The server's configuration: a frozen, typed :class:`Config`.
+
+Made from the config dict the seed's README shows (``IgorServer(api,
+config={'port': 0})``) or from keyword arguments (``IgorServer(api,
+port=0)``). Every value is checked once, here, so that a wrong type fails
+at construction with a :class:`~igor.ConfigError` naming the key, and never
+later inside a thread: a string where a list belongs must not quietly become
+a tuple of characters that lets every origin in, and a negative or string
+interval must not kill the heartbeat.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+
+from .exceptions import ConfigError
+
+__all__ = ["Config", "CONFIG"]
+
+MiB = 1024 * 1024
+
+
+def _positive_number(key: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value <= 0 \
+            or math.isinf(value):
+        extra = " or None" if allow_none else ""
+        raise ConfigError(f"config {key!r} must be a positive, finite number of seconds{extra}, got {value!r}")
+
+
+def _positive_int(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"config {key!r} must be a positive integer, got {value!r}")
+
+
+def _bool(key: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"config {key!r} must be True or False, got {value!r}")
+
+
+def _string_list(key: str, value: Any) -> Optional[Tuple[str, ...]]:
+    if value is None:
+        return None
+    # A str is iterable: tuple('http://localhost:*') holds '*', which would allow everything.
+    if isinstance(value, str):
+        raise ConfigError(f"config {key!r} must be a list of strings, not a str: write [{value!r}]")
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        raise ConfigError(f"config {key!r} must be a list of strings, got {value!r}")
+    if not all(isinstance(item, str) and item for item in value):
+        raise ConfigError(f"config {key!r} must hold only non-empty strings, got {value!r}")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything an :class:`~igor.IgorServer` can be told; the defaults suit a desktop app.
+
+    See the README's table for what each key means. Build one with
+    ``Config(port=0)`` or :meth:`from_mapping`; it cannot be changed after.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 5678
+    token: Union[str, bool, None] = None
+    allowed_origins: Optional[Tuple[str, ...]] = None
+    allowed_hosts: Optional[Tuple[str, ...]] = None
+    max_clients: int = 64
+    max_message_size: int = 64 * MiB
+    max_streams: int = 256
+    inbox_size: int = 100
+    ping_interval: Optional[float] = 20.0
+    ping_timeout: float = 20.0
+    send_queue_size: int = 10_000
+    send_queue_bytes: int = 16 * MiB
+    send_timeout: float = 10.0
+    handshake_timeout: float = 10.0
+    session_timeout: float = 10.0
+    worker_idle_timeout: float = 30.0
+    shutdown_timeout: float = 2.0
+    static_dir: Optional[str] = None
+    ready_line: bool = False
+    exit_with_parent: bool = False
+    debug: bool = False
+    logging: Optional[Mapping[str, Any]] = field(default=None)
+    json_default: Optional[Callable[[Any], Any]] = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.host, str):
+            raise ConfigError(f"config 'host' must be a string, got {self.host!r}")
+        port = self.port
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigError(f"config 'port' must be an integer from 0 to 65535, got {port!r}")
+        token = self.token
+        if not (token is None or isinstance(token, bool)) and (
+                not isinstance(token, str) or not token or any(c.isspace() or c == "," for c in token)):
+            raise ConfigError("config 'token' must be a non-empty string without spaces or commas, "
+                                  f"True, False or None, got {token!r}")
+        for key in ("allowed_origins", "allowed_hosts"):
+            object.__setattr__(self, key, _string_list(key, getattr(self, key)))
+        for key in ("max_clients", "max_message_size", "max_streams", "inbox_size", "send_queue_size",
+                    "send_queue_bytes"):
+            _positive_int(key, getattr(self, key))
+        _positive_number("ping_interval", self.ping_interval, allow_none=True)
+        for key in ("ping_timeout", "send_timeout", "handshake_timeout", "session_timeout", "worker_idle_timeout",
+                    "shutdown_timeout"):
+            _positive_number(key, getattr(self, key))
+        for key in ("ready_line", "exit_with_parent", "debug"):
+            _bool(key, getattr(self, key))
+        if self.static_dir is not None:
+            if not isinstance(self.static_dir, (str, os.PathLike)) or not os.path.isdir(self.static_dir):
+                raise ConfigError(f"config 'static_dir' must be an existing folder, got {self.static_dir!r}")
+            object.__setattr__(self, "static_dir", os.fspath(self.static_dir))
+        if self.json_default is not None and not callable(self.json_default):
+            raise ConfigError(f"config 'json_default' must be a function, got {self.json_default!r}")
+        if self.logging is not None:
+            object.__setattr__(self, "logging", MappingProxyType(_logging_settings(self.logging)))
+
+    @classmethod
+    def from_mapping(cls, config: Union[Mapping[str, Any], Config, None] = None, **overrides: Any) -> Config:
+        """A Config from a dict (the seed's form) and/or keywords; keywords win.
+
+        An unknown key is a :class:`~igor.ConfigError` that suggests the
+        nearest valid one.
+        """
+        if isinstance(config, Config):
+            values: Dict[str, Any] = {f.name: getattr(config, f.name) for f in dataclasses.fields(cls)}
+        elif config is None:
+            values = {}
+        elif isinstance(config, Mapping):
+            values = dict(config)
+        else:
+            raise ConfigError(f"config must be a dict or a Config, got {type(config).__name__}")
+        values.update(overrides)
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
+                raise ConfigError(f"unknown config key {key!r}{hint}")
+        return cls(**values)
+
+
+def _logging_settings(value: Any) -> Dict[str, Any]:
+    if not isinstance(value, Mapping) or set(value) - {"level", "file"}:
+        raise ConfigError("config 'logging' must be a dict with 'level' and/or 'file'")
+    level = value.get("level", logging.WARNING)
+    if isinstance(level, str):
+        if not isinstance(logging.getLevelName(level.upper()), int):
+            raise ConfigError(f"config 'logging' level {level!r} is not a logging level")
+        level = logging.getLevelName(level.upper())
+    elif isinstance(level, bool) or not isinstance(level, int):
+        raise ConfigError(f"config 'logging' level must be a level name or number, got {level!r}")
+    path = value.get("file")
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"config 'logging' file must be a path, got {path!r}")
+    return {"level": level, "file": path}
+
+
+#: The defaults, read-only (``Config()`` as a mapping), kept for code that read ``igor.server.CONFIG``.
+CONFIG: Mapping[str, Any] = MappingProxyType({f.name: f.default for f in dataclasses.fields(Config)})

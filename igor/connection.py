@@ -1,0 +1,426 @@
+"""One client socket: the opening handshake, bytes into the frame parser, frames out.
+
+Reading happens on the connection's own thread (the one websocket-server
+gives each connection). Writing happens on whichever thread sends, under the
+connection's lock: a frame is written straight through with a non-blocking
+``send`` when nothing is queued, which costs no thread hop. Only when the
+socket's buffer is full does the rest go to a bounded backlog, drained by a
+writer thread that exists while there is a backlog and ends when it is gone;
+an idle connection holds one thread and no buffers.
+
+The backlog is bounded in frames and in bytes. A sender that finds it full
+either waits (a handler: back-pressure on its own stream) or gives up (a
+process, a cancel, a pong), and a backlog that makes no progress for
+``send_timeout`` seconds marks a slow consumer, which is closed with 1008 and
+cut off if it still reads nothing. Pongs never queue up: a newer ping's pong
+replaces the one not yet written.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Deque, List, Optional, Protocol, Union
+
+from . import static
+from .frames import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
+    OP_PING,
+    OP_PONG,
+    Close,
+    Event,
+    FrameError,
+    FrameParser,
+    Ping,
+    TextMessage,
+    build_close,
+    build_frame,
+)
+from .handshake import HandshakeError, http_response, parse_request, split_head, switching_protocols
+from .registry import Client
+
+if TYPE_CHECKING:
+    from .transport import IgorTransport
+
+__all__ = ["Connection", "Listener", "CLOSE_TIMEOUT"]
+
+log = logging.getLogger("igor")
+
+#: Seconds a closing connection gets to exchange close frames before it is cut.
+CLOSE_TIMEOUT = 2.0
+_RECV_SIZE = 1 << 16
+_RECV_MAX = 1 << 20
+_BATCH_BYTES = 1 << 20
+_SLICE = 0.05
+# Linux and macOS can write without blocking on a blocking socket; elsewhere every frame goes through the writer.
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+
+Chunk = Union[bytes, memoryview]
+
+
+class Listener(Protocol):
+    """What a connection tells the dispatcher: a client came, sent a message, left."""
+
+    def connected(self, client: Client) -> None: ...
+
+    def received(self, client: Client, text: str) -> None: ...
+
+    def disconnected(self, client: Client) -> None: ...
+
+
+class _Closed(Exception):
+    """The peer closed the TCP connection, or it broke."""
+
+
+class Connection:
+    """A WebSocket connection to one client, from handshake to teardown."""
+
+    def __init__(self, sock: socket.socket, address: Any, transport: IgorTransport):
+        self.sock = sock
+        self.address = address
+        self.client: Optional[Client] = None
+        self._transport = transport
+        config = transport.config
+        self._send_timeout = config.send_timeout
+        self._frame_limit = config.send_queue_size
+        self._byte_limit = config.send_queue_bytes
+        self.last_seen = time.monotonic()
+        self.ping_sent: Optional[float] = None
+        self.closing_since: Optional[float] = None
+        self._lock = threading.Condition()
+        self._backlog: Deque[Chunk] = deque()
+        self._backlog_bytes = 0
+        self._pong: Optional[bytes] = None
+        self._close_frame: Optional[bytes] = None
+        self._writing = False           # a writer thread owns the socket's write side
+        self._progress = time.monotonic()
+        self._closing = threading.Event()
+        self._closed_reported = False
+
+    @property
+    def name(self) -> str:
+        return repr(self.client.id) if self.client is not None else str(self.address)
+
+    # -- life cycle ---------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve the connection until it ends; runs on the connection's thread."""
+        listener = self._transport.listener
+        try:
+            rest = self._handshake()
+            if rest is None:
+                return
+            listener.connected(self.client)
+            self._read_loop(rest)
+        except (_Closed, OSError):
+            pass
+        except FrameError as exc:
+            log.warning("client %s: %s; closing with %d", self.name, exc.reason, exc.close_code)
+            self.close(exc.close_code, exc.reason)
+            self._drain()
+        except Exception:
+            log.exception("client %s: transport error", self.name)
+            self.close(CLOSE_INTERNAL_ERROR, "internal error")
+            self._drain()
+        finally:
+            self._teardown()
+
+    def _teardown(self) -> None:
+        try:
+            if self.client is not None:
+                self.client.connected = False
+                self._transport.listener.disconnected(self.client)
+        except Exception:
+            log.exception("client %s: error while leaving", self.name)
+        finally:
+            self._closing.set()
+            with self._lock:
+                # Let the writer put our close frame on the wire, within bounds.
+                self._lock.wait_for(lambda: not self._writing, CLOSE_TIMEOUT)
+                self._backlog.clear()
+                self._backlog_bytes = 0
+                self._lock.notify_all()
+            self._transport.forget(self)
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+    # -- handshake ----------------------------------------------------------
+
+    def _handshake(self) -> Optional[bytes]:
+        """Answer the opening request: the bytes after it once upgraded, or None when answered over HTTP."""
+        transport = self._transport
+        buffer = bytearray()
+        try:
+            while True:
+                chunk = self.sock.recv(4096)
+                if not chunk:
+                    raise _Closed()
+                line_was_in = b"\n" in buffer
+                buffer += chunk
+                if not line_was_in and b"\n" in buffer:
+                    transport.request_line_arrived(self.sock)
+                head = split_head(buffer)
+                if head is not None:
+                    break
+            lines, rest = head
+            request = parse_request(lines)
+            if not request.is_upgrade:
+                transport.policy.check_host(request)
+                status, response = static.respond(transport.config.static_dir, request)
+                log.info("HTTP %s %s -> %d", request.method, request.path, status)
+                self.sock.sendall(response)
+                return None
+            transport.policy.check_websocket(request)
+            self.client = Client(self, self.address, request.path, request.query, request.headers)
+            transport.admit(self)
+        except HandshakeError as exc:
+            log.warning("refused handshake from %s: %d %s", self.address, exc.status, exc.reason)
+            self._send_quietly(http_response(exc.status, extra_headers=exc.headers))
+            self.client = None
+            return None
+        # Nagle's algorithm and delayed ACKs would add about 40 ms to every two-frame reply.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.sendall(switching_protocols(request))
+        return bytes(rest)
+
+    def _send_quietly(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            pass
+
+    # -- reading ------------------------------------------------------------
+
+    def _read_loop(self, rest: bytes) -> None:
+        parser = FrameParser(self._transport.config.max_message_size)
+        events = parser.feed(rest)
+        while True:
+            for event in events:
+                if not self._on_event(event):
+                    return
+            # Read what the current frame still needs (bounded), so a 10 MB
+            # message takes few system calls and an idle connection holds no buffer.
+            data = self.sock.recv(min(max(_RECV_SIZE, parser.wanted), _RECV_MAX))
+            if not data:
+                raise _Closed()
+            self.last_seen = time.monotonic()
+            self.ping_sent = None
+            events = parser.feed(data)
+
+    def _on_event(self, event: Event) -> bool:
+        """Act on one event; False when the connection is done reading."""
+        if isinstance(event, FrameError):
+            raise event
+        if isinstance(event, TextMessage):
+            if not self._closing.is_set():
+                self._transport.listener.received(self.client, event.text)
+        elif isinstance(event, Ping):
+            self._send_pong(build_frame(OP_PONG, event.payload))
+        elif isinstance(event, Close):
+            self.close(CLOSE_NORMAL if event.code is None else event.code, "")
+            return False
+        return True
+
+    def _drain(self) -> None:
+        """Read until the peer closes, so it gets our close frame, not a reset."""
+        try:
+            self.sock.settimeout(CLOSE_TIMEOUT)
+            deadline = time.monotonic() + CLOSE_TIMEOUT
+            while time.monotonic() < deadline and self.sock.recv(65536):
+                pass
+        except OSError:
+            pass
+
+    # -- writing ------------------------------------------------------------
+
+    def send_frame(self, frame: bytes, wait: bool = True, abandon: Optional[threading.Event] = None) -> bool:
+        """Write one data frame, or queue it; False if it was not accepted.
+
+        A full backlog means the client is not reading. A waiting sender gets
+        up to ``send_timeout`` seconds of back-pressure, giving up early when
+        the connection closes or ``abandon`` is set; a non-waiting sender gets
+        none. Then the client is disconnected as a slow consumer.
+        """
+        deadline: Optional[float] = None
+        with self._lock:
+            while True:
+                if self._closing.is_set() or (abandon is not None and abandon.is_set()):
+                    return False
+                if not self._writing:
+                    return self._write_through(frame)
+                if not self._backlog or (len(self._backlog) < self._frame_limit
+                                         and self._backlog_bytes + len(frame) <= self._byte_limit):
+                    self._queue(frame)
+                    return True
+                if not wait:
+                    break
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self._send_timeout
+                if now >= deadline:
+                    break
+                self._lock.wait(min(_SLICE, deadline - now))
+        self._slow_consumer()
+        return False
+
+    def send_ping(self) -> None:
+        self.ping_sent = time.monotonic()
+        with self._lock:
+            if self._closing.is_set():
+                return
+            if self._writing:
+                self._queue(build_frame(OP_PING, b"igor"))
+            else:
+                self._write_through(build_frame(OP_PING, b"igor"))
+
+    def _send_pong(self, frame: bytes) -> None:
+        with self._lock:
+            if self._closing.is_set():
+                return
+            if self._writing:
+                self._pong = frame  # replaces a pong not yet written: at most one is ever pending
+            else:
+                self._write_through(frame)
+
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Send a close frame after what is queued, then end the connection. Never blocks."""
+        with self._lock:
+            if self._closing.is_set():
+                return
+            self._closing.set()
+            self.closing_since = time.monotonic()
+            frame = build_close(code, reason)
+            self._lock.notify_all()  # senders waiting for room give up
+            if self._writing:
+                self._close_frame = frame
+                return
+            try:
+                sent = self.sock.send(frame, _DONTWAIT) if _DONTWAIT else 0
+            except OSError:
+                sent = 0
+            if sent == len(frame):
+                self._shutdown_write()
+            else:
+                self._close_frame = frame[sent:]
+                self._start_writer()
+
+    def abort(self) -> None:
+        """Cut the connection at once; the reader thread then ends it."""
+        with self._lock:
+            self._closing.set()
+            if self.closing_since is None:
+                self.closing_since = time.monotonic()
+            self._lock.notify_all()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _write_through(self, frame: Chunk) -> bool:
+        # Called with the lock held and no writer: the socket's write side is ours.
+        try:
+            sent = self.sock.send(frame, _DONTWAIT) if _DONTWAIT else 0
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._closing.set()
+            return False
+        if sent < len(frame):
+            self._queue(memoryview(frame)[sent:] if sent else frame)
+        return True
+
+    def _queue(self, chunk: Chunk) -> None:
+        if not self._backlog and not self._writing:
+            self._progress = time.monotonic()
+        self._backlog.append(chunk)
+        self._backlog_bytes += len(chunk)
+        self._start_writer()
+
+    def _start_writer(self) -> None:
+        if not self._writing:
+            self._writing = True
+            threading.Thread(target=self._write_loop, name="igor-writer", daemon=True).start()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._lock:
+                batch: List[Chunk] = []
+                size = 0
+                if self._pong is not None:
+                    batch.append(self._pong)
+                    self._pong = None
+                while self._backlog and size < _BATCH_BYTES:
+                    chunk = self._backlog.popleft()
+                    batch.append(chunk)
+                    size += len(chunk)
+                self._backlog_bytes -= size
+                closing = not batch and self._close_frame is not None
+                if closing:
+                    batch.append(self._close_frame)
+                    self._close_frame = None
+                elif not batch:
+                    self._writing = False
+                    self._lock.notify_all()
+                    return
+                self._lock.notify_all()  # room for waiting senders
+            try:
+                self._send_all(batch[0] if len(batch) == 1 else b"".join(batch))
+                if closing:
+                    self._shutdown_write()
+            except OSError:
+                self.abort()
+                with self._lock:
+                    self._writing = False
+                    self._backlog.clear()
+                    self._backlog_bytes = 0
+                    self._lock.notify_all()
+                return
+
+    def _send_all(self, data: Chunk) -> None:
+        view = memoryview(data)
+        while view:
+            sent = self.sock.send(view)
+            view = view[sent:]
+            self._progress = time.monotonic()
+
+    def _shutdown_write(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def _slow_consumer(self) -> None:
+        log.warning("client %s reads too slowly; disconnecting it", self.name)
+        self.close(CLOSE_POLICY_VIOLATION, "client reads too slowly")
+
+    # -- the heartbeat's visit ------------------------------------------------
+
+    def tick(self, now: float, ping_interval: Optional[float], ping_timeout: float) -> None:
+        """Called about twice a second: pings, dead peers, stuck backlogs, stuck closes."""
+        if self.closing_since is not None:
+            if now - self.closing_since > 2 * CLOSE_TIMEOUT:
+                self.abort()
+            return
+        if self._writing and now - self._progress > self._send_timeout:
+            # Whatever is queued (data, a ping's pong) has not moved: the peer is not reading.
+            self._slow_consumer()
+            return
+        if ping_interval is None or self.client is None:
+            return
+        if self.ping_sent is not None:
+            if now - self.ping_sent > ping_timeout:
+                log.warning("client %s did not answer a ping within %ss; dropping it", self.name, ping_timeout)
+                self.abort()
+        elif now - self.last_seen > ping_interval:
+            self.send_ping()
+
+    @property
+    def outbox_bytes(self) -> int:
+        return self._backlog_bytes

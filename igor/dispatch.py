@@ -1,0 +1,566 @@
+"""Dispatch: what each client's messages mean, and the streams they open.
+
+The :class:`Dispatcher` alone owns every client's stream table. Connections
+talk to it through three calls (:meth:`~Dispatcher.connected`,
+:meth:`~Dispatcher.received`, :meth:`~Dispatcher.disconnected`), and it talks
+back through :class:`~igor.registry.Client` (send a frame, close), so neither
+side reaches into the other. It runs each call's handler on a worker thread
+(several streams of one client stay concurrent), routes input into open
+calls and process inboxes, and carries the server's own calls to clients.
+
+Everything a client can make it hold is bounded per client: ``max_streams``
+open calls (so at most that many worker threads), ``inbox_size`` unread
+inputs per call and ``max_message_size`` bytes of unread input in all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+import queue
+import threading
+import time
+import traceback
+from collections.abc import AsyncGenerator, Generator
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
+
+from .exceptions import (
+    CallTimeout,
+    ConfigError,
+    ConnectionClosed,
+    IgorError,
+    InboxFull,
+    ProtocolError,
+    RemoteError,
+    StreamCancelled,
+    StreamClosed,
+    StreamIdInUse,
+    TooManyStreams,
+    UnknownAction,
+    UnknownCall,
+    UnknownClient,
+    UnknownProcess,
+    UnknownStream,
+)
+from .frames import text_frame
+from .protocol import (
+    Call,
+    Cancel,
+    EndInput,
+    Input,
+    ProcessInput,
+    Reply,
+    call_cancel_message,
+    call_message,
+    close_message,
+    data_message,
+    error_message,
+    is_valid_id,
+    make_encoder,
+    parse_message,
+)
+from .registry import Client, ClientId, ClientRegistry
+from .stream import Stream
+
+if TYPE_CHECKING:
+    from .config import Config
+
+__all__ = ["Dispatcher", "Handler", "HANDLER_KEYWORDS"]
+
+log = logging.getLogger("igor")
+
+INTRODUCE = "introduce_self"
+#: The keyword arguments a handler may declare.
+HANDLER_KEYWORDS = frozenset({"session", "scope", "client_id", "stream_id", "server", "client"})
+
+
+def exit_code(code: Any) -> int:
+    """``sys.exit(code)``'s code as a process exit status."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    log.error("exit requested: %s", code)
+    return 1
+
+
+class Handler:
+    """An action's function, checked once: which keyword arguments it takes, and how it runs."""
+
+    def __init__(self, name: str, function: Callable):
+        if isinstance(function, Mapping):
+            raise ConfigError(f"action {name!r} is a dict, not a handler: nested APIs must go through "
+                              f"igor.flatten(api) first")
+        if not callable(function):
+            raise ConfigError(f"action {name!r} is not callable: {function!r}")
+        self.name = name
+        self.function = function
+        self.is_async = inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
+        self.accepts: Optional[frozenset] = None
+        try:
+            parameters = list(inspect.signature(function).parameters.values())
+        except (TypeError, ValueError):
+            return  # a builtin without a signature: call it with everything
+        positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if len(positional) < 2 and not any(p.kind is p.VAR_POSITIONAL for p in parameters):
+            raise ConfigError(f"handler {name!r} must take (out, data, ...), but its signature is "
+                              f"{inspect.signature(function)}")
+        for p in positional[2:] + [p for p in parameters if p.kind is p.KEYWORD_ONLY]:
+            if p.default is p.empty and p.name not in HANDLER_KEYWORDS:
+                raise ConfigError(f"handler {name!r} requires a parameter {p.name!r} that Igor cannot fill; "
+                                  f"it passes only {', '.join(sorted(HANDLER_KEYWORDS))}")
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            self.accepts = frozenset(p.name for p in parameters
+                                     if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)) & HANDLER_KEYWORDS
+
+    def __call__(self, out: Stream, data: Any, kwargs: Dict[str, Any]) -> Any:
+        if self.accepts is not None:
+            kwargs = {key: value for key, value in kwargs.items() if key in self.accepts}
+        return self.function(out, data, **kwargs)
+
+
+class _WorkerPool:
+    """Threads for handlers: an idle one takes the call, else a new one starts.
+
+    No fixed size, so long streams never queue behind each other (the
+    dispatcher's ``max_streams`` bounds them per client); idle threads are
+    reused, and end after ``idle_timeout`` seconds without work.
+    """
+
+    def __init__(self, idle_timeout: float):
+        self.idle_timeout = idle_timeout
+        self._tasks: queue.SimpleQueue[Optional[Callable[[], None]]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._threads: set = set()
+
+    def submit(self, task: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                self._tasks.put(task)
+                return
+            thread = threading.Thread(target=self._work, args=(task,), name="igor-worker", daemon=True)
+            self._threads.add(thread)
+        thread.start()
+
+    def _work(self, task: Optional[Callable[[], None]]) -> None:
+        while task is not None:
+            task()
+            task = None  # drop the finished call's references before waiting for the next
+            with self._lock:
+                self._idle += 1
+            task = self._next_task()
+        with self._lock:
+            self._threads.discard(threading.current_thread())
+
+    def _next_task(self) -> Optional[Callable[[], None]]:
+        """Wait for work as an idle worker; None once idle for too long (or stopped)."""
+        while True:
+            try:
+                return self._tasks.get(timeout=self.idle_timeout)
+            except queue.Empty:
+                with self._lock:
+                    # submit() counts on idle workers under this lock: leave
+                    # only if it has not handed this worker a task meanwhile.
+                    if self._tasks.empty():
+                        self._idle -= 1
+                        return None
+
+    def owns(self, thread: threading.Thread) -> bool:
+        with self._lock:
+            return thread in self._threads
+
+    def stop(self, timeout: float) -> None:
+        """End idle workers now and wait up to ``timeout`` for busy ones."""
+        with self._lock:
+            for _ in range(self._idle):
+                self._tasks.put(None)
+            self._idle = 0
+            threads = list(self._threads)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+
+class _EventLoop:
+    """One asyncio loop on a thread of its own, started on the first ``async def`` call."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
+
+    def run(self, coroutine: Any) -> Any:
+        """Schedule ``coroutine``; returns its concurrent future."""
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=self._loop.run_forever, name="igor-asyncio", daemon=True)
+                self._thread.start()
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
+    def stop(self, timeout: float) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = None
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout)
+            if not thread.is_alive():
+                loop.close()
+
+
+class _PendingCall:
+    __slots__ = ("done", "reply", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.reply: Optional[Reply] = None
+        self.error: Optional[BaseException] = None
+
+
+class _Peer:
+    """What the dispatcher keeps for one client: its open streams, unread input, calls waiting on it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.streams: Dict[Any, Stream] = {}
+        self.input_bytes = 0
+        self.calls: Dict[int, _PendingCall] = {}
+        self.call_ids = itertools.count(1)
+
+
+class Dispatcher:
+    """Routes every client message; owns streams, inboxes and the server's calls to clients."""
+
+    def __init__(self, api: Mapping[str, Callable], config: Config, registry: ClientRegistry,
+                 processes: Mapping[str, threading.Thread], scope: Dict[str, Any],
+                 server: Any, on_exit: Callable[[int], None]):
+        api = dict(api)
+        if INTRODUCE in api:
+            raise ConfigError(f"{INTRODUCE!r} is a built-in action and cannot be replaced")
+        self.handlers = {name: Handler(name, function) for name, function in api.items()}
+        self.config = config
+        self.registry = registry
+        self.encode = make_encoder(config.json_default)
+        self._processes = processes
+        self._scope = scope
+        self._server = server
+        self._on_exit = on_exit
+        self._pool = _WorkerPool(config.worker_idle_timeout)
+        self._loop = _EventLoop()
+        self._lock = threading.Lock()
+        self._peers: Dict[Client, _Peer] = {}
+
+    # -- the connection's side ------------------------------------------------
+
+    def connected(self, client: Client) -> None:
+        with self._lock:
+            self._peers[client] = _Peer()
+        self.registry.add(client)
+        log.info("client %r connected from %s", client.id, client.address)
+
+    def disconnected(self, client: Client) -> None:
+        with self._lock:
+            peer = self._peers.pop(client, None)
+        self.registry.remove(client)
+        if peer is None:
+            return
+        self._cancel_streams(peer)
+        with peer.lock:
+            calls = list(peer.calls.values())
+            peer.calls.clear()
+        for call in calls:
+            call.error = ConnectionClosed(f"client {client.id!r} disconnected before answering")
+            call.done.set()
+        log.info("client %r left", client.id)
+
+    def received(self, client: Client, text: str) -> None:
+        peer = self._peer(client)
+        if peer is None:
+            return
+        try:
+            message = parse_message(text)
+        except ProtocolError as exc:
+            log.warning("client %r sent a malformed message: %s", client.id, exc)
+            with peer.lock:
+                open_ = exc.stream_id in peer.streams
+            # An error on a stream that is still open would end it: send that one untied.
+            self._refuse(client, exc, None if open_ else exc.stream_id)
+            return
+        if isinstance(message, Call):
+            self._call(client, peer, message)
+        elif isinstance(message, Cancel):
+            stream = self._stream(peer, message.stream_id)
+            if stream is not None:
+                stream.cancel()
+        elif isinstance(message, (Input, EndInput)):
+            self._input(client, peer, message, len(text))
+        elif isinstance(message, ProcessInput):
+            self._process_input(client, message)
+        else:
+            self._reply(client, peer, message)
+
+    # -- calls ----------------------------------------------------------------
+
+    def _call(self, client: Client, peer: _Peer, call: Call) -> None:
+        if call.action == INTRODUCE:
+            self._introduce(client, peer, call)
+            return
+        handler = self.handlers.get(call.action)
+        with peer.lock:
+            if call.stream_id in peer.streams:
+                error: Optional[IgorError] = StreamIdInUse(f"streamId {call.stream_id!r} names a stream that is "
+                                                           f"still open")
+            elif handler is None:
+                error = UnknownAction(f"unknown action {call.action!r}")
+            elif len(peer.streams) >= self.config.max_streams:
+                error = TooManyStreams(f"client has {len(peer.streams)} open calls, the most max_streams allows")
+            else:
+                error = None
+                stream = Stream(client, call.stream_id, self.encode, lambda s: self._forget(peer, s),
+                                lambda size: self._consumed(peer, size), debug=self.config.debug)
+                peer.streams[call.stream_id] = stream
+        if error is not None:
+            log.warning("client %r: %s", client.id, error)
+            # A reused id is answered untied, so the stream that holds it is left alone.
+            self._refuse(client, error, None if isinstance(error, StreamIdInUse) else call.stream_id)
+            return
+        if handler.is_async:
+            self._run_async(client, stream, handler, call)
+        else:
+            self._pool.submit(lambda: self._run_call(client, stream, handler, call))
+
+    def _kwargs(self, client: Client, call: Call) -> Dict[str, Any]:
+        return {
+            "session": client.session,
+            "scope": self._scope,
+            "client_id": client.id,
+            "stream_id": call.stream_id,
+            "server": self._server,
+            "client": client,
+        }
+
+    def _run_call(self, client: Client, stream: Stream, handler: Handler, call: Call) -> None:
+        try:
+            result = handler(stream, call.data, self._kwargs(client, call))
+            if isinstance(result, Generator):
+                try:
+                    for value in result:
+                        stream.send(value)
+                finally:
+                    result.close()
+            elif result is not None:
+                stream.send(result)
+            stream.close()
+        except BaseException as exc:  # noqa: B036 - every way out must close the stream
+            self._handler_ended(stream, call, client, exc)
+
+    def _run_async(self, client: Client, stream: Stream, handler: Handler, call: Call) -> None:
+        async def run() -> None:
+            try:
+                result = handler(stream, call.data, self._kwargs(client, call))
+                if isinstance(result, AsyncGenerator):
+                    try:
+                        async for value in result:
+                            await stream.asend(value)
+                    finally:
+                        await result.aclose()
+                else:
+                    value = await result
+                    if value is not None:
+                        await stream.asend(value)
+                stream.close()
+            except asyncio.CancelledError:
+                stream.close()
+            except BaseException as exc:  # noqa: B036 - every way out must close the stream
+                self._handler_ended(stream, call, client, exc)
+
+        future = self._loop.run(run())
+        # A cancel (or the client leaving) cancels the task, which the handler sees at its next await.
+        stream._on_cancel = future.cancel
+
+    def _handler_ended(self, stream: Stream, call: Call, client: Client, exc: BaseException) -> None:
+        if isinstance(exc, StreamCancelled):
+            log.debug("stream %r of client %r ended by cancel", call.stream_id, client.id)
+        elif isinstance(exc, SystemExit):
+            stream.close()
+            log.info("action %r asked the program to exit", call.action)
+            self._on_exit(exit_code(exc.code))
+        elif isinstance(exc, StreamClosed) and stream.closed:
+            log.error("action %r sent on its stream after closing it", call.action)
+        elif isinstance(exc, Exception):
+            log.error("action %r failed for client %r", call.action, client.id, exc_info=exc)
+            if not stream.closed:
+                try:
+                    stream.send_error(exc, traceback="".join(traceback.format_exception(
+                        type(exc), exc, exc.__traceback__)))
+                except StreamClosed:
+                    pass
+        else:
+            # Not an error a handler means to report (GeneratorExit, a
+            # KeyboardInterrupt): keep the promise that every stream closes.
+            log.error("action %r ended abnormally for client %r", call.action, client.id, exc_info=exc)
+            stream.close()
+
+    def _introduce(self, client: Client, peer: _Peer, call: Call) -> None:
+        data = call.data
+        new_id = data.get("client_id") if isinstance(data, dict) else None
+        if not is_valid_id(new_id):
+            self._refuse(client, ProtocolError("introduce_self needs data {\"client_id\": <string or integer>}"),
+                         call.stream_id)
+            return
+        with peer.lock:
+            in_use = call.stream_id in peer.streams
+        if in_use:
+            self._refuse(client, StreamIdInUse(f"streamId {call.stream_id!r} names a stream that is still open"),
+                         None)
+            return
+        old_id = client.id
+        try:
+            self.registry.rename(client, new_id)
+        except IgorError as exc:
+            log.warning("client %r: %s", old_id, exc)
+            self._refuse(client, exc, call.stream_id)
+            return
+        log.info("client %r is now %r", old_id, new_id)
+        self._send(client, data_message(call.stream_id, {"client_id": new_id}))
+        self._send(client, close_message(call.stream_id))
+
+    # -- input ----------------------------------------------------------------
+
+    def _input(self, client: Client, peer: _Peer, message: Any, size: int) -> None:
+        stream = self._stream(peer, message.stream_id)
+        if stream is None or not stream.accepts_input:
+            self._refuse(client, UnknownStream(f"stream {message.stream_id!r} is not open for input"), None)
+            return
+        if isinstance(message, EndInput):
+            stream._end_input()
+            return
+        with peer.lock:
+            over_budget = peer.input_bytes + size > self.config.max_message_size
+            if not over_budget:
+                peer.input_bytes += size
+        if over_budget or not stream._feed(message.data, size, self.config.inbox_size):
+            if not over_budget:
+                self._consumed(peer, size)
+            log.warning("client %r flooded stream %r with input its handler does not read", client.id,
+                        message.stream_id)
+            stream.fail(InboxFull(f"stream {message.stream_id!r} has more unread input than its inbox holds "
+                                  f"({self.config.inbox_size} messages, {self.config.max_message_size} bytes)"))
+
+    def _consumed(self, peer: _Peer, size: int) -> None:
+        with peer.lock:
+            peer.input_bytes -= size
+
+    def _process_input(self, client: Client, message: ProcessInput) -> None:
+        process = self._processes.get(message.process_id)
+        deliver = getattr(process, "deliver", None)
+        if not callable(deliver):
+            error: IgorError = UnknownProcess(f"no process {message.process_id!r} takes input")
+        elif not deliver(client.id, message.data):
+            error = InboxFull(f"the inbox of process {message.process_id!r} is full")
+        else:
+            return
+        log.warning("client %r: %s", client.id, error)
+        self._send(client, {"process": message.process_id, **error_message(error)})
+
+    # -- the server's calls to clients ---------------------------------------
+
+    def call_client(self, client_id: ClientId, action: str, data: Any = None, timeout: Optional[float] = 30.0) -> Any:
+        """Call the function ``action`` the client ``client_id`` exposed, and return its answer."""
+        client = self.registry.get(client_id)
+        peer = self._peer(client)
+        if peer is None:
+            raise UnknownClient(f"no connected client has id {client_id!r}")
+        pending = _PendingCall()
+        with peer.lock:
+            call_id = next(peer.call_ids)
+            peer.calls[call_id] = pending
+        if not self._send(client, call_message(call_id, action, data), wait=True):
+            with peer.lock:
+                peer.calls.pop(call_id, None)
+            raise ConnectionClosed(f"client {client_id!r} is gone")
+        if not pending.done.wait(timeout):
+            with peer.lock:
+                gone = peer.calls.pop(call_id, None) is not None
+            if gone:
+                self._send(client, call_cancel_message(call_id))
+                raise CallTimeout(f"client {client_id!r} did not answer {action!r} within {timeout}s")
+        if pending.error is not None:
+            raise pending.error
+        reply = pending.reply
+        if reply.error is None:
+            return reply.data
+        if reply.code == 404 and reply.type == "UnknownAction":
+            raise UnknownAction(f"client {client_id!r} exposes no function {action!r}: {reply.error}")
+        raise RemoteError(reply.error, reply.code, reply.type)
+
+    def _reply(self, client: Client, peer: _Peer, reply: Reply) -> None:
+        with peer.lock:
+            pending = peer.calls.pop(reply.call_id, None)
+        if pending is None:
+            self._refuse(client, UnknownCall(f"callId {reply.call_id} names no pending call"), None)
+            return
+        pending.reply = reply
+        pending.done.set()
+
+    # -- the server's side ----------------------------------------------------
+
+    def cancel_all(self) -> None:
+        """Cancel every open stream (at shutdown)."""
+        with self._lock:
+            peers = list(self._peers.values())
+        for peer in peers:
+            self._cancel_streams(peer)
+
+    def owns_thread(self, thread: threading.Thread) -> bool:
+        return self._pool.owns(thread)
+
+    def stop(self, timeout: float) -> None:
+        self._pool.stop(timeout)
+        self._loop.stop(timeout)
+
+    def open_streams(self, client: Client) -> int:
+        peer = self._peer(client)
+        if peer is None:
+            return 0
+        with peer.lock:
+            return len(peer.streams)
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _peer(self, client: Client) -> Optional[_Peer]:
+        with self._lock:
+            return self._peers.get(client)
+
+    @staticmethod
+    def _stream(peer: _Peer, stream_id: Any) -> Optional[Stream]:
+        with peer.lock:
+            return peer.streams.get(stream_id)
+
+    @staticmethod
+    def _forget(peer: _Peer, stream: Stream) -> None:
+        with peer.lock:
+            if peer.streams.get(stream.stream_id) is stream:
+                del peer.streams[stream.stream_id]
+
+    @staticmethod
+    def _cancel_streams(peer: _Peer) -> None:
+        with peer.lock:
+            streams = list(peer.streams.values())
+        for stream in streams:
+            stream.cancel()
+
+    def _send(self, client: Client, message: dict, wait: bool = False) -> bool:
+        # wait=False on the reader thread: never wait for a client that does not read.
+        return client.send(text_frame(self.encode(message)), wait)
+
+    def _refuse(self, client: Client, error: IgorError, stream_id: Any) -> None:
+        self._send(client, error_message(error, stream_id))
+        if stream_id is not None:
+            self._send(client, close_message(stream_id))

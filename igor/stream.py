@@ -1,0 +1,300 @@
+"""What handlers and processes hold: ``flatten``, :class:`Stream`, :class:`ProcessOutput`.
+
+A :class:`Stream` is one call seen from its handler: the way back to the
+client (``send``, ``send_error``, ``close``) and, when the client sends input
+into the open call, the way in (``receive``, iteration). The dispatcher
+creates and tracks streams; this module only knows the stream's own rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, Mapping, Optional, Tuple, Union
+
+from .exceptions import InputEnded, InputTimeout, StreamCancelled, StreamClosed
+from .frames import text_frame
+from .protocol import StreamId, close_message, data_message, error_message, push_message
+
+if TYPE_CHECKING:
+    from .registry import Client, ClientId, ClientRegistry
+
+__all__ = ["flatten", "Stream", "ProcessOutput", "Encoder"]
+
+#: Turns a server message (a dict) into the UTF-8 JSON payload of a text frame.
+Encoder = Callable[[dict], bytes]
+
+
+def flatten(api: Mapping[str, Any], separator: str = ".") -> Dict[str, Callable]:
+    """Flatten nested dicts of handlers into ``{"events.create": handler, ...}``.
+
+    The caller's dict is left as it is. A leaf that is not callable, or two
+    paths that flatten to the same name, raise ``ValueError``.
+    """
+    flat: Dict[str, Callable] = {}
+
+    def walk(prefix: str, node: Mapping[str, Any]) -> None:
+        for key, value in node.items():
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"action names must be non-empty strings, got {key!r} under {prefix or 'the top'}")
+            name = f"{prefix}{separator}{key}" if prefix else key
+            if isinstance(value, Mapping):
+                walk(name, value)
+            elif not callable(value):
+                raise ValueError(f"action {name!r} is not callable: {value!r}")
+            elif name in flat:
+                raise ValueError(f"two actions flatten to the same name {name!r}")
+            else:
+                flat[name] = value
+
+    walk("", api)
+    return flat
+
+
+class Stream:
+    """The ``out`` a handler gets: one call's way back to its client, and its input.
+
+    A stream sends any number of data messages, or an error, and closes once;
+    the server closes it when the handler returns. After the client cancels
+    or disconnects, :attr:`cancelled` is true and the next :meth:`send` (or
+    :meth:`receive`) raises :class:`~igor.StreamCancelled`, which ends the
+    handler quietly.
+    """
+
+    def __init__(self, client: Client, stream_id: StreamId, encode: Encoder,
+                 on_finish: Callable[[Stream], None], on_consumed: Callable[[int], None] = lambda size: None,
+                 debug: bool = False):
+        self.client = client
+        self.stream_id = stream_id
+        self._encode = encode
+        self._on_finish = on_finish
+        self._debug = debug
+        self._lock = threading.Lock()
+        self._closed = False
+        self._cancelled = threading.Event()
+        # Input from the client: (value, size) pairs, guarded by _input.
+        self._input = threading.Condition(threading.Lock())
+        self._inbox: Deque[Tuple[Any, int]] = deque()
+        self._input_ended = False
+        # Tells the dispatcher how many input bytes were read (or dropped), for its per-client bound.
+        self._on_consumed = on_consumed
+        # Set by the dispatcher for an async handler: cancels its task.
+        self._on_cancel: Optional[Callable[[], Any]] = None
+
+    # -- state ----------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once the stream's close has been sent (or it was cancelled)."""
+        return self._closed
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the client cancelled the stream or went away."""
+        return self._cancelled.is_set()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Sleep up to ``timeout`` seconds; True at once if the stream is cancelled.
+
+        Use it where a handler would ``time.sleep``, so a cancel stops it
+        without waiting for the sleep to end.
+        """
+        return self._cancelled.wait(timeout)
+
+    # -- output ---------------------------------------------------------------
+
+    def send(self, data: Any = None) -> None:
+        """Send one value to the client (any JSON-serialisable value)."""
+        self._emit(self._encode(data_message(self.stream_id, data)))
+
+    def send_error(self, error: Union[BaseException, str], code: Optional[int] = None,
+                   traceback: Optional[str] = None) -> None:
+        """Send an error and close the stream.
+
+        ``error`` is an exception (its class name becomes the ``type``) or a
+        message; ``code`` defaults to the exception's own code, else 500.
+        """
+        payload = self._encode(error_message(error, self.stream_id, code, traceback if self._debug else None))
+        self._emit(payload, then_close=True)
+
+    def close(self) -> None:
+        """End the stream; does nothing if it has already ended."""
+        with self._lock:
+            if self._closed:
+                return
+            self._finish(self._encode(close_message(self.stream_id)))
+
+    def cancel(self) -> None:
+        """The client cancelled or left: stop the handler and send the close at once."""
+        self._abandon(close_message(self.stream_id, cancelled=True))
+
+    def fail(self, error: BaseException) -> None:
+        """End the stream with ``error`` from the server's side (e.g. a flooded inbox).
+
+        Like a cancel, the handler's next send or receive raises
+        :class:`~igor.StreamCancelled`; the client gets the error, then the close.
+        """
+        self._abandon(error_message(error, self.stream_id), close_message(self.stream_id))
+
+    def _abandon(self, *messages: dict) -> None:
+        if self._closed:
+            return
+        # The event first: a handler blocked in a send (a client not reading)
+        # sees it, gives up, and releases the lock taken below.
+        self._cancelled.set()
+        with self._input:
+            self._input.notify_all()
+        if self._on_cancel is not None:
+            self._on_cancel()
+        with self._lock:
+            if self._closed:
+                return
+            *first, last = [self._encode(message) for message in messages]
+            for payload in first:
+                self.client.send(text_frame(payload), False)
+            # Never wait here: this runs on the connection's reader thread, or in a shutdown.
+            self._finish(last, wait=False)
+
+    def _emit(self, payload: bytes, then_close: bool = False) -> None:
+        with self._lock:
+            if self._cancelled.is_set():
+                raise StreamCancelled(f"stream {self.stream_id!r} was cancelled")
+            if self._closed:
+                raise StreamClosed(f"stream {self.stream_id!r} is closed")
+            if not self.client.send(text_frame(payload), True, self._cancelled):
+                self._cancelled.set()
+                self._finish(None)
+                raise StreamCancelled(f"stream {self.stream_id!r} was cancelled or its client is gone")
+            if then_close:
+                self._finish(self._encode(close_message(self.stream_id)))
+
+    def _finish(self, close_payload: Optional[bytes], wait: bool = True) -> None:
+        # Called with the lock held, so the close is always the last message.
+        self._closed = True
+        self._on_finish(self)
+        with self._input:
+            consumed = sum(size for _, size in self._inbox)
+            self._inbox.clear()
+        self._on_consumed(consumed)
+        if close_payload is not None:
+            self.client.send(text_frame(close_payload), wait)
+
+    # -- input ----------------------------------------------------------------
+
+    def receive(self, timeout: Optional[float] = None) -> Any:
+        """The next value the client sent into this call, waiting up to ``timeout`` seconds.
+
+        Raises :class:`~igor.InputEnded` once the client has ended its input
+        and every value has been read, :class:`~igor.StreamCancelled` when the
+        client cancels or leaves, and :class:`~igor.InputTimeout` when
+        ``timeout`` passes first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._input:
+            while True:
+                if self._cancelled.is_set():
+                    raise StreamCancelled(f"stream {self.stream_id!r} was cancelled")
+                if self._inbox:
+                    value, size = self._inbox.popleft()
+                    break
+                if self._input_ended:
+                    raise InputEnded(f"the client ended its input on stream {self.stream_id!r}")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise InputTimeout(f"no input on stream {self.stream_id!r} within {timeout}s")
+                self._input.wait(remaining)
+        self._on_consumed(size)
+        return value
+
+    def __iter__(self) -> Iterator[Any]:
+        """Each value the client sends, until it ends its input, cancels or leaves."""
+        while True:
+            try:
+                yield self.receive()
+            except (InputEnded, StreamCancelled):
+                return
+
+    # -- async counterparts, for ``async def`` handlers ------------------------
+    # A send can wait for room (a client reading slowly) and a receive for
+    # input: both run on a worker thread so the event loop, which every
+    # async handler shares, never blocks.
+
+    async def asend(self, data: Any = None) -> None:
+        """:meth:`send` for an ``async def`` handler."""
+        await asyncio.to_thread(self.send, data)
+
+    async def areceive(self, timeout: Optional[float] = None) -> Any:
+        """:meth:`receive` for an ``async def`` handler."""
+        return await asyncio.to_thread(self.receive, timeout)
+
+    async def asleep(self, seconds: float) -> bool:
+        """:meth:`wait` for an ``async def`` handler: sleep, True if the stream was cancelled.
+
+        A cancel also cancels the handler's task, so the sleep usually ends
+        with ``asyncio.CancelledError`` instead, which closes the stream quietly.
+        """
+        await asyncio.sleep(seconds)
+        return self.cancelled
+
+    # Called by the dispatcher on the connection's reader thread.
+
+    def _feed(self, value: Any, size: int, limit: int) -> bool:
+        """Queue one input value; False if the inbox already holds ``limit`` values."""
+        with self._input:
+            if len(self._inbox) >= limit:
+                return False
+            self._inbox.append((value, size))
+            self._input.notify()
+            return True
+
+    def _end_input(self) -> None:
+        with self._input:
+            self._input_ended = True
+            self._input.notify_all()
+
+    @property
+    def accepts_input(self) -> bool:
+        return not self._closed and not self._input_ended
+
+    def __repr__(self) -> str:
+        state = "cancelled" if self.cancelled else "closed" if self._closed else "open"
+        return f"<Stream {self.stream_id!r} of client {self.client.id!r} {state}>"
+
+
+class ProcessOutput:
+    """A background process's way to reach clients: everyone, or one client id."""
+
+    def __init__(self, registry: ClientRegistry, process_id: str, encode: Encoder):
+        self.registry = registry
+        self.process_id = process_id
+        self._encode = encode
+
+    def send(self, action: str, data: Any = None, client_id: Optional[ClientId] = None) -> None:
+        """Push ``{"streamId": process_id, "action": action, "data": data}``.
+
+        Without ``client_id`` it goes to every connected client; with one, only
+        to that client, and :class:`~igor.UnknownClient` if none has that id.
+        """
+        self._deliver(push_message(self.process_id, action, data), client_id)
+
+    def send_error(self, error: Union[BaseException, str], code: Optional[int] = None,
+                   client_id: Optional[ClientId] = None) -> None:
+        """Report a failure of this process to every client, or to one."""
+        self._deliver(error_message(error, self.process_id, code), client_id)
+
+    def finish(self, client_id: Optional[ClientId] = None) -> None:
+        """Tell clients this process has finished its work."""
+        self._deliver(close_message(self.process_id), client_id)
+
+    def _deliver(self, message: dict, client_id: Optional[ClientId]) -> None:
+        # One frame object for every client: a broadcast to clients that do
+        # not read is held once in memory, not once per client.
+        frame = text_frame(self._encode(message))
+        # wait=False: a slow client is disconnected rather than stalling the process.
+        if client_id is None:
+            for client in self.registry.clients():
+                client.send(frame, False)
+        else:
+            self.registry.get(client_id).send(frame, False)
