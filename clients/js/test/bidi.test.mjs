@@ -475,6 +475,20 @@ describe('sendToProcess', () => {
     }
   });
 
+  it('past a full inbox each message is dropped and answered 429 InboxFull; the connection stays', async () => {
+    // The ticker process never reads its inbox: 100 messages (the server's inbox_size) fill it.
+    const { client, errors, errorCount } = await clientWithErrors();
+    try {
+      for (let i = 0; i < 105; i++) client.sendToProcess('ticker', i);
+      await within(5000, errorCount(5), 'five refusals');
+      assert.equal(await within(5000, client.call('hello', { name: 'still' }), 'hello'), 'Hello still');
+      assert.equal(errors.length, 5, 'the first 100 were taken');
+      assert.ok(errors.every((e) => e.code === 429 && e.type === 'InboxFull'), errors.map((e) => e.message).join('\n'));
+    } finally {
+      client.close();
+    }
+  });
+
   it('refuses a bad process id, and any send once the client is closed', () => {
     assert.throws(() => igor.sendToProcess('', 1), (e) => e instanceof IgorError && e.type === 'TypeError');
     assert.throws(() => igor.sendToProcess(7, 1), (e) => e instanceof IgorError && e.type === 'TypeError');
