@@ -354,8 +354,9 @@ class Dispatcher:
                         stream.send(value)
                 finally:
                     result.close()
-            elif result is not None:
-                stream.send(result)
+            elif result is not None and not stream.closed:
+                stream._send_last(result)
+                return
             stream.close()
         except BaseException as exc:  # noqa: B036 - every way out must close the stream
             self._handler_ended(stream, call, client, exc)

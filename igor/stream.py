@@ -26,6 +26,9 @@ __all__ = ["flatten", "Stream", "ProcessOutput", "Encoder"]
 #: Turns a server message (a dict) into the UTF-8 JSON payload of a text frame.
 Encoder = Callable[[dict], bytes]
 
+# A last message up to this size is copied to join its close in one write.
+_JOIN_LIMIT = 64 * 1024
+
 
 def flatten(api: Mapping[str, Any], separator: str = ".") -> Dict[str, Callable]:
     """Flatten nested dicts of handlers into ``{"events.create": handler, ...}``.
@@ -157,18 +160,34 @@ class Stream:
             # Never wait here: this runs on the connection's reader thread, or in a shutdown.
             self._finish(last, wait=False)
 
+    def _send_last(self, data: Any) -> None:
+        """Send a handler's return value and the close together (the dispatcher's fast path)."""
+        self._emit(self._encode(data_message(self.stream_id, data)), then_close=True)
+
     def _emit(self, payload: bytes, then_close: bool = False) -> None:
         with self._lock:
             if self._cancelled.is_set():
                 raise StreamCancelled(f"stream {self.stream_id!r} was cancelled")
             if self._closed:
                 raise StreamClosed(f"stream {self.stream_id!r} is closed")
-            if not self.client.send(text_frame(payload), True, self._cancelled):
-                self._cancelled.set()
-                self._finish(None)
-                raise StreamCancelled(f"stream {self.stream_id!r} was cancelled or its client is gone")
+            frame = text_frame(payload)
             if then_close:
-                self._finish(self._encode(close_message(self.stream_id)))
+                # The last message and the close leave in one write when small:
+                # one system call, and the client reads both at once. The stream
+                # leaves the table first, so its id is free once the close is seen.
+                close = text_frame(self._encode(close_message(self.stream_id)))
+                self._finish(None)
+                if len(frame) <= _JOIN_LIMIT:
+                    frame, close = frame + close, b""
+                sent = self.client.send(frame, True, self._cancelled) and (
+                    not close or self.client.send(close, True, self._cancelled))
+            else:
+                sent = self.client.send(frame, True, self._cancelled)
+            if not sent:
+                self._cancelled.set()
+                if not self._closed:
+                    self._finish(None)
+                raise StreamCancelled(f"stream {self.stream_id!r} was cancelled or its client is gone")
 
     def _finish(self, close_payload: Optional[bytes], wait: bool = True) -> None:
         # Called with the lock held, so the close is always the last message.
