@@ -69,14 +69,23 @@ def build_close(code: int = CLOSE_NORMAL, reason: str = "") -> bytes:
     return build_frame(OP_CLOSE, struct.pack("!H", code) + encoded)
 
 
-try:  # the optional "speedups" extra
-    import numpy
-except ImportError:  # pragma: no cover - depends on the environment
-    numpy = None
-
 # _XOR[k] maps every byte b to b ^ k, for bytes.translate.
 _XOR = [bytes(b ^ k for b in range(256)) for k in range(256)]
-_NUMPY_THRESHOLD = 4096
+_NUMPY_THRESHOLD = 64 * 1024
+_numpy = None  # the optional "speedups" extra: imported at the first large message, not at start
+
+
+def _load_numpy() -> object:
+    # numpy adds about 14 MiB to a process: a server that never gets a large
+    # message should not pay for it. False once it is known to be missing.
+    global _numpy
+    if _numpy is None:
+        try:
+            import numpy
+        except ImportError:  # pragma: no cover - depends on the environment
+            numpy = False
+        _numpy = numpy
+    return _numpy
 
 
 def unmask(buffer: bytearray, mask: bytes) -> None:
@@ -84,11 +93,12 @@ def unmask(buffer: bytearray, mask: bytes) -> None:
 
     websocket-server does this with a per-byte Python loop (about 70 ns a
     byte: 0.7 s for 10 MB) into a new bytearray. Here it runs in C and in
-    place: with numpy (the ``speedups`` extra) as one vectorised XOR of 32-bit
-    words, else through :func:`unmask_translate`.
+    place: for large buffers with numpy (the ``speedups`` extra) as one
+    vectorised XOR of 32-bit words, else through :func:`unmask_translate`.
     """
     length = len(buffer)
-    if numpy is None or length < _NUMPY_THRESHOLD:
+    numpy = _load_numpy() if length >= _NUMPY_THRESHOLD else False
+    if not numpy:
         unmask_translate(buffer, mask)
         return
     words = numpy.frombuffer(buffer, dtype=numpy.uint32, count=length // 4)
