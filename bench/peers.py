@@ -35,6 +35,7 @@ import selectors
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -52,9 +53,15 @@ MiB = 1 << 20
 
 def make_blob(size: int) -> List[Dict[str, Any]]:
     """A list of small records whose JSON is about ``size`` bytes: what a UI pulls in bulk."""
-    record = lambda i: {"id": i, "name": f"item-{i:06d}", "value": i * 0.25, "tags": ["a", "b"]}  # noqa: E731
-    per_record = len(json.dumps([record(i) for i in range(100)])) / 100
-    return [record(i) for i in range(int(size / per_record))]
+    records: List[Dict[str, Any]] = []
+    total = 2  # the brackets
+    while True:
+        record = {"id": len(records), "name": f"item-{len(records):06d}", "value": len(records) * 0.25,
+                  "tags": ["a", "b"]}
+        total += len(json.dumps(record)) + 2  # and its ", "
+        if total > size:
+            return records
+        records.append(record)
 
 
 BLOB = make_blob(256 * 1024)
@@ -1036,14 +1043,33 @@ def chart(data: Dict[str, Any], path: str) -> None:
     plt.close(figure)
 
 
+README_BEGIN = "<!-- results: begin (written by python bench/peers.py --update-readme) -->"
+README_END = "<!-- results: end -->"
+
+
+def update_readme(table: str) -> None:
+    """Put ``table`` between the results markers of bench/README.md."""
+    path = os.path.join(ROOT, "bench", "README.md")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    head, begin, rest = text.partition(README_BEGIN)
+    _, end, tail = rest.partition(README_END)
+    if not begin or not end:
+        raise SystemExit(f"{path} has no {README_BEGIN} ... {README_END} section to update")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(head + begin + "\n" + table + end + tail)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="how many times to run everything (default 3)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: one run, small counts, under a minute")
     parser.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"subset of {','.join(WORKLOADS)}")
-    parser.add_argument("--out", help="folder for peers.md, peers.json, peers.png and the servers' logs "
+    parser.add_argument("--out", help="folder for peers.md, peers.json and peers.png "
                                       "(default bench/results, or a temporary folder with --quick)")
+    parser.add_argument("--update-readme", action="store_true",
+                        help="also copy the table into bench/README.md, between its results markers")
     parser.add_argument("--serve", choices=PEERS, help="run one peer's server only (prints PORT n; for profiling)")
     args = parser.parse_args()
     if args.serve:
@@ -1053,12 +1079,14 @@ def main() -> int:
     unknown = sorted(set(peers) - set(PEERS)) + sorted(set(only) - set(WORKLOADS))
     if unknown:
         parser.error(f"unknown peers or workloads: {', '.join(unknown)}")
+    if args.update_readme and args.quick:
+        parser.error("--update-readme takes a full run's table, not a --quick one")
     runs = 1 if args.quick else args.runs
     p = QUICK if args.quick else FULL
-    out = args.out or (os.path.join("/tmp", "igor-bench-quick") if args.quick else os.path.join(ROOT, "bench",
-                                                                                                 "results"))
+    out = args.out or (os.path.join(tempfile.gettempdir(), "igor-bench-quick") if args.quick
+                       else os.path.join(ROOT, "bench", "results"))
     os.makedirs(out, exist_ok=True)
-    log_dir = os.path.join(out, "logs")
+    log_dir = os.path.join(tempfile.gettempdir(), "igor-bench-logs")  # the servers' stderr
     os.makedirs(log_dir, exist_ok=True)
     for name in os.listdir(log_dir):
         os.remove(os.path.join(log_dir, name))
@@ -1080,6 +1108,8 @@ def main() -> int:
     with open(os.path.join(out, "peers.json"), "w") as f:
         json.dump(data, f, indent=1)
     chart(data, os.path.join(out, "peers.png"))
+    if args.update_readme:
+        update_readme(table)
     print(table)
     print(f"({data['seconds']:.0f} s; wrote {out}/peers.md, peers.json, peers.png; server logs in {log_dir})")
     return 0
