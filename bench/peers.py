@@ -768,8 +768,8 @@ def connections(workers: Workers, server: ServerProcess, total: int, processes: 
 
 FULL = {"serial": 2000, "serial_s": 4.0, "parallel_clients": 8, "parallel_s": 1.5, "parallel_max": 20000,
         "sizes": [1 * MiB, 10 * MiB], "reps": [5, 3], "big_s": 4.0,
-        "push": 20000, "push_s": 20.0, "connections": 1000, "conn_processes": 4, "conn_timeout": 15.0,
-        "bcast_clients": 100, "bcast": 1000, "bcast_s": 20.0, "loaders": 8, "load_s": 2.5, "load_calls": 2000}
+        "push": 20000, "push_s": 20.0, "connections": 1000, "conn_processes": 4, "conn_timeout": 12.0,
+        "bcast_clients": 100, "bcast": 1000, "bcast_s": 20.0, "loaders": 8, "load_s": 3.0, "load_calls": 2000}
 QUICK = dict(FULL, serial=200, serial_s=1.0, parallel_s=0.5, reps=[1, 1],
              big_s=1.0, push=2000, connections=100, conn_timeout=10.0, bcast_clients=20, bcast=200, load_s=1.5)
 WORKLOADS = ["serial", "parallel", "big", "push", "connections", "broadcast", "load"]
@@ -944,8 +944,9 @@ def report(data: Dict[str, Any]) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
     lines = [
         f"{m['date']}; {m['cpu']}, {m['cores']} cores, {m['system']}; Python {m['python']}; {versions}; "
-        f"Igor at {m['igor_commit'] or 'unknown commit'}. {len(runs)} run(s); each cell is the range (min – max) "
-        "over the runs.",
+        f"Igor at {m['igor_commit'] or 'unknown commit'}. {len(runs)} run(s) in {data['seconds']:.0f} s; 1-minute "
+        f"load average {data['load'][0]:.1f} before, {data['load'][1]:.1f} after (the machine may be shared); "
+        "each cell is the range (min – max) over the runs.",
         "",
         "Client for every latency figure: websocket-client (`create_connection(..., skip_utf8_validation=True)`), "
         "one loop for all peers (Socket.IO's Engine.IO v4 / Socket.IO v5 framing by hand on it). Pushed and "
@@ -956,7 +957,7 @@ def report(data: Dict[str, Any]) -> str:
         f"(at most {p['big_s']:g} s each after the first); {p['push']:,} pushes; {p['connections']:,} connections "
         f"from {p['conn_processes']} processes (each thread one connection, {p['conn_timeout']:g} s timeout); "
         f"{p['bcast_clients']} clients x {p['bcast']:,} broadcasts; {p['loaders']} loaders pulling a "
-        f"{data['blob_bytes'] // 1024} KiB JSON reply for {p['load_s']:g} s. Igor runs with "
+        f"{round(data['blob_bytes'] / 1024)} KiB JSON reply for {p['load_s']:g} s. Igor runs with "
         "`max_clients: 1100` (its default, 64, would refuse most of the connections).",
         "",
         "| workload | " + " | ".join(LABELS[peer] for peer in peers) + " | "
@@ -1031,7 +1032,8 @@ def chart(data: Dict[str, Any], path: str) -> None:
                 continue
             mid = statistics.median(values)
             ax.bar(x, mid, color=colours[peer], yerr=[[mid - min(values)], [max(values) - mid]], capsize=3)
-            ax.text(x, mid, f"{mid:,.0f}" if mid >= 100 else f"{mid:.2g}", ha="center", va="bottom", fontsize=8)
+            ax.text(x, max(values), f"{mid:,.0f}" if mid >= 100 else f"{mid:.2g}", ha="center", va="bottom",
+                    fontsize=8)
         ax.set_title(f"{title}\n({better} is better)", fontsize=10)
         ax.set_xticks(range(len(peers)), [LABELS[peer] for peer in peers], rotation=20, fontsize=8)
         ax.tick_params(axis="y", labelsize=8)
@@ -1094,6 +1096,7 @@ def main() -> int:
     data: Dict[str, Any] = {"machine": machine(), "params": p, "peers": peers, "blob_bytes": len(json.dumps(BLOB)),
                             "runs": []}
     began = time.monotonic()
+    load_before = os.getloadavg()[0]
     workers = Workers(max(p["parallel_clients"], p["loaders"], p["conn_processes"]))
     try:
         for run in range(runs):
@@ -1102,6 +1105,7 @@ def main() -> int:
     finally:
         workers.close()
     data["seconds"] = time.monotonic() - began
+    data["load"] = [load_before, os.getloadavg()[0]]
     table = report(data)
     with open(os.path.join(out, "peers.md"), "w") as f:
         f.write(table)
