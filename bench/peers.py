@@ -252,6 +252,9 @@ class ServerProcess:
             line = self.process.stdout.readline()
             if not line and self.process.poll() is not None:
                 raise RuntimeError(f"{peer} server exited with {self.process.returncode}; see {self.log_path}")
+        if not line.startswith("PORT "):
+            self.process.kill()
+            raise RuntimeError(f"{peer} server printed no port within 30 s; see {self.log_path}")
         self.port = int(line.split()[1])
         self.pid = self.process.pid
 
