@@ -240,8 +240,14 @@ class Connection:
 
     # -- writing ------------------------------------------------------------
 
-    def send_frame(self, frame: bytes, wait: bool = True, abandon: Optional[threading.Event] = None) -> bool:
+    def send_frame(self, frame: bytes, wait: bool = True, abandon: Optional[threading.Event] = None,
+                   batch: bool = False) -> bool:
         """Write one data frame, or queue it; False if it was not accepted.
+
+        With ``batch`` the frame is queued even when it could be written at
+        once, for the writer thread to send with its neighbours in one system
+        call: a sender in a burst (a handler streaming, a process
+        broadcasting) costs one write per batch rather than one per frame.
 
         A full backlog means the client is not reading. A waiting sender gets
         up to ``send_timeout`` seconds of back-pressure, giving up early when
@@ -253,7 +259,7 @@ class Connection:
             while True:
                 if self._closing.is_set() or (abandon is not None and abandon.is_set()):
                     return False
-                if not self._writing:
+                if not self._writing and not batch:
                     return self._write_through(frame)
                 if not self._backlog or (len(self._backlog) < self._frame_limit
                                          and self._backlog_bytes + len(frame) <= self._byte_limit):
