@@ -56,6 +56,8 @@ CLOSE_TIMEOUT = 2.0
 _RECV_SIZE = 1 << 16
 _RECV_MAX = 1 << 20
 _BATCH_BYTES = 1 << 20
+# Seconds a writer thread with nothing left to write waits for more before it ends.
+_LINGER = 0.05
 _SLICE = 0.05
 # Linux and macOS can write without blocking on a blocking socket; elsewhere every frame goes through the writer.
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
@@ -355,8 +357,15 @@ class Connection:
             threading.Thread(target=self._write_loop, name="igor-writer", daemon=True).start()
 
     def _write_loop(self) -> None:
+        lingered = False
         while True:
             with self._lock:
+                if not self._backlog and self._pong is None and self._close_frame is None and not lingered \
+                        and not self._closing.is_set():
+                    # A burst tends to go on: wait a moment for more before
+                    # ending, rather than start a thread for every push.
+                    self._lock.wait(_LINGER)
+                    lingered = True
                 batch: List[Chunk] = []
                 size = 0
                 if self._pong is not None:
@@ -376,6 +385,7 @@ class Connection:
                     self._lock.notify_all()
                     return
                 self._lock.notify_all()  # room for waiting senders
+            lingered = False
             try:
                 self._send_all(batch[0] if len(batch) == 1 else b"".join(batch))
                 if closing:
