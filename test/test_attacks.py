@@ -225,7 +225,9 @@ def test_pinging_without_reading_is_a_slow_consumer(serve):
     while sent < 2_000_000 and time.monotonic() - started < budget:
         try:
             sock.sendall(batch)
-        except OSError:  # reset, broken pipe, or a send that no longer moves
+        except TimeoutError:
+            break  # the server stopped reading without cutting us off: fails below
+        except OSError:  # reset or broken pipe: the server cut the connection
             dropped_after = time.monotonic() - started
             break
         sent += 1000
@@ -300,6 +302,43 @@ def test_calls_beyond_max_streams_get_429_and_threads_stay_bounded(serve):
         if len(cancelled) == max_streams:
             break
     assert cancelled == set(range(max_streams))
+    send(sock, {"streamId": "e", "action": "echo", "data": "still here"})
+    assert answer(sock, "e")["data"] == "still here"
+    sock.close()
+
+
+# -- 4b. input into a call that never reads it ---------------------------------------------
+
+
+def test_input_into_a_call_that_never_reads_fails_that_call(serve):
+    server = serve()
+    sock = connect(server.port)
+    rss_before = server.rss()
+    send(sock, {"streamId": "n", "action": "never_reads"})
+    wait_for(lambda: call(server.port, "stats")["open_streams"] == 2, message="the call to open")  # with stats'
+    inputs = 20_000
+    flood = text({"streamId": "n", "data": "x" * 1000}) * inputs  # masking in Python is slow: mask once
+    writer = threading.Thread(target=sock.sendall, args=(flood,), daemon=True)
+    started = time.monotonic()
+    writer.start()
+    tied, untied = [], 0
+    for message in messages(sock):
+        if message.get("streamId") == "n":
+            tied.append(message)
+        elif message.get("type") == "UnknownStream":
+            untied += 1
+        # 100 inputs fill the inbox, the 101st fails the call, each later one is refused.
+        if len(tied) == 2 and untied == inputs - 101 or time.monotonic() - started > 20:
+            break
+    writer.join(10)
+    growth = server.growth_since(rss_before)
+    figures("20k inputs into a call that never reads", refused_after_close=untied, rss_growth=growth,
+            seconds=round(time.monotonic() - started, 2))
+    # The 101st unread input fails the call (its error, then its close); later ones find no open stream.
+    assert [(m.get("code"), m.get("type"), m.get("close")) for m in tied] == [(429, "InboxFull", None),
+                                                                              (None, None, True)]
+    assert untied == inputs - 101
+    assert growth < BOUND
     send(sock, {"streamId": "e", "action": "echo", "data": "still here"})
     assert answer(sock, "e")["data"] == "still here"
     sock.close()
