@@ -398,6 +398,18 @@ class Connection:
 
     def _slow_consumer(self) -> None:
         log.warning("client %s reads too slowly; disconnecting it", self.name)
+        with self._lock:
+            # The backlog will not be read: free it now, not when the close
+            # times out seconds later, or clients that stop reading one after
+            # another each hold a different send_queue_bytes of broadcasts.
+            # A head chunk (a memoryview) is the rest of a frame partly
+            # written: it stays, so the close frame follows whole frames.
+            head = self._backlog[0] if self._backlog and isinstance(self._backlog[0], memoryview) else None
+            self._backlog.clear()
+            self._backlog_bytes = 0
+            if head is not None:
+                self._backlog.append(head)
+                self._backlog_bytes = len(head)
         self.close(CLOSE_POLICY_VIOLATION, "client reads too slowly")
 
     # -- the heartbeat's visit ------------------------------------------------
