@@ -419,12 +419,36 @@ def test_legitimate_calls_get_through_a_slowloris_crowd(serve):
 # -- 6. broadcasts to clients that stop reading ------------------------------------------
 
 
-def test_broadcasts_to_clients_that_stop_reading(serve):
+class Reader(threading.Thread):
+    """Reads (and drops) whatever its socket receives until ``stop_at``, then never again."""
+
+    def __init__(self, sock: socket.socket, stop_at: float):
+        super().__init__(daemon=True)
+        self.sock, self.stop_at, self.received = sock, stop_at, 0
+
+    def run(self) -> None:
+        buffer = bytearray(1 << 16)
+        while time.monotonic() < self.stop_at:
+            try:
+                size = self.sock.recv_into(buffer)
+            except OSError:
+                return
+            if not size:
+                return
+            self.received += size
+
+
+@pytest.mark.parametrize("stagger", [0.0, 0.2], ids=["all-at-once", "one-after-another"])
+def test_broadcasts_to_clients_that_stop_reading(serve, stagger):
+    """Eight clients stop reading a stream of 32-64 KiB broadcasts, together or each 0.2 s after the last.
+
+    One after another is the harder case: each client's outbox then holds
+    different broadcasts, and a slow consumer's outbox must be freed when it is
+    declared slow, not when its close times out seconds later.
+    """
     server = serve({"send_timeout": 1})
     control = connect(server.port)
     socks = [connect(server.port) for _ in range(8)]
-    for sock in socks:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the kernel holds little for them
 
     def registered():
         send(control, {"streamId": "s", "action": "stats"})
@@ -433,10 +457,14 @@ def test_broadcasts_to_clients_that_stop_reading(serve):
     wait_for(registered, 10, message="every client registered")
     rss_before = server.rss()
     started = time.monotonic()
+    readers = [Reader(sock, started + 0.3 + stagger * index if stagger else started) for index, sock in
+               enumerate(socks)]
+    for reader in readers:
+        reader.start()
     send(control, {"streamId": "b", "action": "broadcast",
-                   "data": {"count": 5000, "min": 32 * 1024, "max": 64 * 1024, "seconds": 20}})
+                   "data": {"count": 50_000, "min": 32 * 1024, "max": 64 * 1024, "seconds": 20}})
     assert answer(control, "b")["data"] is True
-    control.close()  # from now on nobody reads
+    control.close()  # it reads no more either
 
     def blast_done():
         status = call(server.port, "broadcast_status")
@@ -449,7 +477,8 @@ def test_broadcasts_to_clients_that_stop_reading(serve):
     dropped_after = time.monotonic() - started
     growth = server.growth_since(rss_before)
     slow = server.stderr().count("reads too slowly")
-    figures("broadcasts of 32-64 KiB to 8 non-readers", broadcasts=status["sent"], declared_slow=slow,
+    figures(f"broadcasts of 32-64 KiB to 8 clients that stop reading, stagger {stagger}s", broadcasts=status["sent"],
+            read_mib=[reader.received >> 20 for reader in readers], declared_slow=slow,
             all_dropped_after_s=round(dropped_after, 2), rss_growth=growth)
     assert slow >= 8
     assert growth < BOUND
