@@ -272,9 +272,11 @@ def test_declared_64_mib_frames_hold_no_buffer(serve):
 # -- 4. thousands of calls that block ----------------------------------------------------
 
 
-def test_calls_beyond_max_streams_get_429_and_threads_stay_bounded(serve):
-    max_streams, calls = 256, 3000
-    server = serve({"max_streams": max_streams})
+@pytest.mark.parametrize("max_streams", [None, 64], ids=["default-256", "64"])
+def test_calls_beyond_max_streams_get_429_and_threads_stay_bounded(serve, max_streams):
+    calls = 3000
+    server = serve({} if max_streams is None else {"max_streams": max_streams})
+    max_streams = max_streams or 256
     sock = connect(server.port)
     threads_before = server.threads()
     burst = b"".join(text({"streamId": i, "action": "block"}) for i in range(calls))
@@ -293,7 +295,7 @@ def test_calls_beyond_max_streams_get_429_and_threads_stay_bounded(serve):
             break
     writer.join(10)
     peak_threads = max(peak_threads, server.threads())
-    figures("3000 blocking calls", threads_before=threads_before, threads_peak=peak_threads,
+    figures(f"3000 blocking calls, max_streams {max_streams}", threads_before=threads_before, threads_peak=peak_threads,
             refused=len(refused), seconds=round(time.monotonic() - started, 2))
     assert set(refused) == set(range(max_streams, calls)) == closed
     assert set(refused.values()) == {(429, "TooManyStreams")}
