@@ -3,9 +3,11 @@
     python server_instance.py            # then open the address it prints
 
 It uses every feature of the library: plain calls, a streaming job that can
-be cancelled, shared state in ``scope``, per-client ``session``, a process
-broadcasting to everyone, a process sending to one client id, errors, and a
-``shutdown`` action. The page lives in examples/demo/.
+be cancelled and that asks the window to confirm a step (a call from Python
+into the page), a handler reading the user's typing as it streams in, shared
+state in ``scope``, per-client ``session``, a process broadcasting to
+everyone, a process sending to one client id, errors, and a ``shutdown``
+action. The page lives in examples/demo/.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 import threading
 from typing import Dict, Iterator, List, Optional, TypedDict, Union
 
-from igor import IgorProcess, IgorServer, UnknownClient, flatten
+from igor import CallTimeout, IgorError, IgorProcess, IgorServer, UnknownClient, flatten
 from igor.lifecycle import stdin_is_pipe
 
 DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples", "demo")
@@ -33,12 +35,28 @@ class Greeting(TypedDict, total=False):
 class JobOptions(TypedDict, total=False):
     steps: int
     delay: float
+    confirm_at: int
 
 
 class Progress(TypedDict):
     step: int
     total: int
     percent: int
+
+
+class JobStep(Progress, total=False):
+    waiting: bool
+    stopped: str
+
+
+class TextStats(TypedDict):
+    words: int
+    chars: int
+    upper: str
+
+
+class LiveText(TextStats, total=False):
+    final: bool
 
 
 class EventItem(TypedDict):
@@ -69,17 +87,46 @@ def hello(out, data: Optional[Greeting], **kwargs) -> str:
     return "Hello " + str(name)
 
 
-def run_job(out, data: Optional[JobOptions], **kwargs) -> Iterator[Progress]:
-    """A long job: one progress value per step, until done or cancelled."""
+def run_job(out, data: Optional[JobOptions], server, client_id, **kwargs) -> Iterator[JobStep]:
+    """A long job: one progress value per step, until done or cancelled.
+
+    With ``confirm_at``, the job stops after that step and asks the window
+    (its exposed ``confirm``) whether to go on, waiting up to a minute.
+    """
     data = data or {}
     steps = int(data.get("steps", 20))
     delay = float(data.get("delay", 0.2))
+    confirm_at = int(data["confirm_at"]) if data.get("confirm_at") is not None else None
     if not 1 <= steps <= 1000 or not 0 <= delay <= 10:
         raise ValueError("steps must be 1..1000 and delay 0..10 seconds")
     for step in range(1, steps + 1):
         if out.wait(delay):  # True as soon as the client cancels
             return
-        yield {"step": step, "total": steps, "percent": round(100 * step / steps)}
+        progress: JobStep = {"step": step, "total": steps, "percent": round(100 * step / steps)}
+        yield progress
+        if step == confirm_at and step < steps:
+            yield {**progress, "waiting": True}
+            question = f"Step {step} of {steps} is done. Run the remaining {steps - step}?"
+            try:
+                go_on = server.call_client(client_id, "confirm", {"question": question, "step": step}, timeout=60)
+            except CallTimeout:
+                yield {**progress, "stopped": "nobody answered within a minute"}
+                return
+            except IgorError as error:  # the window failed to ask, or left
+                yield {**progress, "stopped": f"the window could not ask: {error}"}
+                return
+            if go_on is not True:
+                yield {**progress, "stopped": "you chose to stop"}
+                return
+
+
+def live_text(out, data: None, **kwargs) -> Iterator[LiveText]:
+    """Reads the text as the user types it (one input per change) and answers each with its statistics."""
+    last = ""
+    for text in out:  # ends when the page ends its input (or goes away)
+        last = str(text)[:10_000]
+        yield {"words": len(last.split()), "chars": len(last), "upper": last.upper()}
+    yield {"words": len(last.split()), "chars": len(last), "upper": last.upper(), "final": True}
 
 
 def _events(scope):
@@ -136,6 +183,7 @@ def shutdown(out, data: None, **kwargs) -> None:
 API = {
     "hello": hello,
     "jobs": {"run": run_job},
+    "text": {"live": live_text},
     "events": {"list": list_events, "create": create_event, "remove": remove_event},
     "notify": {"me": notify_me},
     "fail": fail,

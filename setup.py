@@ -19,16 +19,30 @@ setup(
             "websocket-client==1.9.2; python_version>='3.10'",
             "websocket-client==1.8.0; python_version<'3.10'",
         ],
-        # Unmasks large messages about 20 times faster than the standard library can.
+        # numpy unmasks large messages about 20 times faster than the standard library can;
+        # orjson reads and writes large messages several times faster than json.
         "speedups": [
             "numpy==2.4.6; python_version>='3.11'",
             "numpy==2.0.2; python_version<'3.11'",
+            "orjson==3.11.5",
         ],
         # Freezes a backend into one folder for a packaged app (examples/electron/freeze.py).
         "freeze": ["pyinstaller==6.22.3"],
+        # bench/peers.py: the servers Igor is measured against, its client, and the chart. Python 3.11+.
+        "bench": [
+            "websocket-client==1.9.2",
+            "websockets==17.4",
+            "python-socketio==5.18.1",
+            "python-engineio==4.15.1",
+            "simple-websocket==1.1.0",
+            "wsproto==1.3.2",
+            "werkzeug==3.1.8",
+            "matplotlib==3.11.2",
+        ],
         "test": [
             "numpy==2.4.6; python_version>='3.11'",
             "numpy==2.0.2; python_version<'3.11'",
+            "orjson==3.11.5",
             "websocket-client==1.9.2; python_version>='3.10'",
             "websocket-client==1.8.0; python_version<'3.10'",
             "pytest==9.0.3; python_version>='3.10'",

@@ -1,7 +1,8 @@
 """A small synchronous Igor client, on ``websocket-client``.
 
-One reader thread routes every message to the stream it belongs to, or to the
-push listeners; calls block the calling thread only::
+One reader thread routes every message to the stream it belongs to, to the
+push listeners, or (for the server's calls to functions this client exposed)
+to a small pool of worker threads; calls block the calling thread only::
 
     with IgorClient('ws://127.0.0.1:5678/') as igor:
         print(igor.call('hello', {'name': 'Ada'}))
@@ -17,11 +18,13 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Union
+from urllib.parse import urlsplit, urlunsplit
 
 import websocket
 
-from .exceptions import CallTimeout, ConnectionClosed, RemoteError
+from .exceptions import CallTimeout, ConnectionClosed, ConnectionFailed, RemoteError, StreamClosed
 
 __all__ = ["IgorClient", "ClientStream"]
 
@@ -30,6 +33,53 @@ log = logging.getLogger("igor.client")
 _CLOSED = object()
 Listener = Callable[[Any], None]
 
+# How long close() waits for the server to answer its close frame before it
+# cuts the socket anyway.
+CLOSE_TIMEOUT = 3.0
+# Exposed functions run on at most this many threads: a slow one holds up only
+# its own thread, never the reader, and a server cannot make the client spawn
+# a thread per call.
+EXPOSED_WORKERS = 8
+
+_STATUS_HINTS = {
+    401: "the server wants a token and this one is missing or wrong (pass token=server.token)",
+    403: "the server refused this client's Origin or Host header (see allowed_origins and allowed_hosts)",
+    503: "the server is full or shutting down (max_clients, or too many pending handshakes)",
+}
+
+
+class _WebSocket(websocket.WebSocket):
+    """A ``WebSocket`` that sends at most one close frame.
+
+    websocket-client answers every close frame it reads with one of its own,
+    including the server's answer to the close this client sent; a second
+    close frame breaks RFC 6455 and may meet a socket the server already shut.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._close_lock = threading.Lock()
+        self._close_sent = False
+
+    def send_close(self, status: int = websocket.STATUS_NORMAL, reason: Union[str, bytes] = b"") -> None:
+        with self._close_lock:
+            if self._close_sent:
+                return
+            self._close_sent = True
+        super().send_close(status, reason)
+
+
+class _Observer:
+    """One :meth:`IgorClient.on` registration."""
+
+    __slots__ = ("next", "error", "complete")
+
+    def __init__(self, next: Optional[Listener], error: Optional[Callable[[RemoteError], None]],
+                 complete: Optional[Callable[[], None]]):
+        self.next = next
+        self.error = error
+        self.complete = complete
+
 
 class ClientStream:
     """The values of one call, as an iterator; :meth:`cancel` stops it.
@@ -37,27 +87,53 @@ class ClientStream:
     Iterating raises :class:`~igor.RemoteError` if the server sends an error,
     :class:`~igor.ConnectionClosed` if the connection drops, and
     :class:`~igor.CallTimeout` if ``timeout`` seconds pass between values.
+    Leaving a ``for`` loop over the stream before it ended (``break``, an
+    exception) cancels the call on the server.
+
+    :meth:`send` and :meth:`end` feed input to the handler while the call runs
+    (it reads it with ``out.receive()`` or by iterating over ``out``).
     """
 
-    def __init__(self, client: IgorClient, stream_id: int, timeout: Optional[float]):
+    def __init__(self, client: IgorClient, stream_id: int, action: str, timeout: Optional[float],
+                 whole: bool = False):
         self.client = client
         self.stream_id = stream_id
+        self.action = action
         self.timeout = timeout
         self.cancelled = False
         self.closed = False
+        self.input_ended = False
+        self._answered = False  # set by the reader once the server sent this stream's error or close
+        # ``whole``: the timeout bounds the whole stream (call()), not each gap.
+        self._deadline = time.monotonic() + timeout if whole and timeout is not None else None
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     def __iter__(self) -> Iterator[Any]:
-        return self
+        try:
+            while True:
+                try:
+                    item = next(self)
+                except StopIteration:
+                    return
+                yield item
+        finally:
+            # Reached with the stream still open only when the caller left the
+            # loop early: the server should stop working for nobody.
+            self.cancel()
 
     def __next__(self) -> Any:
         if self.closed:
             raise StopIteration
+        wait = self.timeout
+        if self._deadline is not None:
+            wait = max(0.0, self._deadline - time.monotonic())
         try:
-            item = self._inbox.get(timeout=self.timeout)
+            item = self._inbox.get(timeout=wait)
         except queue.Empty:
             self.cancel()
-            raise CallTimeout(f"no answer on stream {self.stream_id} within {self.timeout}s") from None
+            if self._deadline is not None:
+                raise CallTimeout(f"{self.action!r} did not finish within {self.timeout}s") from None
+            raise CallTimeout(f"{self.action!r} sent nothing for {self.timeout}s") from None
         if item is _CLOSED:
             self._end()
             raise StopIteration
@@ -66,8 +142,30 @@ class ClientStream:
             raise item
         return item
 
+    def send(self, data: Any) -> None:
+        """Send ``data`` as input to the running handler.
+
+        Raises :class:`~igor.StreamClosed` once the stream has closed or its
+        input has ended, :class:`~igor.ConnectionClosed` if the connection is
+        gone. Input the server cannot take (a full inbox) fails the stream
+        with a :class:`~igor.RemoteError` of code 429 on iteration.
+        """
+        self._check_input("send to")
+        self.client._send({"streamId": self.stream_id, "data": data})
+
+    def end(self) -> None:
+        """Tell the handler no more input comes; the stream stays open until the handler finishes.
+
+        Ending twice is a no-op; ending a closed stream raises :class:`~igor.StreamClosed`.
+        """
+        if self.input_ended and not self.closed:
+            return
+        self._check_input("end")
+        self.input_ended = True
+        self.client._send({"streamId": self.stream_id, "end": True})
+
     def cancel(self) -> None:
-        """Ask the server to stop this stream; iteration ends at once."""
+        """Ask the server to stop this stream; iteration ends at once. A no-op once it ended."""
         if self.closed:
             return
         self.cancelled = True
@@ -76,6 +174,12 @@ class ClientStream:
             self.client._send({"streamId": self.stream_id, "cancel": True})
         except ConnectionClosed:
             pass
+
+    def _check_input(self, verb: str) -> None:
+        if self.closed or self._answered:
+            raise StreamClosed(f"cannot {verb} stream {self.stream_id} ({self.action!r}): it has closed")
+        if self.input_ended:
+            raise StreamClosed(f"cannot {verb} stream {self.stream_id} ({self.action!r}): its input has ended")
 
     def _end(self) -> None:
         self.closed = True
@@ -90,7 +194,13 @@ class IgorClient:
 
     ``token`` is sent as ``Authorization: Bearer``; ``client_id``, if given, is
     claimed with ``introduce_self`` right after connecting; ``timeout`` is the
-    default for calls (None waits for ever).
+    default for calls (None waits for ever). A connection that cannot be made
+    raises :class:`~igor.ConnectionFailed` (``status`` is the HTTP status when
+    the server refused the handshake: 401, 403, 503).
+
+    ``errors`` collects the server's errors that belong to no call: protocol
+    errors, input for a stream that was not open, and the failures of
+    processes (also given to ``on(process_id, error=...)``).
     """
 
     def __init__(self, url: str, token: Optional[str] = None, client_id: Union[str, int, None] = None,
@@ -100,19 +210,23 @@ class IgorClient:
         header = [f"{name}: {value}" for name, value in (headers or {}).items()]
         if token is not None:
             header.append(f"Authorization: Bearer {token}")
-        self._ws = websocket.create_connection(url, timeout=timeout, header=header, enable_multithread=True)
+        self._ws = _connect(url, timeout, header)
         self._ws.settimeout(None)
         self._ids = itertools.count(1)
         self._streams: Dict[int, ClientStream] = {}
-        self._listeners: Dict[Optional[str], List[Listener]] = {}
+        self._listeners: Dict[Optional[str], List[_Observer]] = {}
+        self._exposed: Dict[str, Callable[[Any], Any]] = {}
+        self._server_calls: Set[Any] = set()  # callIds the server still waits for
+        self._workers: Optional[ThreadPoolExecutor] = None
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._closed = threading.Event()
+        self._closing = False
         self.close_code: Optional[int] = None
         self.errors: queue.SimpleQueue[RemoteError] = queue.SimpleQueue()
         self._reader = threading.Thread(target=self._read_loop, name="igor-client-reader", daemon=True)
         self._reader.start()
-        self.client_id = None
+        self.client_id: Union[str, int, None] = None
         if client_id is not None:
             try:
                 self.introduce_self(client_id)
@@ -123,25 +237,21 @@ class IgorClient:
     # -- calls --------------------------------------------------------------
 
     def stream(self, action: str, data: Any = None, timeout: Optional[float] = None) -> ClientStream:
-        """Start ``action`` and return its values as a :class:`ClientStream`."""
-        stream = ClientStream(self, next(self._ids), self.timeout if timeout is None else timeout)
-        with self._lock:
-            if self._closed.is_set():
-                raise ConnectionClosed("the connection is closed")
-            self._streams[stream.stream_id] = stream
-        self._send({"streamId": stream.stream_id, "action": action, "data": data})
-        return stream
+        """Start ``action`` and return its values as a :class:`ClientStream`.
+
+        ``timeout`` (default: the client's) bounds the wait for each value.
+        """
+        return self._open(action, data, self.timeout if timeout is None else timeout, whole=False)
 
     def call(self, action: str, data: Any = None, timeout: Optional[float] = None) -> Any:
-        """Run ``action`` and return its last value (None if it sent none)."""
-        deadline_timeout = self.timeout if timeout is None else timeout
-        stream = self.stream(action, data, deadline_timeout)
-        start = time.monotonic()
+        """Run ``action`` and return its last value (None if it sent none).
+
+        ``timeout`` (default: the client's) bounds the whole call; past it the
+        call is cancelled and :class:`~igor.CallTimeout` raised.
+        """
         result = None
-        for value in stream:
+        for value in self._open(action, data, self.timeout if timeout is None else timeout, whole=True):
             result = value
-            if deadline_timeout is not None:
-                stream.timeout = max(0.001, deadline_timeout - (time.monotonic() - start))
         return result
 
     def introduce_self(self, client_id: Union[str, int]) -> None:
@@ -149,22 +259,66 @@ class IgorClient:
         self.call("introduce_self", {"client_id": client_id})
         self.client_id = client_id
 
-    # -- pushes -------------------------------------------------------------
+    def send_to_process(self, process_id: str, data: Any = None) -> None:
+        """Put ``data`` in the inbox of background process ``process_id``.
 
-    def on(self, action: Optional[str], listener: Listener) -> Callable[[], None]:
-        """Call ``listener(data)`` for each process push of ``action``.
+        There is no reply; if the process does not exist, takes no input or
+        has a full inbox, the server's error reaches ``on(process_id,
+        error=...)`` listeners and :attr:`errors`.
+        """
+        if not isinstance(process_id, str) or not process_id:
+            raise ValueError(f"a process id is a non-empty string, not {process_id!r}")
+        self._send({"process": process_id, "data": data})
 
-        ``action=None`` listens to every push and gets the whole message.
+    # -- pushes and server calls ----------------------------------------------
+
+    def on(self, name: Optional[str], listener: Optional[Listener] = None, *,
+           error: Optional[Callable[[RemoteError], None]] = None,
+           complete: Optional[Callable[[], None]] = None) -> Callable[[], None]:
+        """Listen to process pushes by push ``action`` or by process id.
+
+        ``listener(data)`` is called for each push whose action or process id
+        is ``name``. Listening by process id, ``error(RemoteError)`` also gets
+        the process's failure and ``complete()`` its end. ``name=None``
+        listens to every process: ``listener`` gets the whole push message,
+        ``error`` and ``complete`` every process's failure and end.
         Listeners run on the reader thread: keep them short. Returns a
         function that removes the listener.
         """
+        if listener is None and error is None and complete is None:
+            raise TypeError("on() needs a listener, error= or complete=")
+        observer = _Observer(listener, error, complete)
         with self._lock:
-            self._listeners.setdefault(action, []).append(listener)
+            self._listeners.setdefault(name, []).append(observer)
 
         def remove() -> None:
             with self._lock:
-                if listener in self._listeners.get(action, []):
-                    self._listeners[action].remove(listener)
+                observers = self._listeners.get(name, [])
+                if observer in observers:
+                    observers.remove(observer)
+
+        return remove
+
+    def expose(self, name: str, fn: Callable[[Any], Any]) -> Callable[[], None]:
+        """Let the server call ``fn(data)`` as ``name`` (``server.call_client(client_id, name, data)``).
+
+        ``fn`` runs on a small pool of worker threads, never on the reader, so
+        a slow one holds up no stream or push; its return value (JSON) is the
+        answer, and an exception it raises is sent back as the error the
+        server's caller gets as ``RemoteError``. Exposing a name again
+        replaces its function. Returns a function that removes it.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"an exposed name is a non-empty string, not {name!r}")
+        if not callable(fn):
+            raise TypeError(f"expose({name!r}, fn): fn must be callable, not {type(fn).__name__}")
+        with self._lock:
+            self._exposed[name] = fn
+
+        def remove() -> None:
+            with self._lock:
+                if self._exposed.get(name) is fn:
+                    del self._exposed[name]
 
         return remove
 
@@ -172,19 +326,38 @@ class IgorClient:
 
     @property
     def connected(self) -> bool:
+        """False once the connection has ended, from either side."""
         return not self._closed.is_set()
 
     def close(self) -> None:
-        """Close the connection; waiting calls fail with ConnectionClosed."""
+        """Close the connection (code 1000); waiting calls fail with ConnectionClosed.
+
+        Sends the close frame and lets the reader thread read the server's
+        answer (so only one thread ever reads the socket), waits for it up to
+        ``CLOSE_TIMEOUT`` seconds, then shuts the socket.
+        """
+        self._closing = True
         try:
-            self._ws.close()
-        except Exception:
-            pass
-        self._reader.join(5)
+            with self._send_lock:
+                self._ws.send_close(websocket.STATUS_NORMAL)
+        except (websocket.WebSocketException, OSError):
+            pass  # already gone: the reader has stopped or is stopping
+        if threading.current_thread() is not self._reader:
+            self._reader.join(CLOSE_TIMEOUT)
+            if self._reader.is_alive():
+                log.debug("no close answer within %ss; cutting the connection", CLOSE_TIMEOUT)
+                self._ws.abort()  # wakes the reader's blocking recv
+                self._reader.join(CLOSE_TIMEOUT)
+            self._shut()
+        # else: called by a listener; the reader reads the answer and shuts the socket itself.
         self._fail_all(ConnectionClosed("the client closed the connection"))
+        with self._lock:
+            workers, self._workers = self._workers, None
+        if workers is not None:
+            workers.shutdown(wait=False, cancel_futures=True)
 
     def wait_closed(self, timeout: Optional[float] = None) -> bool:
-        """Wait until the server ends the connection."""
+        """Wait until the connection has ended; False if ``timeout`` passed first."""
         return self._closed.wait(timeout)
 
     def __enter__(self) -> IgorClient:
@@ -194,6 +367,19 @@ class IgorClient:
         self.close()
 
     # -- internals ----------------------------------------------------------
+
+    def _open(self, action: str, data: Any, timeout: Optional[float], whole: bool) -> ClientStream:
+        stream = ClientStream(self, next(self._ids), action, timeout, whole)
+        with self._lock:
+            if self._closed.is_set():
+                raise ConnectionClosed("the connection is closed")
+            self._streams[stream.stream_id] = stream
+        try:
+            self._send({"streamId": stream.stream_id, "action": action, "data": data})
+        except BaseException:
+            self._forget(stream.stream_id)
+            raise
+        return stream
 
     def _send(self, message: dict) -> None:
         text = json.dumps(message)
@@ -214,6 +400,8 @@ class IgorClient:
             while True:
                 opcode, payload = self._ws.recv_data(control_frame=False)
                 if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    # recv_data has answered it (once: see _WebSocket), or it
+                    # is the answer to the close frame close() sent.
                     if len(payload) >= 2:
                         self.close_code = int.from_bytes(payload[:2], "big")
                     break
@@ -222,40 +410,148 @@ class IgorClient:
         except (websocket.WebSocketException, OSError, ValueError) as exc:
             log.debug("reader stopped: %s", exc)
         finally:
-            self._fail_all(ConnectionClosed(f"the connection closed (code {self.close_code})"))
+            why = f"the connection closed (code {self.close_code})"
+            self._fail_all(ConnectionClosed("the client closed the connection" if self._closing else why))
+            if self._closing:
+                self._shut()
+
+    def _shut(self) -> None:
+        # Under the send lock, so that no send is half way through the socket.
+        with self._send_lock:
+            self._ws.shutdown()
 
     def _dispatch(self, message: dict) -> None:
+        if "callId" in message:
+            self._server_call(message)
+            return
         stream_id = message.get("streamId")
         if "action" in message:
-            with self._lock:
-                listeners = list(self._listeners.get(message["action"], ())) + list(self._listeners.get(None, ()))
-                specific = len(self._listeners.get(message["action"], ()))
-            for index, listener in enumerate(listeners):
-                try:
-                    listener(message.get("data") if index < specific else message)
-                except Exception:
-                    log.exception("push listener failed")
+            self._push(message, stream_id)
+            return
+        if "process" in message:  # the answer to send_to_process: only errors come back
+            if "error" in message:
+                self._process_error(message["process"], _remote_error(message))
             return
         with self._lock:
-            stream = self._streams.get(stream_id) if stream_id is not None else None
-        if "error" in message:
-            error = RemoteError(message["error"], message.get("code", 500), message.get("type", "Error"),
-                                message.get("traceback"))
-            if stream is None:
-                self.errors.put(error)
-            else:
-                stream._deliver(error)
-        elif stream is None:
+            stream = self._streams.get(stream_id) if isinstance(stream_id, int) else None
+        if stream is not None:
+            if "error" in message:
+                stream._answered = True
+                stream._deliver(_remote_error(message))
+            elif message.get("close"):
+                stream._answered = True
+                stream._deliver(_CLOSED)
+            elif "data" in message:
+                stream._deliver(message["data"])
+        elif isinstance(stream_id, str):
+            # Process ids are strings and this client's stream ids integers,
+            # so a string id is a process's failure or end.
+            if "error" in message:
+                self._process_error(stream_id, _remote_error(message))
+            elif message.get("close"):
+                for observer in self._observers(stream_id, None):
+                    if observer.complete is not None:
+                        _safely(observer.complete)
+        elif "error" in message and stream_id is None:
+            self.errors.put(_remote_error(message))
+        # Anything else is a late answer on a stream this client already ended.
+
+    def _observers(self, *names: Optional[str]) -> List[_Observer]:
+        with self._lock:
+            # dict.fromkeys: a push whose action is its process id counts once
+            return [o for name in dict.fromkeys(names) for o in self._listeners.get(name, ())]
+
+    def _push(self, message: dict, process_id: Any) -> None:
+        names = [message["action"]] + ([process_id] if isinstance(process_id, str) else [])
+        for observer in self._observers(*names):
+            if observer.next is not None:
+                _safely(observer.next, message.get("data"))
+        for observer in self._observers(None):
+            if observer.next is not None:
+                _safely(observer.next, message)
+
+    def _process_error(self, process_id: str, error: RemoteError) -> None:
+        self.errors.put(error)
+        for observer in self._observers(process_id, None):
+            if observer.error is not None:
+                _safely(observer.error, error)
+
+    def _server_call(self, message: dict) -> None:
+        call_id = message["callId"]
+        if message.get("cancel"):
+            with self._lock:
+                self._server_calls.discard(call_id)  # its answer, if it comes, is dropped
             return
-        elif message.get("close"):
-            stream._deliver(_CLOSED)
-        elif "data" in message:
-            stream._deliver(message["data"])
+        with self._lock:
+            if self._closed.is_set():
+                return
+            fn = self._exposed.get(message.get("action"))
+            self._server_calls.add(call_id)
+            if self._workers is None:
+                self._workers = ThreadPoolExecutor(EXPOSED_WORKERS, thread_name_prefix="igor-client-exposed")
+            workers = self._workers
+        workers.submit(self._answer, call_id, message.get("action"), fn, message.get("data"))
+
+    def _answer(self, call_id: Any, action: Any, fn: Optional[Callable[[Any], Any]], data: Any) -> None:
+        if fn is None:
+            answer = {"callId": call_id, "error": f"this client exposes no function {action!r}",
+                      "code": 404, "type": "UnknownAction"}
+        else:
+            try:
+                answer = {"callId": call_id, "data": fn(data)}
+                json.dumps(answer)  # a result that is not JSON is the function's error, not the connection's
+            except Exception as exc:
+                log.debug("exposed function %r failed", action, exc_info=True)
+                answer = {"callId": call_id, "error": str(exc) or type(exc).__name__, "type": type(exc).__name__}
+        with self._lock:
+            if call_id not in self._server_calls:
+                return  # the server stopped waiting (timeout): it wants no answer
+            self._server_calls.discard(call_id)
+        try:
+            self._send(answer)
+        except ConnectionClosed:
+            pass
 
     def _fail_all(self, error: Exception) -> None:
         with self._lock:
             self._closed.set()
             streams = list(self._streams.values())
             self._streams.clear()
+            self._server_calls.clear()
         for stream in streams:
             stream._deliver(error)
+
+
+def _connect(url: str, timeout: Optional[float], header: List[str]) -> _WebSocket:
+    """Open the WebSocket, turning every way that can fail into ConnectionFailed."""
+    where = _without_query(url)  # the query may hold the token
+    try:
+        return websocket.create_connection(url, timeout=timeout, header=header, enable_multithread=True,
+                                           class_=_WebSocket)
+    except websocket.WebSocketBadStatusException as exc:
+        status = exc.status_code
+        hint = _STATUS_HINTS.get(status, "the server refused the WebSocket handshake")
+        raise ConnectionFailed(f"cannot connect to {where}: HTTP {status}: {hint}", status) from exc
+    except (websocket.WebSocketException, OSError, ValueError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ConnectionFailed(f"cannot connect to {where}: {reason}") from exc
+
+
+def _without_query(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return repr(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _remote_error(message: dict) -> RemoteError:
+    return RemoteError(message["error"], message.get("code", 500), message.get("type", "Error"),
+                       message.get("traceback"))
+
+
+def _safely(fn: Callable[..., None], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("listener %r failed", fn)

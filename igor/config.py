@@ -79,7 +79,7 @@ class Config:
     ping_interval: Optional[float] = 20.0
     ping_timeout: float = 20.0
     send_queue_size: int = 10_000
-    send_queue_bytes: int = 16 * MiB
+    send_queue_bytes: int = 8 * MiB
     send_timeout: float = 10.0
     handshake_timeout: float = 10.0
     session_timeout: float = 10.0

@@ -56,6 +56,8 @@ CLOSE_TIMEOUT = 2.0
 _RECV_SIZE = 1 << 16
 _RECV_MAX = 1 << 20
 _BATCH_BYTES = 1 << 20
+# Seconds a writer thread with nothing left to write waits for more before it ends.
+_LINGER = 0.05
 _SLICE = 0.05
 # Linux and macOS can write without blocking on a blocking socket; elsewhere every frame goes through the writer.
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
@@ -240,8 +242,14 @@ class Connection:
 
     # -- writing ------------------------------------------------------------
 
-    def send_frame(self, frame: bytes, wait: bool = True, abandon: Optional[threading.Event] = None) -> bool:
+    def send_frame(self, frame: bytes, wait: bool = True, abandon: Optional[threading.Event] = None,
+                   batch: bool = False) -> bool:
         """Write one data frame, or queue it; False if it was not accepted.
+
+        With ``batch`` the frame is queued even when it could be written at
+        once, for the writer thread to send with its neighbours in one system
+        call: a sender in a burst (a handler streaming, a process
+        broadcasting) costs one write per batch rather than one per frame.
 
         A full backlog means the client is not reading. A waiting sender gets
         up to ``send_timeout`` seconds of back-pressure, giving up early when
@@ -253,7 +261,7 @@ class Connection:
             while True:
                 if self._closing.is_set() or (abandon is not None and abandon.is_set()):
                     return False
-                if not self._writing:
+                if not self._writing and not batch:
                     return self._write_through(frame)
                 if not self._backlog or (len(self._backlog) < self._frame_limit
                                          and self._backlog_bytes + len(frame) <= self._byte_limit):
@@ -349,8 +357,15 @@ class Connection:
             threading.Thread(target=self._write_loop, name="igor-writer", daemon=True).start()
 
     def _write_loop(self) -> None:
+        lingered = False
         while True:
             with self._lock:
+                if not self._backlog and self._pong is None and self._close_frame is None and not lingered \
+                        and not self._closing.is_set():
+                    # A burst tends to go on: wait a moment for more before
+                    # ending, rather than start a thread for every push.
+                    self._lock.wait(_LINGER)
+                    lingered = True
                 batch: List[Chunk] = []
                 size = 0
                 if self._pong is not None:
@@ -370,6 +385,7 @@ class Connection:
                     self._lock.notify_all()
                     return
                 self._lock.notify_all()  # room for waiting senders
+            lingered = False
             try:
                 self._send_all(batch[0] if len(batch) == 1 else b"".join(batch))
                 if closing:

@@ -354,8 +354,9 @@ class Dispatcher:
                         stream.send(value)
                 finally:
                     result.close()
-            elif result is not None:
-                stream.send(result)
+            elif result is not None and not stream.closed:
+                stream._send_last(result)
+                return
             stream.close()
         except BaseException as exc:  # noqa: B036 - every way out must close the stream
             self._handler_ended(stream, call, client, exc)
@@ -445,7 +446,13 @@ class Dispatcher:
             over_budget = peer.input_bytes + size > self.config.max_message_size
             if not over_budget:
                 peer.input_bytes += size
-        if over_budget or not stream._feed(message.data, size, self.config.inbox_size):
+        try:
+            fed = not over_budget and stream._feed(message.data, size, self.config.inbox_size)
+        except StreamClosed:
+            self._consumed(peer, size)
+            self._refuse(client, UnknownStream(f"stream {message.stream_id!r} is not open for input"), None)
+            return
+        if not fed:
             if not over_budget:
                 self._consumed(peer, size)
             log.warning("client %r flooded stream %r with input its handler does not read", client.id,

@@ -69,14 +69,23 @@ def build_close(code: int = CLOSE_NORMAL, reason: str = "") -> bytes:
     return build_frame(OP_CLOSE, struct.pack("!H", code) + encoded)
 
 
-try:  # the optional "speedups" extra
-    import numpy
-except ImportError:  # pragma: no cover - depends on the environment
-    numpy = None
-
 # _XOR[k] maps every byte b to b ^ k, for bytes.translate.
 _XOR = [bytes(b ^ k for b in range(256)) for k in range(256)]
-_NUMPY_THRESHOLD = 4096
+_NUMPY_THRESHOLD = 64 * 1024
+_numpy = None  # the optional "speedups" extra: imported at the first large message, not at start
+
+
+def _load_numpy() -> object:
+    # numpy adds about 14 MiB to a process: a server that never gets a large
+    # message should not pay for it. False once it is known to be missing.
+    global _numpy
+    if _numpy is None:
+        try:
+            import numpy
+        except ImportError:  # pragma: no cover - depends on the environment
+            numpy = False
+        _numpy = numpy
+    return _numpy
 
 
 def unmask(buffer: bytearray, mask: bytes) -> None:
@@ -84,11 +93,12 @@ def unmask(buffer: bytearray, mask: bytes) -> None:
 
     websocket-server does this with a per-byte Python loop (about 70 ns a
     byte: 0.7 s for 10 MB) into a new bytearray. Here it runs in C and in
-    place: with numpy (the ``speedups`` extra) as one vectorised XOR of 32-bit
-    words, else through :func:`unmask_translate`.
+    place: for large buffers with numpy (the ``speedups`` extra) as one
+    vectorised XOR of 32-bit words, else through :func:`unmask_translate`.
     """
     length = len(buffer)
-    if numpy is None or length < _NUMPY_THRESHOLD:
+    numpy = _load_numpy() if length >= _NUMPY_THRESHOLD else False
+    if not numpy:
         unmask_translate(buffer, mask)
         return
     words = numpy.frombuffer(buffer, dtype=numpy.uint32, count=length // 4)
@@ -241,7 +251,10 @@ class FrameParser:
         try:
             while pos < end and self._state != _CLOSED:
                 if self._state == _HEADER:
-                    pos = self._read_header(view, pos, end)
+                    if not self._head and end - pos >= _MAX_HEADER:
+                        pos = self._whole_header(view, pos)  # the usual case: the header is all here
+                    else:
+                        pos = self._read_header(view, pos, end)
                 else:
                     take = min(self._remaining, end - pos)
                     self._payload += view[pos:pos + take]
@@ -255,6 +268,26 @@ class FrameParser:
             self._state = _CLOSED
             events.append(exc)
         return events
+
+    def _whole_header(self, view: memoryview, pos: int) -> int:
+        """Parse a header known to be complete in ``view`` at ``pos``, without copying it."""
+        self._fin, self._opcode, code = parse_header(view[pos], view[pos + 1])
+        if code == 126:
+            (length,) = struct.unpack_from("!H", view, pos + 2)
+            pos += 4
+        elif code == 127:
+            (length,) = struct.unpack_from("!Q", view, pos + 2)
+            if length >> 63:
+                raise FrameError(CLOSE_PROTOCOL_ERROR, "64-bit length with the most significant bit set")
+            pos += 10
+        else:
+            length = code
+            pos += 2
+        self._length_known(length)
+        self._mask = bytes(view[pos:pos + 4])
+        self._payload = bytearray()
+        self._state = _PAYLOAD
+        return pos + 4
 
     def _read_header(self, view: memoryview, pos: int, end: int) -> int:
         head = self._head

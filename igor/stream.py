@@ -26,6 +26,11 @@ __all__ = ["flatten", "Stream", "ProcessOutput", "Encoder"]
 #: Turns a server message (a dict) into the UTF-8 JSON payload of a text frame.
 Encoder = Callable[[dict], bytes]
 
+# A last message up to this size is copied to join its close in one write.
+_JOIN_LIMIT = 64 * 1024
+# Sends closer together than this (seconds) are a burst, written in batches.
+_BURST_GAP = 0.0002
+
 
 def flatten(api: Mapping[str, Any], separator: str = ".") -> Dict[str, Callable]:
     """Flatten nested dicts of handlers into ``{"events.create": handler, ...}``.
@@ -73,6 +78,7 @@ class Stream:
         self._debug = debug
         self._lock = threading.Lock()
         self._closed = False
+        self._last_send = 0.0
         self._cancelled = threading.Event()
         # Input from the client: (value, size) pairs, guarded by _input.
         self._input = threading.Condition(threading.Lock())
@@ -157,18 +163,38 @@ class Stream:
             # Never wait here: this runs on the connection's reader thread, or in a shutdown.
             self._finish(last, wait=False)
 
+    def _send_last(self, data: Any) -> None:
+        """Send a handler's return value and the close together (the dispatcher's fast path)."""
+        self._emit(self._encode(data_message(self.stream_id, data)), then_close=True)
+
     def _emit(self, payload: bytes, then_close: bool = False) -> None:
         with self._lock:
             if self._cancelled.is_set():
                 raise StreamCancelled(f"stream {self.stream_id!r} was cancelled")
             if self._closed:
                 raise StreamClosed(f"stream {self.stream_id!r} is closed")
-            if not self.client.send(text_frame(payload), True, self._cancelled):
-                self._cancelled.set()
-                self._finish(None)
-                raise StreamCancelled(f"stream {self.stream_id!r} was cancelled or its client is gone")
+            frame = text_frame(payload)
             if then_close:
-                self._finish(self._encode(close_message(self.stream_id)))
+                # The last message and the close leave in one write when small:
+                # one system call, and the client reads both at once. The stream
+                # leaves the table first, so its id is free once the close is seen.
+                close = text_frame(self._encode(close_message(self.stream_id)))
+                self._finish(None)
+                if len(frame) <= _JOIN_LIMIT:
+                    frame, close = frame + close, b""
+                sent = self.client.send(frame, True, self._cancelled) and (
+                    not close or self.client.send(close, True, self._cancelled))
+            else:
+                # A value right behind the last one is in a burst: let the
+                # writer batch it. One after a pause goes out at once.
+                now = time.monotonic()
+                sent = self.client.send(frame, True, self._cancelled, now - self._last_send < _BURST_GAP)
+                self._last_send = now
+            if not sent:
+                self._cancelled.set()
+                if not self._closed:
+                    self._finish(None)
+                raise StreamCancelled(f"stream {self.stream_id!r} was cancelled or its client is gone")
 
     def _finish(self, close_payload: Optional[bytes], wait: bool = True) -> None:
         # Called with the lock held, so the close is always the last message.
@@ -177,7 +203,8 @@ class Stream:
         with self._input:
             consumed = sum(size for _, size in self._inbox)
             self._inbox.clear()
-        self._on_consumed(consumed)
+        if consumed:
+            self._on_consumed(consumed)
         if close_payload is not None:
             self.client.send(text_frame(close_payload), wait)
 
@@ -241,8 +268,15 @@ class Stream:
     # Called by the dispatcher on the connection's reader thread.
 
     def _feed(self, value: Any, size: int, limit: int) -> bool:
-        """Queue one input value; False if the inbox already holds ``limit`` values."""
+        """Queue one input value; False if the inbox already holds ``limit`` values.
+
+        Raises :class:`~igor.StreamClosed` when the stream closed meanwhile:
+        :meth:`_finish` sets the flag before it empties the inbox under this
+        lock, so no value can slip in after it and hold its bytes for ever.
+        """
         with self._input:
+            if self._closed:
+                raise StreamClosed(f"stream {self.stream_id!r} is closed")
             if len(self._inbox) >= limit:
                 return False
             self._inbox.append((value, size))
@@ -293,8 +327,9 @@ class ProcessOutput:
         # not read is held once in memory, not once per client.
         frame = text_frame(self._encode(message))
         # wait=False: a slow client is disconnected rather than stalling the process.
+        # batch=True: pushes come in bursts; the writer sends each client's in few system calls.
         if client_id is None:
             for client in self.registry.clients():
-                client.send(frame, False)
+                client.send(frame, False, None, True)
         else:
-            self.registry.get(client_id).send(frame, False)
+            self.registry.get(client_id).send(frame, False, None, True)

@@ -44,6 +44,7 @@ __all__ = ["IgorTransport", "IgorHandler", "MAX_PENDING_HANDSHAKES", "REQUEST_LI
 
 log = logging.getLogger("igor")
 
+#: Connections that may be in their opening handshake at once (or ``max_clients``, if larger).
 MAX_PENDING_HANDSHAKES = 64
 #: Seconds from accept to the end of the request line: a real client sends it at once.
 REQUEST_LINE_TIMEOUT = 2.0
@@ -102,15 +103,35 @@ class IgorTransport(websocket_server.WebsocketServer):
                 _shutdown(request)
                 request.close()
                 return False
-            if len(self._pending) >= MAX_PENDING_HANDSHAKES:
-                # The one that has not even sent its request line, and has waited longest.
-                evicted = min(self._pending, key=lambda s: (self._pending[s].line_seen, self._pending[s].started))
+            if len(self._pending) >= max(MAX_PENDING_HANDSHAKES, self.config.max_clients):
+                evicted = self._slowest_pending()
                 del self._pending[evicted]
             self._pending[request] = _Pending(time.monotonic())
         if evicted is not None:
             log.warning("too many pending handshakes: dropping the slowest, from %s", _peer(evicted))
             _shutdown(evicted)
         return True
+
+    def _slowest_pending(self) -> socket.socket:
+        """The pending handshake to drop for a newcomer (called with the lock held).
+
+        The oldest of those that have not sent their request line, else the
+        oldest; but one whose bytes are waiting in the kernel is only not yet
+        read (its thread has not run), not slow, and is passed over if any other can go.
+        """
+        ranked = sorted(self._pending, key=lambda s: (self._pending[s].line_seen, self._pending[s].started))
+        if not hasattr(socket, "MSG_DONTWAIT"):
+            return ranked[0]  # no peeking without blocking on this platform
+        for sock in ranked[:8]:
+            try:
+                waiting = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return sock
+            except OSError:
+                return sock  # broken already
+            if not waiting:
+                return sock  # closed by its peer
+        return ranked[0]
 
     def request_line_arrived(self, sock: socket.socket) -> None:
         with self._lock:

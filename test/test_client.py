@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from igor import CallTimeout, ConnectionClosed, IgorProcess, RemoteError
+from igor import CallTimeout, ConnectionClosed, IgorProcess, RemoteError, StreamCancelled
 
 
 def count(out, data):
@@ -105,3 +105,135 @@ def test_errors_without_a_stream_are_collected(start_server, connect):
     client._ws.send("not json")
     error = client.errors.get(timeout=5)
     assert error.code == 400
+
+
+def test_leaving_a_for_loop_early_cancels_the_call(start_server, connect):
+    cancelled = threading.Event()
+
+    def watched(out, data):
+        i = 0
+        try:
+            while True:
+                out.send(i)
+                i += 1
+                out.wait(0.005)
+        except StreamCancelled:
+            cancelled.set()
+            raise
+
+    client = connect(start_server({"watched": watched, "count": count}))
+    stream = client.stream("watched")
+    for value in stream:
+        if value == 2:
+            break
+    assert stream.cancelled and stream.closed
+    assert cancelled.wait(5)
+    assert client.call("count", 2) == 1
+
+
+def test_an_exception_in_the_loop_body_cancels_too(start_server, connect):
+    stopped = threading.Event()
+
+    def watched(out, data):
+        forever(out, data)
+        if out.cancelled:
+            stopped.set()
+
+    client = connect(start_server({"watched": watched}))
+    with pytest.raises(KeyError):
+        for _ in client.stream("watched"):
+            raise KeyError("the caller's own bug")
+    assert stopped.wait(5)
+
+
+def test_a_finished_loop_does_not_cancel(start_server, connect):
+    client = connect(start_server({"count": count}))
+    stream = client.stream("count", 3)
+    assert [v for v in stream] == [0, 1, 2]
+    assert stream.closed and not stream.cancelled
+
+
+def test_call_timeout_states_the_callers_timeout(start_server, connect):
+    def ticking(out, data):
+        forever(out, data)
+
+    client = connect(start_server({"ticking": ticking}))
+    # Values keep arriving, so only a bound on the whole call can end it.
+    with pytest.raises(CallTimeout) as info:
+        client.call("ticking", timeout=0.3)
+    assert "0.3s" in str(info.value) and "ticking" in str(info.value)
+
+
+def test_stream_timeout_is_per_value(start_server, connect):
+    def silent(out, data):
+        out.send("first")
+        out.wait(10)
+
+    client = connect(start_server({"silent": silent}))
+    stream = client.stream("silent", timeout=0.2)
+    assert next(stream) == "first"
+    with pytest.raises(CallTimeout) as info:
+        next(stream)
+    assert "0.2s" in str(info.value)
+    assert stream.cancelled
+
+
+class Finisher(IgorProcess):
+    """Pushes one step when told to, then says it has finished."""
+
+    def __init__(self):
+        super().__init__()
+        self.go = threading.Event()
+
+    def run(self):
+        self.go.wait()
+        self.output.send("step", 1)
+        self.output.finish()
+
+
+class Crasher(Finisher):
+    def run(self):
+        self.go.wait()
+        self.output.send("step", 2)
+        raise ValueError("boom")
+
+
+def test_on_a_process_id_gets_its_pushes_its_end_and_its_failure(start_server, connect):
+    finisher, crasher = Finisher(), Crasher()
+    client = connect(start_server({"count": count}, processes={"finisher": finisher, "crasher": crasher}))
+    client.call("count", 1)  # a call answered: the server has this client in its list for pushes
+    pushes, failures = queue.Queue(), queue.Queue()
+    finished = threading.Event()
+    client.on("finisher", pushes.put, complete=finished.set)
+    client.on("crasher", pushes.put, error=failures.put)
+    any_failure, any_end = queue.Queue(), threading.Event()
+    client.on(None, error=any_failure.put, complete=any_end.set)
+    finisher.go.set()
+    assert finished.wait(5) and any_end.wait(5)
+    assert pushes.get(timeout=5) == 1
+    crasher.go.set()
+    assert pushes.get(timeout=5) == 2
+    failure = failures.get(timeout=5)
+    assert isinstance(failure, RemoteError)
+    assert (failure.type, failure.code) == ("ValueError", 500) and "boom" in str(failure)
+    assert any_failure.get(timeout=5) is failure
+    assert client.errors.get(timeout=5) is failure  # errors of no call are collected too
+
+
+def test_on_action_and_on_everything_still_work_beside_process_ids(start_server, connect):
+    finisher = Finisher()
+    client = connect(start_server({"count": count}, processes={"finisher": finisher}))
+    client.call("count", 1)  # a call answered: the server has this client in its list for pushes
+    by_action, by_process, everything = queue.Queue(), queue.Queue(), queue.Queue()
+    client.on("step", by_action.put)
+    client.on("finisher", by_process.put)
+    client.on(None, everything.put)
+    finisher.go.set()
+    assert by_action.get(timeout=5) == 1 and by_process.get(timeout=5) == 1
+    assert everything.get(timeout=5) == {"streamId": "finisher", "action": "step", "data": 1}
+
+
+def test_on_needs_something_to_call(start_server, connect):
+    client = connect(start_server())
+    with pytest.raises(TypeError):
+        client.on("x")

@@ -11,11 +11,10 @@ import time
 import urllib.request
 
 import pytest
-import websocket
 import wsraw
 from conftest import ROOT
 
-from igor import IgorClient, RemoteError
+from igor import ConnectionFailed, IgorClient, RemoteError
 
 APP = textwrap.dedent(
     """
@@ -97,8 +96,9 @@ def test_ready_line_and_call(spawn, app_dir):
     assert len(child.ready["token"]) >= 22
     with child.client() as igor:
         assert igor.call("hello", {"name": "Ada"}) == "Hello Ada"
-    with pytest.raises(websocket.WebSocketBadStatusException):
-        IgorClient(child.ready["url"])  # no token: 401
+    with pytest.raises(ConnectionFailed) as refused:
+        IgorClient(child.ready["url"])
+    assert refused.value.status == 401  # no token
 
 
 def test_shutdown_action_ends_the_program_with_code_0(spawn, app_dir):

@@ -8,7 +8,7 @@ import pytest
 from igor import ClientIdTaken, ProtocolError, UnknownClient, flatten
 from igor.frames import FrameError, build_close, build_frame, parse_close, parse_header, unmask, unmask_translate
 from igor.handshake import HandshakeError, SecurityPolicy, accept_key, parse_request, switching_protocols
-from igor.protocol import Call, Cancel, encode, error_message, parse_message
+from igor.protocol import Call, Cancel, data_message, encode, error_message, parse_message
 from igor.registry import Client, ClientRegistry
 from igor.static import resolve
 
@@ -205,3 +205,40 @@ def test_registry_ids_rename_and_sessions():
     registry.add(fourth)
     registry.rename(fourth, "w")
     assert fourth.session == {}
+
+
+# -- large messages: orjson where it gives the standard library's answer ------------------------
+
+BIG_TEXTS = [
+    "a" * 100_000,
+    ("héllo ✓ \u2028 \x00\x1f \" \\ " * 5000),
+    "\U0001F600" * 40_000,
+]
+
+
+@pytest.mark.parametrize("text", BIG_TEXTS)
+def test_large_string_values_encode_the_same_with_or_without_orjson(monkeypatch, text):
+    import json
+
+    from igor import protocol
+
+    fast = protocol.encode(data_message(7, text))
+    monkeypatch.setattr(protocol, "orjson", None)
+    slow = protocol.encode(data_message(7, text))
+    assert json.loads(fast) == json.loads(slow) == {"streamId": 7, "data": text}
+
+
+def test_large_values_orjson_refuses_fall_back_to_the_standard_answers():
+    import json
+
+    from igor import protocol
+
+    lone = "x" * 100_000 + "\ud800"
+    assert json.loads(protocol.encode(data_message(1, lone))) == {"streamId": 1, "data": lone}
+    padding = "p" * 100_000
+    # NaN is refused on the way out, whatever the size, as JavaScript cannot read it.
+    with pytest.raises(ValueError):
+        protocol.encode(data_message(1, [padding, float("nan")]))
+    # On the way in, json's lenient answers stay: a NaN literal and a lone surrogate in a big message.
+    message = parse_message('{"streamId": 1, "action": "a", "data": ["' + padding + '", NaN, "\\ud800"]}')
+    assert message.data[0] == padding and message.data[1] != message.data[1] and message.data[2] == "\ud800"

@@ -8,12 +8,22 @@ export interface Greeting {
 export interface JobOptions {
   steps?: number;
   delay?: number;
+  confirm_at?: number;
 }
 
-export interface Progress {
+export interface JobStep {
   step: number;
   total: number;
   percent: number;
+  waiting?: boolean;
+  stopped?: string;
+}
+
+export interface LiveText {
+  words: number;
+  chars: number;
+  upper: string;
+  final?: boolean;
 }
 
 export interface EventItem {
@@ -47,7 +57,9 @@ export interface Me {
 export interface Api {
   'hello': { data: Greeting | null; value: string };
   /** A long job: one progress value per step, until done or cancelled. */
-  'jobs.run': { data: JobOptions | null; value: Progress };
+  'jobs.run': { data: JobOptions | null; value: JobStep };
+  /** Reads the text as the user types it (one input per change) and answers each with its statistics. */
+  'text.live': { data: null; value: LiveText };
   'events.list': { data: null; value: EventItem[] };
   'events.create': { data: NewEvent; value: EventItem };
   'events.remove': { data: EventRef; value: Record<string, number> | undefined };

@@ -163,7 +163,7 @@ function showJob(state, text, percent) {
     $('job-progress').setAttribute('aria-valuenow', String(p));
     $('job-percent').textContent = `${p}%`;
   }
-  const running = state === 'running' || state === 'starting';
+  const running = state === 'running' || state === 'starting' || state === 'waiting';
   $('job-start').disabled = running;
   $('job-cancel').disabled = !running;
 }
@@ -171,14 +171,24 @@ function showJob(state, text, percent) {
 $('job-start').addEventListener('click', () => {
   if (job) return;
   const steps = Math.max(1, Math.min(1000, Number($('job-steps').value) || 20));
+  // With "Ask me halfway", the Python job calls this window's exposed `confirm` (below) after that step.
+  const confirmAt = $('job-confirm').checked && steps > 1 ? Math.ceil(steps / 2) : undefined;
   showJob('starting', 'Starting…', 0);
   let last = 0;
-  const current = { stream: igor.stream('jobs.run', { steps, delay: 0.2 }), cancelled: false };
+  let stopped = null;
+  const current = { stream: igor.stream('jobs.run', { steps, delay: 0.2, confirm_at: confirmAt }), cancelled: false };
   job = current;
   current.stream.subscribe({
     next(progress) {
       last = progress.percent;
-      showJob('running', `Step ${progress.step} of ${progress.total}`, progress.percent);
+      if (progress.stopped) {
+        stopped = `Stopped after step ${progress.step}: ${progress.stopped}`;
+        showJob('stopped', stopped, progress.percent);
+      } else if (progress.waiting) {
+        showJob('waiting', `Step ${progress.step} of ${progress.total}: waiting for your answer…`, progress.percent);
+      } else {
+        showJob('running', `Step ${progress.step} of ${progress.total}`, progress.percent);
+      }
     },
     error(error) {
       if (job !== current) return;
@@ -193,6 +203,7 @@ $('job-start').addEventListener('click', () => {
       if (job !== current) return;
       job = null;
       if (current.cancelled) showJob('cancelled', `Cancelled at ${Math.round(last)}%`, last);
+      else if (stopped) showJob('stopped', stopped, last);
       else showJob('done', 'Done', 100);
     },
   });
@@ -208,7 +219,100 @@ $('job-cancel').addEventListener('click', () => {
   current.cancelled = true;
   $('job-cancel').disabled = true;
   $('job-status').textContent = 'Cancelling…';
+  // A question the job is waiting on is answered "stop", so the Python side stops waiting too.
+  answerDialog(false);
   current.stream.cancel();
+});
+
+// --- confirm: a function Python calls in this window ----------------------------------
+
+// One question at a time; `answerDialog` settles the one shown.
+let settleDialog = null;
+
+function answerDialog(answer) {
+  if (!settleDialog) return;
+  const settle = settleDialog;
+  settleDialog = null;
+  settle(answer);
+}
+
+const dialog = $('confirm-dialog');
+// The dialog's buttons close it with their value; Escape closes it with none (a "stop").
+dialog.addEventListener('close', () => answerDialog(dialog.returnValue === 'yes'));
+
+/** Show `question` and resolve with true (Continue) or false (Stop, Escape); give up when `signal` aborts. */
+function askUser(question, signal) {
+  answerDialog(false); // a newer question replaces an unanswered one
+  return new Promise((resolve, reject) => {
+    settleDialog = resolve;
+    $('confirm-question').textContent = question;
+    dialog.returnValue = '';
+    dialog.showModal();
+    signal.addEventListener(
+      'abort',
+      () => {
+        // The server stopped waiting (its timeout passed) or the connection dropped: no answer goes back.
+        if (settleDialog !== resolve) return;
+        settleDialog = null;
+        dialog.close();
+        toast('The job stopped waiting for an answer', 'error');
+        reject(signal.reason);
+      },
+      { once: true },
+    );
+  }).finally(() => {
+    // Unless a newer question is already showing in it.
+    if (dialog.open && !settleDialog) dialog.close();
+  });
+}
+
+igor.expose(
+  'confirm',
+  /** @param {{ question?: string } | null} data @param {AbortSignal} signal */
+  (data, signal) => askUser(String(data?.question ?? 'Continue?'), signal),
+);
+
+// --- text.live: the typing streams into an open call ----------------------------------
+
+let live = null; // the open text.live stream, while its input is open
+
+function showLive(stats) {
+  $('live-words').textContent = String(stats.words);
+  $('live-chars').textContent = String(stats.chars);
+  $('live-echo').textContent = stats.upper;
+}
+
+/** The open text.live call, opened on the first change (and again after Finish or a lost connection). */
+function liveStream() {
+  if (live && !live.inputClosed) return live;
+  const stream = igor.stream('text.live');
+  live = stream;
+  $('live-finish').disabled = false;
+  $('live-state').textContent = 'Streaming your typing…';
+  stream.subscribe({
+    next(stats) {
+      showLive(stats);
+      if (stats.final) $('live-state').textContent = `Finished: ${stats.words} words`;
+    },
+    error(error) {
+      if (live === stream) live = null;
+      $('live-finish').disabled = true;
+      $('live-state').textContent = `Stopped (${describeError(error).message}); type to start again`;
+    },
+    complete() {
+      if (live === stream) live = null;
+    },
+  });
+  return stream;
+}
+
+$('live-input').addEventListener('input', () => liveStream().send($('live-input').value));
+
+$('live-finish').addEventListener('click', () => {
+  $('live-finish').disabled = true;
+  if (!live) return;
+  $('live-state').textContent = 'Finishing…';
+  live.end(); // the handler's `for text in out` loop ends and it sends its final answer
 });
 
 // --- counter_process: a push to every window ------------------------------------------

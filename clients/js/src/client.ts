@@ -142,6 +142,14 @@ export interface PushObserver<T = unknown> {
   complete?: () => void;
 }
 
+/**
+ * A function the server may call (see {@link IgorClient.expose}): it gets the
+ * call's data and an `AbortSignal` that aborts when the server stops waiting
+ * (its timeout passed) or the connection drops, and returns the answer or a
+ * promise of it. A throw or a rejection is sent back as the call's error.
+ */
+export type ExposedFunction<D = unknown, R = unknown> = (data: D, signal: AbortSignal) => R | PromiseLike<R>;
+
 type Deferred<T> = {
   promise: Promise<T>;
   resolve: (value: T) => void;
@@ -181,7 +189,21 @@ type Entry = {
   cleanup?: () => void;
   /** Internal streams (introduce_self) get their messages here instead of through the stream. */
   internal?: (message: Record<string, unknown>) => void;
+  /** Input given before the call went out: sent right after it, in order. */
+  input?: string[];
 };
+
+/** A message with no stream of its own (input to a process) waiting for the connection. */
+type QueuedMessage = { text: string };
+
+/** The answer to a server call for a thrown value: its message, and its type (and code, for an IgorError). */
+function errorAnswer(error: unknown): { error: string; type: string; code?: number } {
+  if (error instanceof IgorError) {
+    return { error: error.message || error.type, type: error.type, ...(error.code >= 400 && error.code <= 599 ? { code: error.code } : {}) };
+  }
+  if (error instanceof Error) return { error: error.message || error.name, type: error.name || 'Error' };
+  return { error: String(error), type: 'Error' };
+}
 
 const SUBPROTOCOL_SAFE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const WS_OPEN = 1;
@@ -292,10 +314,13 @@ export class IgorClient<A = any> {
   private _finalError: IgorError | undefined;
   private _nextId = 1;
   private readonly _open = new Map<number, Entry>();
-  private readonly _queue: Entry[] = [];
+  private readonly _queue: Array<Entry | QueuedMessage> = [];
   private readonly _listeners = new Map<string, Set<PushObserver<any>>>();
   private readonly _statusListeners = new Set<(event: StatusEvent) => void>();
   private readonly _errorListeners = new Set<(error: IgorError) => void>();
+  private readonly _exposed = new Map<string, ExposedFunction<any, unknown>>();
+  /** Server calls being answered on the current connection, by callId. */
+  private readonly _serverCalls = new Map<number | string, AbortController>();
 
   /**
    * @param url - the server, e.g. `'ws://127.0.0.1:5678'` (the `url` of its `IGOR_READY` line).
@@ -462,6 +487,70 @@ export class IgorClient<A = any> {
   }
 
   /**
+   * Let the server call `fn` by `name`: Python's
+   * `server.call_client(client_id, name, data, timeout=30)` gets what `fn`
+   * returns (or resolves to), or a `RemoteError` carrying the message of what
+   * it throws (an `Error`'s `name` becomes the error's type). `fn` runs
+   * asynchronously, so a slow one (a dialog waiting for the user) holds up no
+   * other stream or push. Its `signal` aborts when the server stops waiting
+   * (the Python caller got `CallTimeout`) or the connection drops; the answer
+   * is then not sent. Exposed functions survive reconnections.
+   *
+   * ```ts
+   * const unexpose = igor.expose('confirm', (data: { question: string }, signal) => showDialog(data.question, signal));
+   * ```
+   *
+   * @param name - the name Python calls; a name not exposed is answered with
+   *   code 404, type `UnknownAction`.
+   * @returns a function that removes `fn` again.
+   * @throws {@link IgorError} of type `'TypeError'` for an empty name or a
+   *   non-function, `'AlreadyExposed'` when `name` is exposed already.
+   */
+  expose<D = unknown, R = unknown>(name: string, fn: ExposedFunction<D, R>): () => void {
+    if (typeof name !== 'string' || name === '') {
+      throw new IgorError(`expose: the name must be a non-empty string, got ${JSON.stringify(name)}`, 0, 'TypeError');
+    }
+    if (typeof fn !== 'function') throw new IgorError(`expose(${JSON.stringify(name)}): fn must be a function`, 0, 'TypeError');
+    if (this._exposed.has(name)) {
+      throw new IgorError(`expose: ${JSON.stringify(name)} is exposed already (call its unexpose function first)`, 0, 'AlreadyExposed');
+    }
+    const exposed = fn as ExposedFunction<any, unknown>;
+    this._exposed.set(name, exposed);
+    return () => {
+      if (this._exposed.get(name) === exposed) this._exposed.delete(name);
+    };
+  }
+
+  /**
+   * Send `data` to the inbox of the background process `processId` (Python's
+   * `IgorProcess.receive()` returns it with this client's id). There is no
+   * reply; when the server refuses it (no such process, or a process that
+   * takes no input: type `'UnknownProcess'`, code 404; its inbox is full:
+   * `'InboxFull'`, 429; the message was dropped) the error goes to the
+   * `error` of the observers of {@link on}(processId), or to
+   * {@link onError} when there are none.
+   *
+   * Sent before the connection is ready, or while it reconnects, the message
+   * waits and goes out in order with the calls made around it; it is dropped
+   * if the client closes for good first.
+   *
+   * @throws {@link IgorError} of type `'TypeError'` for an empty id or data
+   *   that is not JSON-serialisable, `'ConnectionClosed'` once the client is
+   *   closed for good.
+   */
+  sendToProcess(processId: string, data?: unknown): void {
+    if (typeof processId !== 'string' || processId === '') {
+      throw new IgorError(`sendToProcess: the process id must be a non-empty string, got ${JSON.stringify(processId)}`, 0, 'TypeError');
+    }
+    if (this._closedForGood) {
+      throw new IgorError(`sendToProcess(${JSON.stringify(processId)}): the client is closed`, 0, 'ConnectionClosed', { cause: this._finalError });
+    }
+    const text = this._serialise({ process: processId, data: data === undefined ? null : data }, `sendToProcess(${JSON.stringify(processId)})`);
+    if (this._status === 'open') this._writeText(text);
+    else this._queue.push({ text });
+  }
+
+  /**
    * Close the connection for good: stop reconnecting, fail every open and
    * waiting call with type `'ConnectionClosed'`, and reject {@link ready}.
    * Listeners are kept but receive nothing more.
@@ -487,6 +576,39 @@ export class IgorClient<A = any> {
     if (!entry) return;
     this._forget(entry);
     if (entry.sent && this._status === 'open') this._write({ streamId: stream.id, cancel: true });
+  }
+
+  /** @internal Called by {@link IgorStream.send} and {@link IgorStream.end}. */
+  sendInput(stream: IgorStream<unknown>, input: { data: unknown } | { end: true }): void {
+    const entry = this._open.get(stream.id);
+    if (!entry || entry.stream !== stream) {
+      throw new IgorError(`${stream.action}: cannot send input, the stream has ended`, 0, 'StreamClosed', { streamId: stream.id, action: stream.action });
+    }
+    const message = 'end' in input ? { streamId: stream.id, end: true } : { streamId: stream.id, data: input.data === undefined ? null : input.data };
+    const text = this._serialise(message, stream.action, stream.id);
+    // Not sent yet (connecting, reconnecting): the input waits with the call and follows it.
+    if (entry.sent) this._writeText(text);
+    else (entry.input ??= []).push(text);
+  }
+
+  /** JSON text of an outgoing message, or an IgorError of type 'TypeError' saying what could not be serialised. */
+  private _serialise(message: Record<string, unknown>, what: string, streamId?: number): string {
+    let text: string | undefined;
+    let cause: unknown;
+    try {
+      text = JSON.stringify(message);
+    } catch (e) {
+      cause = e;
+    }
+    const data = message.data;
+    // JSON.stringify drops a function or a symbol as a field without failing: refuse it too.
+    if (text === undefined || typeof data === 'function' || typeof data === 'symbol') {
+      throw new IgorError(`${what}: data is not JSON-serialisable${cause ? ': ' + (cause as Error).message : ''}`, 0, 'TypeError', {
+        streamId,
+        cause,
+      });
+    }
+    return text;
   }
 
   // ---- connection ----------------------------------------------------------
@@ -644,7 +766,8 @@ export class IgorClient<A = any> {
     const generation = this._generation;
     while (this._queue.length > 0 && generation === this._generation) {
       const entry = this._queue.shift()!;
-      if (this._open.get(entry.stream.id) === entry) this._send(entry);
+      if ('text' in entry) this._writeText(entry.text);
+      else if (this._open.get(entry.stream.id) === entry) this._send(entry);
     }
     if (generation !== this._generation) return;
     this._setStatus('open');
@@ -659,6 +782,7 @@ export class IgorClient<A = any> {
     const socket = this._socket;
     this._socket = null;
     this._generation++;
+    this._abortServerCalls(error);
     if (socket) {
       try {
         socket.close(1000);
@@ -713,6 +837,7 @@ export class IgorClient<A = any> {
       }
     }
     this._queue.length = 0;
+    this._abortServerCalls(error ?? new IgorError(why, 0, 'ConnectionClosed'));
     for (const entry of [...this._open.values()]) {
       this._forget(entry);
       if (!entry.internal) entry.stream._end('error', this._closedError(entry.stream, why));
@@ -752,6 +877,9 @@ export class IgorClient<A = any> {
     }
     entry.sent = true;
     this._writeText(text);
+    const input = entry.input;
+    entry.input = undefined;
+    if (input) for (const line of input) this._writeText(line);
   }
 
   private _write(message: unknown): void {
@@ -803,6 +931,15 @@ export class IgorClient<A = any> {
     const m = message as Record<string, unknown>;
     const streamId = m.streamId as string | number | undefined;
 
+    if (m.callId !== undefined) {
+      this._onServerCall(m);
+      return;
+    }
+    if (typeof m.process === 'string') {
+      // The server refused input this client sent to a process.
+      if ('error' in m) this._processError(m.process, IgorError.fromWire(m as unknown as WireError));
+      return;
+    }
     if (typeof m.action === 'string') {
       this._dispatchPush(m.action, streamId, m.data);
       return;
@@ -830,16 +967,66 @@ export class IgorClient<A = any> {
       // string id is never one of our streams: it is a process's error or end.
       const observers = this._listeners.get(String(streamId));
       if ('error' in m) {
-        const error = IgorError.fromWire(m as unknown as WireError, streamId);
-        const handlers = observers ? [...observers].filter((o) => o.error) : [];
-        if (handlers.length === 0) this._reportError(error);
-        for (const o of handlers) this._safely(() => o.error!(error));
+        this._processError(streamId, IgorError.fromWire(m as unknown as WireError, streamId));
       } else if ('close' in m && observers) {
         for (const o of [...observers]) if (o.complete) this._safely(() => o.complete!());
       }
       return;
     }
     if ('error' in m) this._reportError(IgorError.fromWire(m as unknown as WireError));
+  }
+
+  /** An error about process `processId`: to its observers' `error`, or to onError when none has one. */
+  private _processError(processId: string, error: IgorError): void {
+    const observers = this._listeners.get(processId);
+    const handlers = observers ? [...observers].filter((o) => o.error) : [];
+    if (handlers.length === 0) this._reportError(error);
+    for (const o of handlers) this._safely(() => o.error!(error));
+  }
+
+  /** `{"callId", "action", "data"}`: run the exposed function and answer; `{"callId", "cancel": true}`: give up on it. */
+  private _onServerCall(m: Record<string, unknown>): void {
+    const callId = m.callId;
+    if (typeof callId !== 'number' && typeof callId !== 'string') return;
+    if (m.cancel === true) {
+      const controller = this._serverCalls.get(callId);
+      this._serverCalls.delete(callId);
+      controller?.abort(new IgorError(`the server stopped waiting for call ${callId}`, 0, 'Cancelled'));
+      return;
+    }
+    const action = m.action;
+    if (typeof action !== 'string') return;
+    const fn = this._exposed.get(action);
+    if (!fn) {
+      this._write({ callId, error: `this client exposes no function named ${JSON.stringify(action)}`, code: 404, type: 'UnknownAction' });
+      return;
+    }
+    const controller = new AbortController();
+    this._serverCalls.set(callId, controller);
+    const answer = (message: Record<string, unknown>): void => {
+      // Cancelled, or the connection it came on is gone: the server expects no answer.
+      if (this._serverCalls.get(callId) !== controller) return;
+      this._serverCalls.delete(callId);
+      let text: string;
+      try {
+        text = this._serialise({ callId, ...message }, `the answer of ${JSON.stringify(action)}`);
+      } catch (error) {
+        text = JSON.stringify({ callId, ...errorAnswer(error) });
+      }
+      this._writeText(text);
+    };
+    // Through a promise: a synchronous throw is answered like a rejection, and nothing here waits for fn.
+    new Promise<unknown>((resolve) => resolve(fn(m.data, controller.signal))).then(
+      (result) => answer({ data: result === undefined ? null : result }),
+      (error: unknown) => answer(errorAnswer(error)),
+    );
+  }
+
+  /** The connection is gone: the server calls it carried can no longer be answered. */
+  private _abortServerCalls(reason: IgorError): void {
+    const controllers = [...this._serverCalls.values()];
+    this._serverCalls.clear();
+    for (const controller of controllers) controller.abort(reason);
   }
 
   private _dispatchPush(action: string, processId: string | number | undefined, data: unknown): void {

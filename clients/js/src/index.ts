@@ -20,6 +20,7 @@ export { IgorClient } from './client.js';
 export type {
   CallOptions,
   ConnectionStatus,
+  ExposedFunction,
   IgorClientOptions,
   Push,
   PushListener,

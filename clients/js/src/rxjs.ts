@@ -13,12 +13,14 @@
  * call$<string>(igor, 'hello', { name: 'Ada' }).subscribe(console.log);
  * stream$<number>(igor, 'jobs.run', { n: 10 }).pipe(take(3)).subscribe(console.log); // cancels after 3
  * on$<{ counter: number }>(igor, 'counter_increment').subscribe((d) => console.log(d.counter));
+ * channel$<string, string>(igor, 'chat', lines$).subscribe(console.log); // lines$ in, answers out
  * ```
  *
  * @packageDocumentation
  */
 
 import { Observable } from 'rxjs';
+import type { Unsubscribable as RxUnsubscribable } from 'rxjs';
 // 'rxjs/operators' serves both RxJS 6 and 7.
 import { takeLast } from 'rxjs/operators';
 
@@ -46,6 +48,86 @@ export function stream$<T = unknown, A = any, K extends ActionName<A> = ActionNa
       complete: () => subscriber.complete(),
     });
     return () => subscription.unsubscribe();
+  });
+}
+
+/**
+ * A call with input both ways (a request-channel): subscribing opens the
+ * stream `action` with `data`, then subscribes to `input$` and sends each of
+ * its values to the handler (`for item in out` in Python); when `input$`
+ * completes the input ends. Emits every value the handler sends and
+ * completes when it returns.
+ *
+ * If `input$` errors (or emits a value that is not JSON-serialisable), the
+ * call is cancelled on the server and the Observable errors with that error. When the call ends first (the handler returned, or
+ * failed, e.g. with type `'InboxFull'` after input it did not read), `input$`
+ * is unsubscribed. Unsubscribing cancels the call and unsubscribes `input$`.
+ *
+ * With a typed client (`IgorClient<Api>`) the action, data and values are
+ * checked against `Api`; `I` types the input.
+ *
+ * ```ts
+ * const typing$ = fromEvent(textarea, 'input').pipe(map(() => textarea.value));
+ * channel$<{ words: number }, string>(igor, 'text.live', typing$).subscribe(({ words }) => show(words));
+ * ```
+ */
+export function channel$<T = unknown, I = unknown, A = any, K extends ActionName<A> = ActionName<A>>(
+  client: IgorClient<A>,
+  action: K,
+  input$: Observable<I>,
+  ...[data, options]: CallArgs<A, K>
+): Observable<ActionResult<A, K, T>> {
+  type R = ActionResult<A, K, T>;
+  return new Observable<R>((subscriber) => {
+    const stream = (client as IgorClient).stream<R>(action, data, options);
+    let input: RxUnsubscribable | undefined;
+    let done = false;
+    const stopInput = (): void => {
+      done = true;
+      input?.unsubscribe();
+      input = undefined;
+    };
+    const fail = (error: unknown): void => {
+      stopInput();
+      output.unsubscribe(); // cancels the call
+      subscriber.error(error);
+    };
+    const output = stream.subscribe({
+      next: (value) => subscriber.next(value),
+      error: (error) => {
+        stopInput();
+        subscriber.error(error);
+      },
+      complete: () => {
+        stopInput();
+        subscriber.complete();
+      },
+    });
+    if (!stream.closed) {
+      const subscription = input$.subscribe({
+        next: (value) => {
+          // The call may have ended while input$ was emitting synchronously.
+          if (stream.inputClosed) return;
+          try {
+            stream.send(value);
+          } catch (error) {
+            fail(error); // a value that is not JSON-serialisable
+          }
+        },
+        error: (error: unknown) => fail(error),
+        complete: () => {
+          input = undefined;
+          stream.end();
+        },
+      });
+      // input$ may have finished synchronously, or the call ended while it subscribed.
+      if (done) subscription.unsubscribe();
+      else if (!subscription.closed) input = subscription;
+    }
+    return () => {
+      stopInput();
+      output.unsubscribe();
+    };
   });
 }
 

@@ -6,7 +6,7 @@
  * @packageDocumentation
  */
 
-import type { IgorError } from './errors.js';
+import { IgorError } from './errors.js';
 
 /** Receives a stream's values and its end. Every member is optional, as in RxJS. */
 export interface StreamObserver<T> {
@@ -31,6 +31,8 @@ export interface StreamOwner {
   cancelStream(stream: IgorStream<unknown>): void;
   /** Tell an error that no subscriber has an `error` callback for (the client's `onError`). */
   reportStreamError?(error: IgorError): void;
+  /** Send one input message (`{"streamId", "data"}`), or the end of input (`{"streamId", "end": true}`). */
+  sendInput?(stream: IgorStream<unknown>, message: { data: unknown } | { end: true }): void;
 }
 
 type Sink<T> = {
@@ -58,9 +60,15 @@ function reportLater(error: unknown): void {
  * The stream ends exactly once: complete (the server closed it, or you called
  * {@link IgorStream.cancel}), or error (an {@link IgorError}).
  *
+ * A stream is also a channel the other way: {@link IgorStream.send} hands
+ * values to the handler while the call runs (it reads them with
+ * `out.receive()` or `for item in out`), and {@link IgorStream.end} tells it
+ * no more will come.
+ *
  * @typeParam T - the type of the values the action sends.
+ * @typeParam I - the type of the input values {@link IgorStream.send} takes.
  */
-export class IgorStream<T = unknown> implements AsyncIterable<T> {
+export class IgorStream<T = unknown, I = unknown> implements AsyncIterable<T> {
   /** The stream id on the wire (unique per client, never reused). */
   readonly id: number;
   /** The action this stream calls. */
@@ -72,6 +80,7 @@ export class IgorStream<T = unknown> implements AsyncIterable<T> {
   private _state: 'open' | 'complete' | 'error' = 'open';
   private _error: IgorError | undefined;
   private _hadConsumer = false;
+  private _inputEnded = false;
 
   /** Streams are made by {@link IgorClient.stream} and {@link IgorClient.call}; there is no need to construct one. */
   constructor(owner: StreamOwner, id: number, action: string) {
@@ -83,6 +92,60 @@ export class IgorStream<T = unknown> implements AsyncIterable<T> {
   /** True once the stream has ended (completed, cancelled or failed). */
   get closed(): boolean {
     return this._state !== 'open';
+  }
+
+  /** True once no more input can be sent: {@link end} was called, or the stream has ended. */
+  get inputClosed(): boolean {
+    return this._inputEnded || this._state !== 'open';
+  }
+
+  /**
+   * Send one input value to the handler of this open call; it reads it with
+   * `out.receive()` or by iterating over `out`. Values go out in the order of
+   * the `send` calls, after the call itself: sent before the connection is
+   * ready (or while it reconnects, for a call not sent yet) they wait with
+   * the call and follow it.
+   *
+   * The server keeps at most `inbox_size` unread inputs per stream (100 by
+   * default): a handler that does not read them fails the stream with an
+   * {@link IgorError} of type `'InboxFull'` (code 429).
+   *
+   * @throws {@link IgorError} of type `'StreamClosed'` when the stream has
+   *   ended, `'InputEnded'` after {@link end}, `'TypeError'` when `data` is not
+   *   JSON-serialisable (nothing is sent then).
+   */
+  send(data: I): void {
+    this._checkInput('send');
+    this._owner.sendInput!(this as IgorStream<unknown>, { data });
+  }
+
+  /**
+   * Tell the handler that no more input will come: its `for item in out`
+   * loop ends (the stream itself stays open until the handler returns).
+   * Ending twice, or ending a stream that has ended, does nothing.
+   */
+  end(): void {
+    if (this.inputClosed) return;
+    this._inputEnded = true;
+    this._owner.sendInput?.(this as IgorStream<unknown>, { end: true });
+  }
+
+  private _checkInput(what: string): void {
+    if (this._state !== 'open') {
+      throw new IgorError(`${this.action}: cannot ${what} input, the stream has ended`, 0, 'StreamClosed', {
+        streamId: this.id,
+        action: this.action,
+      });
+    }
+    if (this._inputEnded) {
+      throw new IgorError(`${this.action}: cannot ${what} input after end()`, 0, 'InputEnded', {
+        streamId: this.id,
+        action: this.action,
+      });
+    }
+    if (!this._owner.sendInput) {
+      throw new IgorError(`${this.action}: this stream takes no input`, 0, 'StreamClosed', { streamId: this.id, action: this.action });
+    }
   }
 
   /**

@@ -73,6 +73,10 @@ test('the demo app works end to end in Chromium', { timeout: 120_000 }, async (t
   });
   const context_ = () => `\nbrowser problems:\n${problems.join('\n')}\nserver output:\n${serverLog}`;
 
+  // What the page sends on its WebSocket, to see the typing go into one open call.
+  const framesSent = [];
+  page.on('websocket', (ws) => ws.on('framesent', ({ payload }) => framesSent.push(JSON.parse(String(payload)))));
+
   const shotDir = await mkdtemp(path.join(tmpdir(), 'igor-demo-e2e-'));
   const byId = (id) => page.getByTestId(id);
 
@@ -103,7 +107,8 @@ test('the demo app works end to end in Chromium', { timeout: 120_000 }, async (t
     await scratchEvent.getByTestId('event-remove').click();
     await scratchEvent.waitFor({ state: 'detached' });
 
-    // A stream: the job reports progress, then is cancelled.
+    // A stream: the job reports progress, then is cancelled (without the halfway question).
+    await byId('job-confirm').uncheck();
     await byId('job-steps').fill('40');
     await byId('job-start').click();
     await page.waitForSelector('[data-testid="job-status"][data-state="running"]');
@@ -130,6 +135,50 @@ test('the demo app works end to end in Chromium', { timeout: 120_000 }, async (t
     // The cancelled job stayed where it was while time passed.
     assert.equal(await percentNow(), cancelledAt, 'no progress after the cancel');
     assert.equal(await byId('job-status').getAttribute('data-state'), 'cancelled');
+
+    // Python calls the page: halfway the job asks this window, and waits for the answer.
+    await byId('job-confirm').check();
+    await byId('job-steps').fill('6');
+    await byId('job-start').click();
+    await byId('confirm-dialog').waitFor({ state: 'visible' });
+    assert.equal(await byId('confirm-question').textContent(), 'Step 3 of 6 is done. Run the remaining 3?');
+    await page.waitForSelector('[data-testid="job-status"][data-state="waiting"]');
+    assert.equal(await percentNow(), 50);
+    // The job waits on the question while the rest of the page lives: the counter goes on.
+    const counterWhileAsking = Number(await byId('counter-value').textContent());
+    await page.waitForFunction(
+      (c) => Number(document.querySelector('[data-testid="counter-value"]').textContent) > c,
+      counterWhileAsking,
+    );
+    assert.equal(await percentNow(), 50, 'the job did not go on without an answer');
+    await byId('confirm-yes').click();
+    await byId('confirm-dialog').waitFor({ state: 'hidden' });
+    await page.waitForSelector('[data-testid="job-status"][data-state="done"]');
+    assert.equal(await percentNow(), 100);
+
+    // Answered "Stop", the Python job stops where it asked.
+    await byId('job-steps').fill('4');
+    await byId('job-start').click();
+    await byId('confirm-dialog').waitFor({ state: 'visible' });
+    await byId('confirm-no').click();
+    await page.waitForSelector('[data-testid="job-status"][data-state="stopped"]');
+    assert.equal(await byId('job-status').textContent(), 'Stopped after step 2: you chose to stop');
+    assert.equal(await percentNow(), 50);
+
+    // The typing streams into one open call; the handler answers as it goes.
+    const text = 'live words from the page';
+    await byId('live-input').pressSequentially(text);
+    await page.waitForFunction((t) => document.querySelector('[data-testid="live-echo"]').textContent === t, text.toUpperCase());
+    assert.equal(await byId('live-words').textContent(), '5');
+    assert.equal(await byId('live-chars').textContent(), String(text.length));
+    const liveCall = framesSent.find((m) => m.action === 'text.live');
+    assert.ok(liveCall, 'the page opened a text.live call');
+    const inputs = framesSent.filter((m) => m.streamId === liveCall.streamId && !('action' in m) && 'data' in m);
+    assert.equal(inputs.length, text.length, 'one input per keystroke, all into the one call');
+    assert.equal(inputs.at(-1).data, text);
+    await byId('live-finish').click();
+    await page.waitForFunction(() => document.querySelector('[data-testid="live-state"]').textContent === 'Finished: 5 words');
+    assert.ok(framesSent.some((m) => m.streamId === liveCall.streamId && m.end === true), 'Finish ended the input');
 
     // A push to this window only: notify.me.
     await byId('notify-text').fill('Your export is ready');

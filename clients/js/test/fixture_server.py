@@ -10,7 +10,7 @@ import argparse
 import queue
 import threading
 
-from igor import IgorProcess, IgorServer, flatten
+from igor import IgorError, IgorProcess, IgorServer, flatten
 
 # Streams the tests cancel, by tag: set once the handler saw the cancel.
 CANCELLED = {}
@@ -89,6 +89,58 @@ def session_get(out, data, session):
     out.send(session.get(data['key']))
 
 
+def chat(out, data):
+    """Answers each input line as it arrives ({n, upper}), then {bye: count} once the input ends."""
+    n = 0
+    for line in out:
+        n += 1
+        out.send({'n': n, 'upper': str(line).upper()})
+    out.send({'bye': n})
+
+
+def read_one(out, data):
+    """Reads one input value, sends it back and returns: later input finds the stream closed."""
+    out.send(out.receive(timeout=10))
+
+
+def hoard(out, data):
+    """Never reads its input; returns once the stream is failed or cancelled (or after 10 s)."""
+    out.wait(10.0)
+
+
+def ask_client(out, data, server, client_id):
+    """Calls the client's exposed function data['name'] with data['data'] and reports what came back.
+
+    Sends {result} or {raised: exception class name, message, type, code}.
+    """
+    try:
+        result = server.call_client(client_id, data['name'], data.get('data'), timeout=float(data.get('timeout', 10)))
+    except IgorError as error:
+        out.send({
+            'raised': type(error).__name__,
+            'message': str(error.args[0]) if error.args else '',
+            'type': getattr(error, 'type', None),
+            'code': getattr(error, 'code', None),
+        })
+    else:
+        out.send({'result': result})
+
+
+class Inbox(IgorProcess):
+    """Answers every input with a push `inbox_echo` {from, data} to its sender."""
+
+    def run(self):
+        while not self.stopping:
+            item = self.receive(timeout=0.05)
+            if item is None:
+                continue
+            sender, data = item
+            try:
+                self.output.send('inbox_echo', {'from': sender, 'data': data}, client_id=sender)
+            except IgorError:  # the sender left
+                pass
+
+
 class Ticker(IgorProcess):
     """Broadcasts `tick` {n} to every client every 50 ms."""
 
@@ -141,6 +193,10 @@ API = flatten({
     'whoami': whoami,
     'notify': notify,
     'was_cancelled': was_cancelled,
+    'chat': chat,
+    'read_one': read_one,
+    'hoard': hoard,
+    'ask_client': ask_client,
     'jobs': {'count': count, 'slow': slow},
     'session': {'set': session_set, 'get': session_get},
 })
@@ -163,6 +219,7 @@ def main():
     })
     server.add_process('ticker', Ticker())
     server.add_process('notifier', Notifier())
+    server.add_process('inbox', Inbox())
     server.run_forever()
 
 
