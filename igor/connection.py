@@ -212,9 +212,13 @@ class Connection:
             data = self.sock.recv(min(max(_RECV_SIZE, parser.wanted), _RECV_MAX))
             if not data:
                 raise _Closed()
-            self.last_seen = time.monotonic()
-            self.ping_sent = None
             events = parser.feed(data)
+            # Pings alone do not show the peer is alive: one that only pings
+            # and never reads would keep the idle timer from ever sending our
+            # ping, which it could not answer. (No event: part of a frame.)
+            if not all(isinstance(event, Ping) for event in events) or not events:
+                self.last_seen = time.monotonic()
+                self.ping_sent = None
 
     def _on_event(self, event: Event) -> bool:
         """Act on one event; False when the connection is done reading."""
