@@ -8,8 +8,9 @@ Actions:
 - ``block``: waits up to 60 s (a cancel ends it at once).
 - ``never_reads``: an open call that takes input but never reads it.
 - ``stats``: what the server holds (connections, pending handshakes, open streams, registered clients).
-- ``broadcast``: starts the ``blast`` process's broadcasts, ``{"count", "min", "max", "seconds"}``.
-- ``broadcast_status``: ``{"sent", "done"}`` of those broadcasts.
+- ``broadcast``: starts the ``blast`` process's broadcasts, ``{"count", "min", "max", "seconds"}``;
+  when they end it prints ``blast done <count sent>`` on stdout (a client asking
+  meanwhile would get the broadcasts too, and be too slow for them).
 """
 
 import json
@@ -42,7 +43,6 @@ class Blast(IgorProcess):
         self.request = None
         self.requested = threading.Event()
         self.sent = 0
-        self.done = False
 
     def run(self):
         while not self.requested.is_set():
@@ -58,7 +58,7 @@ class Blast(IgorProcess):
             self.sent += 1
             if not len(self.server.registry):
                 break  # everyone was dropped
-        self.done = True
+        print("blast done", self.sent, flush=True)
 
 
 def main():
@@ -71,14 +71,10 @@ def main():
         blast.requested.set()
         return True
 
-    def broadcast_status(out, data):
-        return {"sent": blast.sent, "done": blast.done}
-
     def stats(out, data):
         return {**server.stats(), "clients": len(server.registry)}
 
-    api = {"echo": echo, "block": block, "never_reads": never_reads, "broadcast": broadcast,
-           "broadcast_status": broadcast_status, "stats": stats}
+    api = {"echo": echo, "block": block, "never_reads": never_reads, "broadcast": broadcast, "stats": stats}
     server = IgorServer(api, {"port": 0, **config})
     server.add_process("blast", blast)
     server.start()
