@@ -212,9 +212,13 @@ class Connection:
             data = self.sock.recv(min(max(_RECV_SIZE, parser.wanted), _RECV_MAX))
             if not data:
                 raise _Closed()
-            self.last_seen = time.monotonic()
-            self.ping_sent = None
             events = parser.feed(data)
+            # Pings alone do not show the peer is alive: one that only pings
+            # and never reads would keep the idle timer from ever sending our
+            # ping, which it could not answer. (No event: part of a frame.)
+            if not all(isinstance(event, Ping) for event in events) or not events:
+                self.last_seen = time.monotonic()
+                self.ping_sent = None
 
     def _on_event(self, event: Event) -> bool:
         """Act on one event; False when the connection is done reading."""
@@ -414,6 +418,18 @@ class Connection:
 
     def _slow_consumer(self) -> None:
         log.warning("client %s reads too slowly; disconnecting it", self.name)
+        with self._lock:
+            # The backlog will not be read: free it now, not when the close
+            # times out seconds later, or clients that stop reading one after
+            # another each hold a different send_queue_bytes of broadcasts.
+            # A head chunk (a memoryview) is the rest of a frame partly
+            # written: it stays, so the close frame follows whole frames.
+            head = self._backlog[0] if self._backlog and isinstance(self._backlog[0], memoryview) else None
+            self._backlog.clear()
+            self._backlog_bytes = 0
+            if head is not None:
+                self._backlog.append(head)
+                self._backlog_bytes = len(head)
         self.close(CLOSE_POLICY_VIOLATION, "client reads too slowly")
 
     # -- the heartbeat's visit ------------------------------------------------

@@ -11,6 +11,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
+def pytest_configure(config):
+    # Long runs carry it so they can be picked out (-m slow); CI runs them all the same.
+    config.addinivalue_line("markers", "slow: a long soak or attack (tens of seconds); still run by default")
+
+
 def wait_for(condition, timeout=5.0, interval=0.01, message="condition"):
     """Poll ``condition`` until it is true; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
