@@ -240,13 +240,16 @@ class Connection:
 
     # -- writing ------------------------------------------------------------
 
-    def send_frame(self, frame: bytes, wait: bool = True, abandon: Optional[threading.Event] = None) -> bool:
+    def send_frame(self, frame: bytes, wait: Optional[bool] = True,
+                   abandon: Optional[threading.Event] = None) -> Optional[bool]:
         """Write one data frame, or queue it; False if it was not accepted.
 
         A full backlog means the client is not reading. A waiting sender gets
         up to ``send_timeout`` seconds of back-pressure, giving up early when
         the connection closes or ``abandon`` is set; a non-waiting sender gets
-        none. Then the client is disconnected as a slow consumer.
+        none. Then the client is disconnected as a slow consumer. With
+        ``wait=None`` (an async handler's first try) a full backlog returns
+        None and nothing is sent or decided.
         """
         deadline: Optional[float] = None
         with self._lock:
@@ -260,6 +263,8 @@ class Connection:
                     self._queue(frame)
                     return True
                 if not wait:
+                    if wait is None:
+                        return None  # it would have to wait: the caller tries again where it can
                     break
                 now = time.monotonic()
                 if deadline is None:

@@ -426,15 +426,15 @@ class Dispatcher:
                     value = await result
                     if value is not None:
                         await stream.asend(value)
-                # Closing (like sending an error) may wait for a slow client: never on the loop's thread.
-                await asyncio.to_thread(stream.close)
+                await stream.aclose()
             except asyncio.CancelledError:
                 # A stream's cancel sends its own close; anything else that cancelled the task did not.
                 if not stream.cancelled:
-                    await asyncio.to_thread(stream.close)
+                    await stream.aclose()
             except GeneratorExit:
                 raise  # the loop is gone (a handler that ignored its cancel at shutdown): nothing to await
             except BaseException as exc:  # noqa: B036 - every way out must close the stream
+                # Sending the error may wait for a slow client: never on the loop's thread.
                 await asyncio.to_thread(self._handler_ended, stream, call, client, exc)
 
         if not self._loop.run(run()):

@@ -242,7 +242,41 @@ class Stream:
 
     async def asend(self, data: Any = None) -> None:
         """:meth:`send` for an ``async def`` handler."""
-        await asyncio.to_thread(self.send, data)
+        payload = self._encode(data_message(self.stream_id, data))
+        if not self._emit_now(payload):
+            await asyncio.to_thread(self._emit, payload)
+
+    async def aclose(self) -> None:
+        """:meth:`close` for an ``async def`` handler."""
+        if not self._lock.acquire(blocking=False):
+            await asyncio.to_thread(self.close)
+            return
+        try:
+            if self._closed:
+                return
+            self._finish(None)
+            frame = text_frame(self._encode(close_message(self.stream_id)))
+            if self.client.send(frame, None) is not None:
+                return
+        finally:
+            self._lock.release()
+        await asyncio.to_thread(self.client.send, frame)  # waits for room, as close() does
+
+    def _emit_now(self, payload: bytes) -> bool:
+        """Send ``payload`` if that needs no waiting; False, with nothing sent, if it would wait or fail.
+
+        Most sends find room, and sending them from the loop's thread saves
+        two thread switches each; :meth:`_emit` on a thread does the rest.
+        """
+        # Not acquired: a send of this stream is waiting on a thread; queue behind it there.
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._closed or self._cancelled.is_set():
+                return False  # _emit raises the right error
+            return bool(self.client.send(text_frame(payload), None, self._cancelled))
+        finally:
+            self._lock.release()
 
     async def areceive(self, timeout: Optional[float] = None) -> Any:
         """:meth:`receive` for an ``async def`` handler: the next input value, raising as it does."""

@@ -38,6 +38,11 @@ def loop_threads():
     return [t for t in threading.enumerate() if t.name == "igor-asyncio"]
 
 
+def io_threads():
+    """The loop's executor threads: they exist only while some send had to wait for room."""
+    return [t for t in threading.enumerate() if t.name.startswith("igor-async-io")]
+
+
 # -- values, streams and mixed APIs ------------------------------------------------
 
 
@@ -150,6 +155,37 @@ def test_areceive_reads_input_until_the_client_ends_it(start_server):
         ws.send(json.dumps({"streamId": 1, "data": n}))
     ws.send(json.dumps({"streamId": 1, "end": True}))
     assert [m.get("data") for m in recv_until_close(ws, 1)] == [1, 3, 6, 6, None]
+    ws.close()
+
+
+def test_sync_receive_and_async_areceive_side_by_side(start_server):
+    def sync_echo(out, data):
+        for value in out:
+            out.send(["sync", value])
+
+    async def async_echo(out, data):
+        from igor import InputEnded
+
+        while True:
+            try:
+                await out.asend(["async", await out.areceive()])
+            except InputEnded:
+                return
+
+    server = start_server({"sync": sync_echo, "async": async_echo})
+    ws = websocket.create_connection(server.url)
+    ws.send(json.dumps({"streamId": "s", "action": "sync"}))
+    ws.send(json.dumps({"streamId": "a", "action": "async"}))
+    for n in range(3):
+        ws.send(json.dumps({"streamId": "s", "data": n}))
+        ws.send(json.dumps({"streamId": "a", "data": n}))
+    ws.send(json.dumps({"streamId": "s", "end": True}))
+    ws.send(json.dumps({"streamId": "a", "end": True}))
+    messages = [recv_json(ws) for _ in range(8)]
+    for stream_id, kind in (("s", "sync"), ("a", "async")):
+        mine = [m for m in messages if m["streamId"] == stream_id]
+        assert mine == [{"streamId": stream_id, "data": [kind, n]} for n in range(3)] + \
+            [{"streamId": stream_id, "close": True}]
     ws.close()
 
 
@@ -349,10 +385,39 @@ def test_sends_blocked_on_a_client_that_does_not_read_do_not_stall_other_async_h
     for stream_id in range(blocked):
         sink.send(json.dumps({"streamId": stream_id, "action": "flood"}))
 
-    def io_threads():
-        return [t for t in threading.enumerate() if t.name.startswith("igor-async-io")]
-
     # Threads start only when every existing one is busy: this many means this many sends at once.
     wait_for(lambda: len(io_threads()) >= blocked, timeout=10, message="every flood to block in a send")
     assert connect(server).call("echo", "still served", timeout=5) == "still served"
     sink.close()
+
+
+def test_sends_to_a_client_that_keeps_up_need_no_thread(start_server, connect):
+    async def many(out, data):
+        for i in range(data):
+            await out.asend(i)
+        yield "done"
+
+    wait_for(lambda: not io_threads(), message="earlier servers' executor threads to end")
+    client = connect(start_server({"many": many}))
+    assert list(client.stream("many", 200)) == list(range(200)) + ["done"]
+    assert not io_threads()
+
+
+def test_sends_that_must_wait_for_room_keep_their_order(start_server):
+    count, size = 300, 32768
+    progress = []
+
+    async def big(out, data):
+        for i in range(count):
+            progress.append(i)
+            yield [i, "x" * size]
+
+    server = start_server({"big": big}, config={"send_queue_bytes": 65536, "send_timeout": 30})
+    ws = websocket.create_connection(server.url)
+    ws.send(json.dumps({"streamId": 1, "action": "big"}))
+    # Not reading yet: the socket's buffers fill, and a send goes to a thread to wait for room.
+    wait_for(lambda: io_threads(), timeout=10, message="a send to wait for room")
+    assert len(progress) < count
+    messages = recv_until_close(ws, 1, limit=count + 1)
+    assert [m["data"][0] for m in messages[:-1]] == list(range(count))
+    ws.close()
