@@ -5,7 +5,8 @@ talk to it through three calls (:meth:`~Dispatcher.connected`,
 :meth:`~Dispatcher.received`, :meth:`~Dispatcher.disconnected`), and it talks
 back through :class:`~igor.registry.Client` (send a frame, close), so neither
 side reaches into the other. It runs each call's handler on a worker thread
-(several streams of one client stay concurrent), routes input into open
+(several streams of one client stay concurrent), or an ``async def`` one as a
+task on the event loop every async handler shares, routes input into open
 calls and process inboxes, and carries the server's own calls to clients.
 
 Everything a client can make it hold is bounded per client: ``max_streams``
@@ -236,7 +237,9 @@ class _EventLoop:
             for task in tasks:
                 task.cancel()
             if tasks:
-                await asyncio.wait(tasks, timeout=timeout)
+                _, pending = await asyncio.wait(tasks, timeout=timeout)
+                if pending:
+                    log.warning("%d async handlers did not end when cancelled at shutdown", len(pending))
             await loop.shutdown_asyncgens()
             # Threads blocked in a send end within send_timeout; do not wait that long here.
             await asyncio.wait({asyncio.ensure_future(loop.shutdown_default_executor())}, timeout=timeout)

@@ -133,6 +133,26 @@ def test_many_async_handlers_interleave_at_their_awaits(start_server, connect):
     assert [list(s) for s in streams] == [[10]] * 10
 
 
+def test_aclose_ends_the_stream_early(start_server):
+    after = queue.Queue()
+
+    async def early(out, data):
+        await out.asend(1)
+        await out.aclose()
+        after.put(out.closed)
+        await out.aclose()  # a second close does nothing, as close() does
+
+    server = start_server({"early": early})
+    ws = websocket.create_connection(server.url)
+    ws.send(json.dumps({"streamId": 1, "action": "early"}))
+    assert recv_until_close(ws, 1) == [{"streamId": 1, "data": 1}, {"streamId": 1, "close": True}]
+    assert after.get(timeout=5) is True
+    # The same id may be used again at once: the stream was forgotten before its close went out.
+    ws.send(json.dumps({"streamId": 1, "action": "early"}))
+    assert recv_until_close(ws, 1) == [{"streamId": 1, "data": 1}, {"streamId": 1, "close": True}]
+    ws.close()
+
+
 # -- input -------------------------------------------------------------------------
 
 
