@@ -388,6 +388,10 @@ class Dispatcher:
     def _run_call(self, client: Client, stream: Stream, handler: Handler, call: Call) -> None:
         try:
             result = handler(stream, call.data, self._kwargs(client, call))
+            if inspect.iscoroutine(result) or isinstance(result, AsyncGenerator):
+                # A sync function that made one (a decorator without async def): run it on the loop all the same.
+                self._run_async(client, stream, handler, call, result)
+                return
             if isinstance(result, Generator):
                 try:
                     for value in result:
@@ -400,7 +404,9 @@ class Dispatcher:
         except BaseException as exc:  # noqa: B036 - every way out must close the stream
             self._handler_ended(stream, call, client, exc)
 
-    def _run_async(self, client: Client, stream: Stream, handler: Handler, call: Call) -> None:
+    def _run_async(self, client: Client, stream: Stream, handler: Handler, call: Call, made: Any = None) -> None:
+        """Run an async handler as a task on the loop; ``made`` is its coroutine or generator if already called."""
+
         async def run() -> None:
             loop = asyncio.get_running_loop()
             task = asyncio.current_task()
@@ -416,9 +422,11 @@ class Dispatcher:
             # await. Set before reading `cancelled`, so a cancel arriving meanwhile is seen one way or the other.
             stream._on_cancel = cancel
             if stream.cancelled:
+                if inspect.iscoroutine(made):
+                    made.close()  # it will not run: no "never awaited" warning
                 return
             try:
-                result = handler(stream, call.data, self._kwargs(client, call))
+                result = handler(stream, call.data, self._kwargs(client, call)) if made is None else made
                 if isinstance(result, AsyncGenerator):
                     try:
                         async for value in result:
@@ -442,6 +450,8 @@ class Dispatcher:
 
         if not self._loop.run(run()):
             stream.cancel()  # the server is shutting down
+            if inspect.iscoroutine(made):
+                made.close()
 
     def _handler_ended(self, stream: Stream, call: Call, client: Client, exc: BaseException) -> None:
         if isinstance(exc, StreamCancelled):

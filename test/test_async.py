@@ -8,6 +8,7 @@ outlives the server.
 """
 
 import asyncio
+import functools
 import json
 import queue
 import threading
@@ -62,6 +63,28 @@ def test_sync_and_async_handlers_in_one_api(start_server, connect):
     assert client.call("sync", "a") == "sync a"
     assert client.call("async.hello", "b") == "async b"
     assert list(client.stream("async.sends", 21)) == [1, 42]
+
+
+def test_a_sync_wrapper_around_an_async_handler_runs_it_on_the_loop(start_server, connect):
+    # A decorator written without async def: the function is sync, what it returns is not.
+    def logged(handler):
+        @functools.wraps(handler)
+        def wrapper(out, data):
+            return handler(out, data)
+        return wrapper
+
+    @logged
+    async def coroutine(out, data):
+        await asyncio.sleep(0)
+        return threading.current_thread().name
+
+    @logged
+    async def generator(out, data):
+        yield threading.current_thread().name
+
+    client = connect(start_server({"coroutine": coroutine, "generator": generator}))
+    assert client.call("coroutine") == "igor-asyncio"
+    assert list(client.stream("generator")) == ["igor-asyncio"]
 
 
 def test_async_generator_streams_each_yield_in_order(start_server):
