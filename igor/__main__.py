@@ -51,6 +51,9 @@ def _load(spec: str, option: str = "the API") -> Any:
         # that fails to import something of its own gets its traceback.
         if exc.name is None or not (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise
+        if module_name.endswith(".py"):
+            _fail(f"no module named {module_name!r}: write the module's name without .py, "
+                  f"e.g. {module_name[:-3]}:{attribute}")
         _fail(f"no module named {exc.name!r} (in {spec!r}): run igor from the folder that holds it, "
               f"or add that folder to PYTHONPATH")
     value: Any = module

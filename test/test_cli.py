@@ -216,6 +216,7 @@ def test_port_in_use(app_dir):
 @pytest.mark.parametrize("spec, fragments", [
     ("nosuchmodule:API", ["no module named 'nosuchmodule'", "PYTHONPATH"]),
     ("app.nosub:API", ["no module named 'app.nosub'"]),
+    ("app.py:API", ["without .py", "app:API"]),
     ("app:NOPE", ["module 'app' has no attribute 'NOPE'"]),
     ("app:API.missing", ["has no attribute 'missing'"]),
     ("app:NUMBER", ["app:NUMBER is a int, not a dict of actions"]),
