@@ -31,19 +31,25 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _ADDRESS_IN_USE = {errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", errno.EADDRINUSE)}
 
 
-class UsageError(Exception):
-    """A mistake in what the command line asks for, told in one line."""
+class UsageError(SystemExit):
+    """A mistake in what the command line asks for, told in one line (and, uncaught, an exit)."""
+
+    def __init__(self, message: str):
+        super().__init__(f"igor: {message}")
 
 
 def _fail(message: str) -> NoReturn:
     raise UsageError(message)
 
 
-def _load(spec: str, option: str = "the API") -> Any:
+def _resolve(spec: str, option: str = "the API") -> Any:
     """The object ``module:attribute`` names; a :class:`UsageError` saying what is missing."""
     module_name, colon, attribute = spec.partition(":")
     if not colon or not module_name or not attribute:
-        _fail(f"{option} must be given as module:attribute (e.g. myapp.api:API), got {spec!r}")
+        _fail(f"expected module:attribute for {option} (e.g. myapp.api:API), got {spec!r}")
+    # Like `python -m`, let the current folder's modules be found (the `igor` script's own folder is not it).
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -66,8 +72,9 @@ def _load(spec: str, option: str = "the API") -> Any:
     return value
 
 
-def _load_api(spec: str) -> Mapping:
-    api = _load(spec)
+def _load(spec: str) -> Mapping:
+    """The API dict ``module:attribute`` names (``igor types`` uses it too)."""
+    api = _resolve(spec)
     if not isinstance(api, Mapping):
         _fail(f"{spec} is a {type(api).__name__}, not a dict of actions")
     return api
@@ -78,7 +85,7 @@ def _load_process(option: str) -> Tuple[str, threading.Thread]:
     name, equals, spec = option.partition("=")
     if not equals or not name or not spec:
         _fail(f"--process must be given as NAME=module:Class, got {option!r}")
-    factory = _load(spec, f"--process {name}")
+    factory = _resolve(spec, f"--process {name}")
     if isinstance(factory, type) and not issubclass(factory, threading.Thread):
         _fail(f"--process {name}: {spec} is not a threading.Thread subclass (subclass igor.IgorProcess)")
     if not callable(factory):
@@ -133,7 +140,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return _serve(args)
     except UsageError as exc:
-        sys.stderr.write(f"igor: {exc}\n")
+        sys.stderr.write(f"{exc}\n")
         return 2
 
 
@@ -143,9 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.no_token and not _is_loopback(args.host):
         _fail(f"--no-token would let anyone who can reach {args.host} drive this backend: drop --no-token "
               f"(a token is then generated) or bind --host 127.0.0.1")
-    # Like `python -m`, let the current folder's modules be found.
-    sys.path.insert(0, os.getcwd())
-    api = _load_api(args.api)
+    api = _load(args.api)
     processes = [_load_process(option) for option in args.process]
     token = False if args.no_token else args.token or os.environ.get("IGOR_TOKEN") or True
     config = {

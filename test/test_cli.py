@@ -220,7 +220,7 @@ def test_port_in_use(app_dir):
     ("app:NOPE", ["module 'app' has no attribute 'NOPE'"]),
     ("app:API.missing", ["has no attribute 'missing'"]),
     ("app:NUMBER", ["app:NUMBER is a int, not a dict of actions"]),
-    ("app", ["module:attribute", "'app'"]),
+    ("app", ["expected module:attribute", "'app'"]),
 ])
 def test_a_bad_api_spec_says_what_is_wrong(app_dir, spec, fragments):
     assert_one_line_error(run_igor(app_dir, spec), *fragments)
@@ -241,6 +241,7 @@ def test_a_static_folder_that_does_not_exist(app_dir):
 
 @pytest.mark.parametrize("option, fragments", [
     ("app:Echo", ["NAME=module:Class", "'app:Echo'"]),
+    ("echo=app", ["expected module:attribute for --process echo"]),
     ("=app:Echo", ["NAME=module:Class"]),
     ("echo=app:Missing", ["module 'app' has no attribute 'Missing'"]),
     ("echo=nosuchmodule:Echo", ["no module named 'nosuchmodule'"]),
