@@ -1,11 +1,16 @@
+import re
+
 from setuptools import find_packages, setup
 
 with open("README.md", encoding="utf-8") as f:
     long_description = f.read()
+# igor.__version__ is the one place the version is written (importing igor here would need its dependencies).
+with open("igor/__init__.py", encoding="utf-8") as f:
+    version = re.search(r'^__version__ = "([^"]+)"$', f.read(), re.MULTILINE).group(1)
 
 setup(
     name="igor",
-    version="1.0.0",
+    version=version,
     description="Use a Python backend from a web-based desktop UI over one localhost WebSocket.",
     long_description=long_description,
     long_description_content_type="text/markdown",

@@ -2,37 +2,132 @@
 
 Made to be spawned by a UI process: it prints the ``IGOR_READY`` line once
 listening, generates a token unless given one, and by default exits with its
-parent when its stdin is a pipe.
+parent when its stdin is a pipe. The mistakes a new user makes (a wrong
+``module:attribute``, a port in use, an open host without a token, a handler
+the server refuses) are one line on stderr and exit status 2, not a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import inspect
+import ipaddress
 import logging
 import os
 import sys
+import threading
 from collections.abc import Mapping
-from typing import List, Optional
+from typing import Any, List, NoReturn, Optional, Tuple
 
+from . import __version__
 from .core import flatten
+from .exceptions import ConfigError
 from .lifecycle import stdin_is_pipe
 from .server import IgorServer
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_ADDRESS_IN_USE = {errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", errno.EADDRINUSE)}
 
-def _load(spec: str) -> Mapping:
+
+class UsageError(SystemExit):
+    """A mistake in what the command line asks for, told in one line (and, uncaught, an exit)."""
+
+    def __init__(self, message: str):
+        super().__init__(f"igor: {message}")
+
+
+def _fail(message: str) -> NoReturn:
+    raise UsageError(message)
+
+
+def _resolve(spec: str, option: str = "the API") -> Any:
+    """The object ``module:attribute`` names; a :class:`UsageError` saying what is missing."""
     module_name, colon, attribute = spec.partition(":")
     if not colon or not module_name or not attribute:
-        raise SystemExit(f"igor: expected module:attribute, got {spec!r}")
-    # Like `python -m`, let the current folder's modules be found.
-    sys.path.insert(0, os.getcwd())
-    module = importlib.import_module(module_name)
-    api = module
-    for part in attribute.split("."):
-        api = getattr(api, part)
+        _fail(f"expected module:attribute for {option} (e.g. myapp.api:API), got {spec!r}")
+    # Like `python -m`, let the current folder's modules be found (the `igor` script's own folder is not it).
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only the named module (or its package) missing is the user's spelling; a module
+        # that fails to import something of its own gets its traceback.
+        if exc.name is None or not (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise
+        if module_name.endswith(".py"):
+            _fail(f"no module named {module_name!r}: write the module's name without .py, "
+                  f"e.g. {module_name[:-3]}:{attribute}")
+        _fail(f"no module named {exc.name!r} (in {spec!r}): run igor from the folder that holds it, "
+              f"or add that folder to PYTHONPATH")
+    value: Any = module
+    parts = attribute.split(".")
+    for depth, part in enumerate(parts):
+        if not hasattr(value, part):
+            owner = f"module {module_name!r}" if depth == 0 else f"{module_name}:{'.'.join(parts[:depth])}"
+            _fail(f"{owner} has no attribute {part!r} (in {spec!r})")
+        value = getattr(value, part)
+    return value
+
+
+def _load(spec: str) -> Mapping:
+    """The API dict ``module:attribute`` names (``igor types`` uses it too)."""
+    api = _resolve(spec)
     if not isinstance(api, Mapping):
-        raise SystemExit(f"igor: {spec} is a {type(api).__name__}, not a dict of actions")
+        _fail(f"{spec} is a {type(api).__name__}, not a dict of actions")
     return api
+
+
+def _load_process(option: str) -> Tuple[str, threading.Thread]:
+    """``NAME=module:Class`` as (NAME, a new instance of Class), which must be a ``threading.Thread``."""
+    name, equals, spec = option.partition("=")
+    if not equals or not name or not spec:
+        _fail(f"--process must be given as NAME=module:Class, got {option!r}")
+    factory = _resolve(spec, f"--process {name}")
+    if isinstance(factory, type) and not issubclass(factory, threading.Thread):
+        _fail(f"--process {name}: {spec} is not a threading.Thread subclass (subclass igor.IgorProcess)")
+    if not callable(factory):
+        _fail(f"--process {name}: {spec} is a {type(factory).__name__}, not a class")
+    try:
+        inspect.signature(factory).bind()
+    except TypeError:
+        _fail(f"--process {name}: {spec} needs arguments, but it is created with none")
+    except ValueError:
+        pass  # no signature to check: just call it
+    thread = factory()
+    if not isinstance(thread, threading.Thread):
+        _fail(f"--process {name}: {spec}() made a {type(thread).__name__}, not a threading.Thread")
+    return name, thread
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="igor", description="Serve a Python API to a web UI over WebSocket.")
+    parser.add_argument("api", help="the API to serve, as module:attribute (a dict of actions, nested or flat)")
+    parser.add_argument("--version", action="version", version=f"igor {__version__}")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default 0)")
+    parser.add_argument("--token", help="the token clients must present (default: IGOR_TOKEN, else a new one)")
+    parser.add_argument("--no-token", action="store_true", help="accept clients without a token (loopback only)")
+    parser.add_argument("--static", metavar="DIR", help="also serve the files of DIR over plain HTTP")
+    parser.add_argument("--process", metavar="NAME=module:Class", action="append", default=[],
+                        help="run a background process: a threading.Thread subclass (e.g. an igor.IgorProcess), "
+                             "created with no arguments, under the id NAME; repeatable")
+    parser.add_argument("--exit-with-parent", dest="exit_with_parent", action="store_true", default=None,
+                        help="shut down when stdin closes or the parent process dies (default: when stdin is a pipe)")
+    parser.add_argument("--no-exit-with-parent", dest="exit_with_parent", action="store_false")
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
+                        help="log to stderr from this level on (default INFO, DEBUG with --debug)")
+    parser.add_argument("--debug", action="store_true", help="send tracebacks to clients and log at DEBUG level")
+    return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -41,20 +136,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .typescript import main as types_main
 
         return types_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="igor", description="Serve a Python API to a web UI over WebSocket.")
-    parser.add_argument("api", help="the API to serve, as module:attribute (a dict of actions, nested or flat)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default 0)")
-    parser.add_argument("--token", help="the token clients must present (default: IGOR_TOKEN, else a new one)")
-    parser.add_argument("--no-token", action="store_true", help="accept clients without a token (loopback only)")
-    parser.add_argument("--static", metavar="DIR", help="also serve the files of DIR over plain HTTP")
-    parser.add_argument("--exit-with-parent", dest="exit_with_parent", action="store_true", default=None,
-                        help="shut down when stdin closes or the parent process dies (default: when stdin is a pipe)")
-    parser.add_argument("--no-exit-with-parent", dest="exit_with_parent", action="store_false")
-    parser.add_argument("--debug", action="store_true", help="send tracebacks to clients and log at DEBUG level")
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
+    try:
+        return _serve(args)
+    except UsageError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
 
-    logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+def _serve(args: argparse.Namespace) -> int:
+    level = args.log_level or ("DEBUG" if args.debug else "INFO")
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.no_token and not _is_loopback(args.host):
+        _fail(f"--no-token would let anyone who can reach {args.host} drive this backend: drop --no-token "
+              f"(a token is then generated) or bind --host 127.0.0.1")
+    api = _load(args.api)
+    processes = [_load_process(option) for option in args.process]
     token = False if args.no_token else args.token or os.environ.get("IGOR_TOKEN") or True
     config = {
         "host": args.host,
@@ -64,9 +161,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         "ready_line": True,
         "exit_with_parent": stdin_is_pipe() if args.exit_with_parent is None else args.exit_with_parent,
         "debug": args.debug,
-        "logging": {"level": logging.DEBUG if args.debug else logging.INFO},
     }
-    server = IgorServer(api=flatten(_load(args.api)), config=config)
+    try:
+        server = IgorServer(api=flatten(api), config=config)
+        for name, thread in processes:
+            server.add_process(name, thread)
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc))
+    try:
+        server.start()
+    except OSError as exc:
+        if exc.errno in _ADDRESS_IN_USE:
+            _fail(f"port {args.port} is in use: pick another with --port, or --port 0 for a free one")
+        _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     return server.run_forever() or 0
 
 

@@ -246,8 +246,8 @@ class Connection:
 
     # -- writing ------------------------------------------------------------
 
-    def send_frame(self, frame: bytes, wait: bool = True, abandon: Optional[threading.Event] = None,
-                   batch: bool = False) -> bool:
+    def send_frame(self, frame: bytes, wait: Optional[bool] = True, abandon: Optional[threading.Event] = None,
+                   batch: bool = False) -> Optional[bool]:
         """Write one data frame, or queue it; False if it was not accepted.
 
         With ``batch`` the frame is queued even when it could be written at
@@ -258,7 +258,9 @@ class Connection:
         A full backlog means the client is not reading. A waiting sender gets
         up to ``send_timeout`` seconds of back-pressure, giving up early when
         the connection closes or ``abandon`` is set; a non-waiting sender gets
-        none. Then the client is disconnected as a slow consumer.
+        none. Then the client is disconnected as a slow consumer. With
+        ``wait=None`` (an async handler's first try) a full backlog returns
+        None and nothing is sent or decided.
         """
         deadline: Optional[float] = None
         with self._lock:
@@ -272,6 +274,8 @@ class Connection:
                     self._queue(frame)
                     return True
                 if not wait:
+                    if wait is None:
+                        return None  # it would have to wait: the caller tries again where it can
                     break
                 now = time.monotonic()
                 if deadline is None:

@@ -5,7 +5,8 @@ talk to it through three calls (:meth:`~Dispatcher.connected`,
 :meth:`~Dispatcher.received`, :meth:`~Dispatcher.disconnected`), and it talks
 back through :class:`~igor.registry.Client` (send a frame, close), so neither
 side reaches into the other. It runs each call's handler on a worker thread
-(several streams of one client stay concurrent), routes input into open
+(several streams of one client stay concurrent), or an ``async def`` one as a
+task on the event loop every async handler shares, routes input into open
 calls and process inboxes, and carries the server's own calls to clients.
 
 Everything a client can make it hold is bounded per client: ``max_streams``
@@ -16,6 +17,7 @@ inputs per call and ``max_message_size`` bytes of unread input in all.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import itertools
 import logging
@@ -187,31 +189,69 @@ class _WorkerPool:
 
 
 class _EventLoop:
-    """One asyncio loop on a thread of its own, started on the first ``async def`` call."""
+    """One asyncio loop on a thread of its own, started on the first ``async def`` call.
 
-    def __init__(self) -> None:
+    Every async handler runs on it, so they interleave at their awaits. Its
+    default executor (which ``asyncio.to_thread``, and so ``out.asend``, use)
+    is not asyncio's usual one of ``cpus + 4`` threads: a few sends blocked on
+    clients that do not read would take them all and stall every other async
+    handler. Threads start only as needed and are bounded by how many streams
+    could be open at once.
+    """
+
+    def __init__(self, max_threads: int) -> None:
         self._lock = threading.Lock()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
+        self._stopped = False
+        self._max_threads = max_threads
 
-    def run(self, coroutine: Any) -> Any:
-        """Schedule ``coroutine``; returns its concurrent future."""
+    def run(self, coroutine: Any) -> bool:
+        """Schedule ``coroutine`` as a task; False (and it is closed) once the loop has stopped."""
         with self._lock:
+            if self._stopped:
+                coroutine.close()
+                return False
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
+                self._loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
+                    self._max_threads, thread_name_prefix="igor-async-io"))
                 self._thread = threading.Thread(target=self._loop.run_forever, name="igor-asyncio", daemon=True)
                 self._thread.start()
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+            asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+            return True
+
+    def owns(self, thread: threading.Thread) -> bool:
+        return thread is self._thread
 
     def stop(self, timeout: float) -> None:
+        """Cancel what still runs (a handler that ignored its cancel), then stop and close the loop."""
         with self._lock:
             loop, thread = self._loop, self._thread
-            self._loop = None
-        if loop is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout)
-            if not thread.is_alive():
-                loop.close()
+            self._stopped = True
+        if loop is None:
+            return
+
+        async def drain() -> None:
+            tasks = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                _, pending = await asyncio.wait(tasks, timeout=timeout)
+                if pending:
+                    log.warning("%d async handlers did not end when cancelled at shutdown", len(pending))
+            await loop.shutdown_asyncgens()
+            # Threads blocked in a send end within send_timeout; do not wait that long here.
+            await asyncio.wait({asyncio.ensure_future(loop.shutdown_default_executor())}, timeout=timeout)
+
+        try:
+            asyncio.run_coroutine_threadsafe(drain(), loop).result(3 * timeout)
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            log.warning("async handlers did not stop within %ss", timeout)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        if not thread.is_alive():
+            loop.close()
 
 
 class _PendingCall:
@@ -252,7 +292,7 @@ class Dispatcher:
         self._server = server
         self._on_exit = on_exit
         self._pool = _WorkerPool(config.worker_idle_timeout)
-        self._loop = _EventLoop()
+        self._loop = _EventLoop(config.max_clients * config.max_streams)
         self._lock = threading.Lock()
         self._peers: Dict[Client, _Peer] = {}
 
@@ -348,6 +388,10 @@ class Dispatcher:
     def _run_call(self, client: Client, stream: Stream, handler: Handler, call: Call) -> None:
         try:
             result = handler(stream, call.data, self._kwargs(client, call))
+            if inspect.iscoroutine(result) or isinstance(result, AsyncGenerator):
+                # A sync function that made one (a decorator without async def): run it on the loop all the same.
+                self._run_async(client, stream, handler, call, result)
+                return
             if isinstance(result, Generator):
                 try:
                     for value in result:
@@ -361,10 +405,29 @@ class Dispatcher:
         except BaseException as exc:  # noqa: B036 - every way out must close the stream
             self._handler_ended(stream, call, client, exc)
 
-    def _run_async(self, client: Client, stream: Stream, handler: Handler, call: Call) -> None:
+    def _run_async(self, client: Client, stream: Stream, handler: Handler, call: Call, made: Any = None) -> None:
+        """Run an async handler as a task on the loop; ``made`` is its coroutine or generator if already called."""
+
         async def run() -> None:
+            loop = asyncio.get_running_loop()
+            task = asyncio.current_task()
+
+            def cancel() -> None:
+                # From the connection's reader thread; the loop may already be closed at shutdown.
+                try:
+                    loop.call_soon_threadsafe(task.cancel)
+                except RuntimeError:
+                    pass
+
+            # A cancel (or the client leaving) cancels the task, which the handler sees at its next
+            # await. Set before reading `cancelled`, so a cancel arriving meanwhile is seen one way or the other.
+            stream._on_cancel = cancel
+            if stream.cancelled:
+                if inspect.iscoroutine(made):
+                    made.close()  # it will not run: no "never awaited" warning
+                return
             try:
-                result = handler(stream, call.data, self._kwargs(client, call))
+                result = handler(stream, call.data, self._kwargs(client, call)) if made is None else made
                 if isinstance(result, AsyncGenerator):
                     try:
                         async for value in result:
@@ -375,15 +438,21 @@ class Dispatcher:
                     value = await result
                     if value is not None:
                         await stream.asend(value)
-                stream.close()
+                await stream.aclose()
             except asyncio.CancelledError:
-                stream.close()
+                # A stream's cancel sends its own close; anything else that cancelled the task did not.
+                if not stream.cancelled:
+                    await stream.aclose()
+            except GeneratorExit:
+                raise  # the loop is gone (a handler that ignored its cancel at shutdown): nothing to await
             except BaseException as exc:  # noqa: B036 - every way out must close the stream
-                self._handler_ended(stream, call, client, exc)
+                # Sending the error may wait for a slow client: never on the loop's thread.
+                await asyncio.to_thread(self._handler_ended, stream, call, client, exc)
 
-        future = self._loop.run(run())
-        # A cancel (or the client leaving) cancels the task, which the handler sees at its next await.
-        stream._on_cancel = future.cancel
+        if not self._loop.run(run()):
+            stream.cancel()  # the server is shutting down
+            if inspect.iscoroutine(made):
+                made.close()
 
     def _handler_ended(self, stream: Stream, call: Call, client: Client, exc: BaseException) -> None:
         if isinstance(exc, StreamCancelled):
@@ -526,7 +595,7 @@ class Dispatcher:
             self._cancel_streams(peer)
 
     def owns_thread(self, thread: threading.Thread) -> bool:
-        return self._pool.owns(thread)
+        return self._pool.owns(thread) or self._loop.owns(thread)
 
     def stop(self, timeout: float) -> None:
         self._pool.stop(timeout)

@@ -23,8 +23,8 @@ ClientId = StreamId
 class Link(Protocol):
     """What a client needs of its connection: write a frame, close."""
 
-    def send_frame(self, frame: bytes, wait: bool = True, abandon: Optional[threading.Event] = None,
-                   batch: bool = False) -> bool: ...
+    def send_frame(self, frame: bytes, wait: Optional[bool] = True, abandon: Optional[threading.Event] = None,
+                   batch: bool = False) -> Optional[bool]: ...
 
     def close(self, code: int = 1000, reason: str = "") -> None: ...
 
@@ -48,16 +48,17 @@ class Client:
         self.connected = True
         self._link = link
 
-    def send(self, frame: bytes, wait: bool = True, abandon: Optional[threading.Event] = None,
-             batch: bool = False) -> bool:
+    def send(self, frame: bytes, wait: Optional[bool] = True, abandon: Optional[threading.Event] = None,
+             batch: bool = False) -> Optional[bool]:
         """Write one frame (see :func:`igor.frames.text_frame`); False if it was not accepted.
 
         ``wait`` lets a handler wait for room when the client reads slowly
         (back-pressure on its own stream) until ``abandon`` is set; process
         threads pass False so a slow client never stalls them (it is
-        disconnected instead). ``batch`` lets the frame wait for the writer
-        thread to send it with others (see :meth:`Connection.send_frame
-        <igor.connection.Connection.send_frame>`).
+        disconnected instead). ``wait=None`` sends only if there is room and
+        returns None otherwise, so that the event loop never waits. ``batch``
+        lets the frame wait for the writer thread to send it with others (see
+        :meth:`Connection.send_frame <igor.connection.Connection.send_frame>`).
         """
         return self._link.send_frame(frame, wait, abandon, batch)
 

@@ -12,7 +12,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from .exceptions import InputEnded, InputTimeout, StreamCancelled, StreamClosed
 from .frames import text_frame
@@ -84,6 +84,8 @@ class Stream:
         self._input = threading.Condition(threading.Lock())
         self._inbox: Deque[Tuple[Any, int]] = deque()
         self._input_ended = False
+        # areceive() calls waiting for input: (their loop, a future to resolve).
+        self._waiters: List[Tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
         # Tells the dispatcher how many input bytes were read (or dropped), for its per-client bound.
         self._on_consumed = on_consumed
         # Set by the dispatcher for an async handler: cancels its task.
@@ -150,10 +152,12 @@ class Stream:
         # The event first: a handler blocked in a send (a client not reading)
         # sees it, gives up, and releases the lock taken below.
         self._cancelled.set()
-        with self._input:
-            self._input.notify_all()
+        # Before waking receivers: an async handler waiting for input then
+        # sees its task cancelled, not the input wait ending.
         if self._on_cancel is not None:
             self._on_cancel()
+        with self._input:
+            self._notify_input()
         with self._lock:
             if self._closed:
                 return
@@ -220,20 +224,34 @@ class Stream:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._input:
-            while True:
-                if self._cancelled.is_set():
-                    raise StreamCancelled(f"stream {self.stream_id!r} was cancelled")
-                if self._inbox:
-                    value, size = self._inbox.popleft()
-                    break
-                if self._input_ended:
-                    raise InputEnded(f"the client ended its input on stream {self.stream_id!r}")
+            while not self._take_ready():
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise InputTimeout(f"no input on stream {self.stream_id!r} within {timeout}s")
                 self._input.wait(remaining)
+            value, size = self._inbox.popleft()
         self._on_consumed(size)
         return value
+
+    def _take_ready(self) -> bool:
+        """True if the inbox has a value; raises if none will come. Called with ``_input`` held."""
+        if self._cancelled.is_set():
+            raise StreamCancelled(f"stream {self.stream_id!r} was cancelled")
+        if self._inbox:
+            return True
+        if self._input_ended:
+            raise InputEnded(f"the client ended its input on stream {self.stream_id!r}")
+        return False
+
+    def _notify_input(self) -> None:
+        """Wake every receiver, threads and tasks alike. Called with ``_input`` held."""
+        self._input.notify_all()
+        for loop, waiter in self._waiters:
+            try:
+                loop.call_soon_threadsafe(_resolve, waiter)
+            except RuntimeError:  # its loop is closed: nobody waits any more
+                pass
+        self._waiters.clear()
 
     def __iter__(self) -> Iterator[Any]:
         """Each value the client sends, until it ends its input, cancels or leaves."""
@@ -244,17 +262,72 @@ class Stream:
                 return
 
     # -- async counterparts, for ``async def`` handlers ------------------------
-    # A send can wait for room (a client reading slowly) and a receive for
-    # input: both run on a worker thread so the event loop, which every
-    # async handler shares, never blocks.
+    # Every async handler shares one event loop, which must never block. A
+    # send can wait for room (a client reading slowly), so it runs on a
+    # thread; a receive waits on the loop itself, so that any number of
+    # handlers can wait for input at no cost.
 
     async def asend(self, data: Any = None) -> None:
         """:meth:`send` for an ``async def`` handler."""
-        await asyncio.to_thread(self.send, data)
+        payload = self._encode(data_message(self.stream_id, data))
+        if not self._emit_now(payload):
+            await asyncio.to_thread(self._emit, payload)
+
+    async def aclose(self) -> None:
+        """:meth:`close` for an ``async def`` handler."""
+        if not self._lock.acquire(blocking=False):
+            await asyncio.to_thread(self.close)
+            return
+        try:
+            if self._closed:
+                return
+            self._finish(None)
+            frame = text_frame(self._encode(close_message(self.stream_id)))
+            if self.client.send(frame, None) is not None:
+                return
+        finally:
+            self._lock.release()
+        await asyncio.to_thread(self.client.send, frame)  # waits for room, as close() does
+
+    def _emit_now(self, payload: bytes) -> bool:
+        """Send ``payload`` if that needs no waiting; False, with nothing sent, if it would wait or fail.
+
+        Most sends find room, and sending them from the loop's thread saves
+        two thread switches each; :meth:`_emit` on a thread does the rest.
+        """
+        # Not acquired: a send of this stream is waiting on a thread; queue behind it there.
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._closed or self._cancelled.is_set():
+                return False  # _emit raises the right error
+            return bool(self.client.send(text_frame(payload), None, self._cancelled))
+        finally:
+            self._lock.release()
 
     async def areceive(self, timeout: Optional[float] = None) -> Any:
-        """:meth:`receive` for an ``async def`` handler."""
-        return await asyncio.to_thread(self.receive, timeout)
+        """:meth:`receive` for an ``async def`` handler: the next input value, raising as it does."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            with self._input:
+                if self._take_ready():
+                    value, size = self._inbox.popleft()
+                    break
+                waiter = loop.create_future()
+                self._waiters.append((loop, waiter))
+            try:
+                done, _ = await asyncio.wait({waiter}, timeout=None if deadline is None else deadline - loop.time())
+            finally:
+                with self._input:
+                    if (loop, waiter) in self._waiters:
+                        self._waiters.remove((loop, waiter))
+            if not done:
+                with self._input:
+                    if not self._take_ready():
+                        raise InputTimeout(f"no input on stream {self.stream_id!r} within {timeout}s")
+        self._on_consumed(size)
+        return value
 
     async def asleep(self, seconds: float) -> bool:
         """:meth:`wait` for an ``async def`` handler: sleep, True if the stream was cancelled.
@@ -280,13 +353,13 @@ class Stream:
             if len(self._inbox) >= limit:
                 return False
             self._inbox.append((value, size))
-            self._input.notify()
+            self._notify_input()
             return True
 
     def _end_input(self) -> None:
         with self._input:
             self._input_ended = True
-            self._input.notify_all()
+            self._notify_input()
 
     @property
     def accepts_input(self) -> bool:
@@ -295,6 +368,11 @@ class Stream:
     def __repr__(self) -> str:
         state = "cancelled" if self.cancelled else "closed" if self._closed else "open"
         return f"<Stream {self.stream_id!r} of client {self.client.id!r} {state}>"
+
+
+def _resolve(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class ProcessOutput:
