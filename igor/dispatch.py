@@ -16,7 +16,8 @@ inputs per call and ``max_message_size`` bytes of unread input in all.
 
 from __future__ import annotations
 
-import asyncio
+# asyncio is imported where async handlers need it, not here: it adds about
+# 8 MiB to every process, which an app with only sync handlers need not pay.
 import concurrent.futures
 import inspect
 import itertools
@@ -67,6 +68,8 @@ from .registry import Client, ClientId, ClientRegistry
 from .stream import Stream
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .config import Config
 
 __all__ = ["Dispatcher", "Handler", "HANDLER_KEYWORDS"]
@@ -208,6 +211,8 @@ class _EventLoop:
 
     def run(self, coroutine: Any) -> bool:
         """Schedule ``coroutine`` as a task; False (and it is closed) once the loop has stopped."""
+        import asyncio
+
         with self._lock:
             if self._stopped:
                 coroutine.close()
@@ -231,6 +236,7 @@ class _EventLoop:
             self._stopped = True
         if loop is None:
             return
+        import asyncio
 
         async def drain() -> None:
             tasks = asyncio.all_tasks() - {asyncio.current_task()}
@@ -407,6 +413,7 @@ class Dispatcher:
 
     def _run_async(self, client: Client, stream: Stream, handler: Handler, call: Call, made: Any = None) -> None:
         """Run an async handler as a task on the loop; ``made`` is its coroutine or generator if already called."""
+        import asyncio
 
         async def run() -> None:
             loop = asyncio.get_running_loop()

@@ -149,3 +149,14 @@ def test_the_library_prints_nothing_unless_the_application_configures_logging():
     assert done.returncode == 0, done.stderr
     assert "hidden" not in done.stderr and "No handlers" not in done.stderr
     assert done.stdout.strip() == str(logging.INFO)
+
+
+def test_a_sync_only_server_never_loads_asyncio_or_numpy():
+    # Each adds 8-14 MiB to the process; an app that does not need them should not pay for them.
+    code = ("import sys, igor; from igor import IgorClient\n"
+            "with igor.IgorServer({'echo': lambda out, data: data}, port=0) as s, IgorClient(s.url) as c:\n"
+            "    assert c.call('echo', 'x' * 1000) == 'x' * 1000\n"
+            "print(sorted(m for m in ('asyncio', 'numpy') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
