@@ -53,7 +53,7 @@ log = logging.getLogger("igor")
 
 #: Seconds a closing connection gets to exchange close frames before it is cut.
 CLOSE_TIMEOUT = 2.0
-_RECV_SIZE = 1 << 16
+_RECV_IDLE = 4096
 _RECV_MAX = 1 << 20
 _BATCH_BYTES = 1 << 20
 # Seconds a writer thread with nothing left to write waits for more before it ends.
@@ -203,15 +203,18 @@ class Connection:
     def _read_loop(self, rest: bytes) -> None:
         parser = FrameParser(self._transport.config.max_message_size)
         events = parser.feed(rest)
+        size = _RECV_IDLE
         while True:
             for event in events:
                 if not self._on_event(event):
                     return
-            # Read what the current frame still needs (bounded), so a 10 MB
-            # message takes few system calls and an idle connection holds no buffer.
-            data = self.sock.recv(min(max(_RECV_SIZE, parser.wanted), _RECV_MAX))
+            # recv(n) holds n bytes while it waits: an idle connection waits
+            # with a small buffer, a busy one (its last read filled the
+            # buffer, or a large frame is due) reads up to 1 MiB at a time.
+            data = self.sock.recv(min(max(size, parser.wanted), _RECV_MAX))
             if not data:
                 raise _Closed()
+            size = min(size * 4, _RECV_MAX) if len(data) >= size else _RECV_IDLE
             events = parser.feed(data)
             # Pings alone do not show the peer is alive: one that only pings
             # and never reads would keep the idle timer from ever sending our
