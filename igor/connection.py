@@ -56,6 +56,7 @@ CLOSE_TIMEOUT = 2.0
 _RECV_IDLE = 4096
 _RECV_MAX = 1 << 20
 _BATCH_BYTES = 1 << 20
+_IOV_MAX = 1024  # frames per sendmsg: POSIX guarantees at least 16, Linux and macOS take 1024
 # Seconds a writer thread with nothing left to write waits for more before it ends.
 _LINGER = 0.05
 _SLICE = 0.05
@@ -398,7 +399,7 @@ class Connection:
                 self._lock.notify_all()  # room for waiting senders
             lingered = False
             try:
-                self._send_all(batch[0] if len(batch) == 1 else b"".join(batch))
+                self._send_all(batch)
                 if closing:
                     self._shutdown_write()
             except OSError:
@@ -410,12 +411,23 @@ class Connection:
                     self._lock.notify_all()
                 return
 
-    def _send_all(self, data: Chunk) -> None:
-        view = memoryview(data)
-        while view:
-            sent = self.sock.send(view)
-            view = view[sent:]
+    def _send_all(self, chunks: List[Chunk]) -> None:
+        # sendmsg gathers the frames where they lie: joining them first would
+        # copy a broadcast's shared frame once per client that has it queued.
+        if not hasattr(self.sock, "sendmsg"):
+            chunks = [b"".join(chunks)]
+        views = [memoryview(chunk) for chunk in chunks]
+        first = 0
+        while first < len(views):
+            sent = self.sock.sendmsg(views[first:first + _IOV_MAX]) if len(views) > 1 else self.sock.send(views[0])
             self._progress = time.monotonic()
+            while sent:
+                if sent >= len(views[first]):
+                    sent -= len(views[first])
+                    first += 1
+                else:
+                    views[first] = views[first][sent:]
+                    sent = 0
 
     def _shutdown_write(self) -> None:
         try:

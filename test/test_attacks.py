@@ -464,7 +464,8 @@ class Reader(threading.Thread):
             self.received += size
 
 
-@pytest.mark.parametrize("clients, stagger", [(8, 0.0), (8, 0.2)], ids=["all-at-once", "one-after-another"])
+@pytest.mark.parametrize("clients, stagger", [(8, 0.0), (8, 0.2), (60, 0.03)],
+                         ids=["all-at-once", "one-after-another", "sixty-staggered"])
 def test_broadcasts_to_clients_that_stop_reading(serve, clients, stagger):
     """Clients stop reading a stream of 32-64 KiB broadcasts, together or each ``stagger`` s after the last.
 
