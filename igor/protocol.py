@@ -191,6 +191,26 @@ def encode(message: dict, default: Optional[Callable[[Any], Any]] = None) -> byt
     read them back. Lone surrogates (which ``json.loads`` accepts from a
     client) cannot be UTF-8: such a message is sent with ASCII escapes.
     """
+    return _encode(message, _PLAIN if default is None else _json_encoder(default), default)
+
+
+def make_encoder(default: Optional[Callable[[Any], Any]] = None) -> Callable[[dict], bytes]:
+    """:func:`encode` with the application's ``json_default`` bound in."""
+    if default is None:
+        return encode
+    encoder = _json_encoder(default)
+    return lambda message: _encode(message, encoder, default)
+
+
+def _json_encoder(default: Optional[Callable[[Any], Any]]) -> json.JSONEncoder:
+    return json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=default)
+
+
+# Built once: json.dumps with options builds a new encoder for every message.
+_PLAIN = _json_encoder(None)
+
+
+def _encode(message: dict, encoder: json.JSONEncoder, default: Optional[Callable[[Any], Any]]) -> bytes:
     data = message.get("data")
     if orjson is not None and type(data) is str and len(data) > _LARGE and len(message) > 1:
         # A long string, as a big answer usually is: orjson escapes it several
@@ -201,9 +221,9 @@ def encode(message: dict, default: Optional[Callable[[Any], Any]] = None) -> byt
             pass  # lone surrogates: the standard path below decides
         else:
             rest = {key: value for key, value in message.items() if key != "data"}
-            return encode(rest, default)[:-1] + b',"data":' + body + b"}"
+            return _encode(rest, encoder, default)[:-1] + b',"data":' + body + b"}"
     try:
-        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=default)
+        text = encoder.encode(message)
     except TypeError as exc:
         hint = "" if default is not None else " (a json_default in the config can encode your own types)"
         raise ValueError(f"value is not JSON serialisable: {exc}{hint}") from None
@@ -213,13 +233,6 @@ def encode(message: dict, default: Optional[Callable[[Any], Any]] = None) -> byt
         return text.encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(message, separators=(",", ":"), allow_nan=False, default=default).encode("ascii")
-
-
-def make_encoder(default: Optional[Callable[[Any], Any]] = None) -> Callable[[dict], bytes]:
-    """:func:`encode` with the application's ``json_default`` bound in."""
-    if default is None:
-        return encode
-    return lambda message: encode(message, default)
 
 
 def data_message(stream_id: StreamId, data: Any) -> dict:
