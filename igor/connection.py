@@ -102,7 +102,7 @@ class Connection:
         self._close_frame: Optional[bytes] = None
         self._writing = False           # a writer thread owns the socket's write side
         self._progress = time.monotonic()
-        self._closing = threading.Event()
+        self._closing = False  # set once, read without the lock: a plain flag is cheapest
         self._closed_reported = False
 
     @property
@@ -141,7 +141,7 @@ class Connection:
         except Exception:
             log.exception("client %s: error while leaving", self.name)
         finally:
-            self._closing.set()
+            self._closing = True
             with self._lock:
                 # Let the writer put our close frame on the wire, within bounds.
                 self._lock.wait_for(lambda: not self._writing, CLOSE_TIMEOUT)
@@ -229,7 +229,7 @@ class Connection:
         if isinstance(event, FrameError):
             raise event
         if isinstance(event, TextMessage):
-            if not self._closing.is_set():
+            if not self._closing:
                 self._transport.listener.received(self.client, event.text)
         elif isinstance(event, Ping):
             self._send_pong(build_frame(OP_PONG, event.payload))
@@ -269,7 +269,7 @@ class Connection:
         deadline: Optional[float] = None
         with self._lock:
             while True:
-                if self._closing.is_set() or (abandon is not None and abandon.is_set()):
+                if self._closing or (abandon is not None and abandon.is_set()):
                     return False
                 if not self._writing and not batch:
                     return self._write_through(frame)
@@ -293,7 +293,7 @@ class Connection:
     def send_ping(self) -> None:
         self.ping_sent = time.monotonic()
         with self._lock:
-            if self._closing.is_set():
+            if self._closing:
                 return
             if self._writing:
                 self._queue(build_frame(OP_PING, b"igor"))
@@ -302,7 +302,7 @@ class Connection:
 
     def _send_pong(self, frame: bytes) -> None:
         with self._lock:
-            if self._closing.is_set():
+            if self._closing:
                 return
             if self._writing:
                 self._pong = frame  # replaces a pong not yet written: at most one is ever pending
@@ -312,9 +312,9 @@ class Connection:
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Send a close frame after what is queued, then end the connection. Never blocks."""
         with self._lock:
-            if self._closing.is_set():
+            if self._closing:
                 return
-            self._closing.set()
+            self._closing = True
             self.closing_since = time.monotonic()
             frame = build_close(code, reason)
             self._lock.notify_all()  # senders waiting for room give up
@@ -334,7 +334,7 @@ class Connection:
     def abort(self) -> None:
         """Cut the connection at once; the reader thread then ends it."""
         with self._lock:
-            self._closing.set()
+            self._closing = True
             if self.closing_since is None:
                 self.closing_since = time.monotonic()
             self._lock.notify_all()
@@ -350,18 +350,18 @@ class Connection:
         except BlockingIOError:
             sent = 0
         except OSError:
-            self._closing.set()
+            self._closing = True
             return False
         if sent < len(frame):
             self._queue(memoryview(frame)[sent:] if sent else frame)
         return True
 
     def _queue(self, chunk: Chunk) -> None:
-        if not self._backlog and not self._writing:
-            self._progress = time.monotonic()
         self._backlog.append(chunk)
         self._backlog_bytes += len(chunk)
-        self._start_writer()
+        if not self._writing:
+            self._progress = time.monotonic()
+            self._start_writer()
 
     def _start_writer(self) -> None:
         if not self._writing:
@@ -373,7 +373,7 @@ class Connection:
         while True:
             with self._lock:
                 if not self._backlog and self._pong is None and self._close_frame is None and not lingered \
-                        and not self._closing.is_set():
+                        and not self._closing:
                     # A burst tends to go on: wait a moment for more before
                     # ending, rather than start a thread for every push.
                     self._lock.wait(_LINGER)
