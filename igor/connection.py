@@ -103,7 +103,6 @@ class Connection:
         self._writing = False           # a writer thread owns the socket's write side
         self._progress = time.monotonic()
         self._closing = False  # set once, read without the lock: a plain flag is cheapest
-        self._closed_reported = False
 
     @property
     def name(self) -> str:
@@ -471,7 +470,3 @@ class Connection:
                 self.abort()
         elif now - self.last_seen > ping_interval:
             self.send_ping()
-
-    @property
-    def outbox_bytes(self) -> int:
-        return self._backlog_bytes
