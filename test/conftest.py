@@ -1,3 +1,4 @@
+import json
 import os
 import sys
 import threading
@@ -63,3 +64,19 @@ def connect():
 
 def igor_threads():
     return [t for t in threading.enumerate() if t.name.startswith(("igor-", "Thread-"))]
+
+
+def recv_json(ws):
+    return json.loads(ws.recv())
+
+
+def recv_until_close(ws, stream_id, limit=1000):
+    """Messages of ``stream_id`` up to and including its close."""
+    messages = []
+    for _ in range(limit):
+        message = recv_json(ws)
+        if message.get("streamId") == stream_id:
+            messages.append(message)
+            if message.get("close"):
+                return messages
+    raise AssertionError("no close")

@@ -15,24 +15,9 @@ import threading
 
 import pytest
 import websocket
-from conftest import wait_for
+from conftest import recv_json, recv_until_close, wait_for
 
 from igor import IgorServer, RemoteError
-
-
-def recv_json(ws):
-    return json.loads(ws.recv())
-
-
-def recv_until_close(ws, stream_id, limit=1000):
-    messages = []
-    for _ in range(limit):
-        message = recv_json(ws)
-        if message.get("streamId") == stream_id:
-            messages.append(message)
-            if message.get("close"):
-                return messages
-    raise AssertionError("no close")
 
 
 def loop_threads():

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import websocket
-from conftest import wait_for
+from conftest import recv_json, recv_until_close, wait_for
 
 import igor
 from igor import (
@@ -21,23 +21,6 @@ from igor import (
     StreamClosed,
     UnknownClient,
 )
-
-
-def recv_json(ws):
-    return json.loads(ws.recv())
-
-
-def recv_until_close(ws, stream_id, limit=1000):
-    """Messages of ``stream_id`` up to and including its close."""
-    messages = []
-    for _ in range(limit):
-        message = recv_json(ws)
-        if message.get("streamId") == stream_id:
-            messages.append(message)
-            if message.get("close"):
-                return messages
-    raise AssertionError("no close")
-
 
 # -- calls and handlers --------------------------------------------------------
 
