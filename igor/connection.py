@@ -95,7 +95,9 @@ class Connection:
         self.last_seen = time.monotonic()
         self.ping_sent: Optional[float] = None
         self.closing_since: Optional[float] = None
-        self._lock = threading.Condition()
+        # Every frame takes the mutex (a C-level lock); the condition on it is for those that wait.
+        self._mutex = threading.Lock()
+        self._lock = threading.Condition(self._mutex)
         self._backlog: Deque[Chunk] = deque()
         self._backlog_bytes = 0
         self._pong: Optional[bytes] = None
@@ -141,7 +143,7 @@ class Connection:
             log.exception("client %s: error while leaving", self.name)
         finally:
             self._closing = True
-            with self._lock:
+            with self._mutex:
                 # Let the writer put our close frame on the wire, within bounds.
                 self._lock.wait_for(lambda: not self._writing, CLOSE_TIMEOUT)
                 self._backlog.clear()
@@ -266,7 +268,7 @@ class Connection:
         None and nothing is sent or decided.
         """
         deadline: Optional[float] = None
-        with self._lock:
+        with self._mutex:
             while True:
                 if self._closing or (abandon is not None and abandon.is_set()):
                     return False
@@ -291,7 +293,7 @@ class Connection:
 
     def send_ping(self) -> None:
         self.ping_sent = time.monotonic()
-        with self._lock:
+        with self._mutex:
             if self._closing:
                 return
             if self._writing:
@@ -300,7 +302,7 @@ class Connection:
                 self._write_through(build_frame(OP_PING, b"igor"))
 
     def _send_pong(self, frame: bytes) -> None:
-        with self._lock:
+        with self._mutex:
             if self._closing:
                 return
             if self._writing:
@@ -310,7 +312,7 @@ class Connection:
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Send a close frame after what is queued, then end the connection. Never blocks."""
-        with self._lock:
+        with self._mutex:
             if self._closing:
                 return
             self._closing = True
@@ -332,7 +334,7 @@ class Connection:
 
     def abort(self) -> None:
         """Cut the connection at once; the reader thread then ends it."""
-        with self._lock:
+        with self._mutex:
             self._closing = True
             if self.closing_since is None:
                 self.closing_since = time.monotonic()
@@ -370,7 +372,7 @@ class Connection:
     def _write_loop(self) -> None:
         lingered = False
         while True:
-            with self._lock:
+            with self._mutex:
                 if not self._backlog and self._pong is None and self._close_frame is None and not lingered \
                         and not self._closing:
                     # A burst tends to go on: wait a moment for more before
@@ -403,7 +405,7 @@ class Connection:
                     self._shutdown_write()
             except OSError:
                 self.abort()
-                with self._lock:
+                with self._mutex:
                     self._writing = False
                     self._backlog.clear()
                     self._backlog_bytes = 0
@@ -436,7 +438,7 @@ class Connection:
 
     def _slow_consumer(self) -> None:
         log.warning("client %s reads too slowly; disconnecting it", self.name)
-        with self._lock:
+        with self._mutex:
             # The backlog will not be read: free it now, not when the close
             # times out seconds later, or clients that stop reading one after
             # another each hold a different send_queue_bytes of broadcasts.
