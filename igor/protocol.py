@@ -34,6 +34,7 @@ __all__ = [
     "parse_message",
     "encode",
     "make_encoder",
+    "MessageEncoder",
     "data_message",
     "error_message",
     "close_message",
@@ -194,12 +195,31 @@ def encode(message: dict, default: Optional[Callable[[Any], Any]] = None) -> byt
     return _encode(message, _PLAIN if default is None else _json_encoder(default), default)
 
 
-def make_encoder(default: Optional[Callable[[Any], Any]] = None) -> Callable[[dict], bytes]:
+def make_encoder(default: Optional[Callable[[Any], Any]] = None) -> MessageEncoder:
     """:func:`encode` with the application's ``json_default`` bound in."""
-    if default is None:
-        return encode
-    encoder = _json_encoder(default)
-    return lambda message: _encode(message, encoder, default)
+    return MessageEncoder(default)
+
+
+class MessageEncoder:
+    """Server messages to UTF-8 JSON with one ``json_default``; calling it is :func:`encode`.
+
+    :meth:`data` is the hot path of a stream's values: the message's opening
+    (``{"streamId":S,"data":``) is encoded once per stream, not once per value.
+    """
+
+    def __init__(self, default: Optional[Callable[[Any], Any]] = None):
+        self.default = default
+        self._json = _PLAIN if default is None else _json_encoder(default)
+
+    def __call__(self, message: dict) -> bytes:
+        return _encode(message, self._json, self.default)
+
+    def data_prefix(self, stream_id: StreamId) -> bytes:
+        return self({"streamId": stream_id})[:-1] + b',"data":'
+
+    def data(self, prefix: bytes, value: Any) -> bytes:
+        """The data message ``prefix`` (from :meth:`data_prefix`) opens, carrying ``value``."""
+        return prefix + _encode_value(value, self._json, self.default) + b"}"
 
 
 def _json_encoder(default: Optional[Callable[[Any], Any]]) -> json.JSONEncoder:
@@ -213,17 +233,21 @@ _PLAIN = _json_encoder(None)
 def _encode(message: dict, encoder: json.JSONEncoder, default: Optional[Callable[[Any], Any]]) -> bytes:
     data = message.get("data")
     if orjson is not None and type(data) is str and len(data) > _LARGE and len(message) > 1:
-        # A long string, as a big answer usually is: orjson escapes it several
-        # times faster than json.dumps, and the rest of the message is tiny.
+        # A long string, as a big answer usually is: the rest of the message is tiny.
+        rest = {key: value for key, value in message.items() if key != "data"}
+        return _encode(rest, encoder, default)[:-1] + b',"data":' + _encode_value(data, encoder, default) + b"}"
+    return _encode_value(message, encoder, default)
+
+
+def _encode_value(value: Any, encoder: json.JSONEncoder, default: Optional[Callable[[Any], Any]]) -> bytes:
+    if orjson is not None and type(value) is str and len(value) > _LARGE:
+        # orjson escapes a long string several times faster than json.
         try:
-            body = orjson.dumps(data)
+            return orjson.dumps(value)
         except orjson.JSONEncodeError:
             pass  # lone surrogates: the standard path below decides
-        else:
-            rest = {key: value for key, value in message.items() if key != "data"}
-            return _encode(rest, encoder, default)[:-1] + b',"data":' + body + b"}"
     try:
-        text = encoder.encode(message)
+        text = encoder.encode(value)
     except TypeError as exc:
         hint = "" if default is not None else " (a json_default in the config can encode your own types)"
         raise ValueError(f"value is not JSON serialisable: {exc}{hint}") from None
@@ -232,7 +256,7 @@ def _encode(message: dict, encoder: json.JSONEncoder, default: Optional[Callable
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
-        return json.dumps(message, separators=(",", ":"), allow_nan=False, default=default).encode("ascii")
+        return json.dumps(value, separators=(",", ":"), allow_nan=False, default=default).encode("ascii")
 
 
 def data_message(stream_id: StreamId, data: Any) -> dict:

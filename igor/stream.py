@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, List, Ma
 
 from .exceptions import InputEnded, InputTimeout, StreamCancelled, StreamClosed
 from .frames import text_frame
-from .protocol import StreamId, close_message, data_message, error_message, push_message
+from .protocol import MessageEncoder, StreamId, close_message, error_message, push_message
 
 if TYPE_CHECKING:
     import asyncio
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["flatten", "Stream", "ProcessOutput", "Encoder"]
 
 #: Turns a server message (a dict) into the UTF-8 JSON payload of a text frame.
-Encoder = Callable[[dict], bytes]
+Encoder = MessageEncoder
 
 # A last message up to this size is copied to join its close in one write.
 _JOIN_LIMIT = 64 * 1024
@@ -82,6 +82,7 @@ class Stream:
         self._lock = threading.Lock()
         self._closed = False
         self._last_send = 0.0
+        self._data_prefix: Optional[bytes] = None
         self._cancelled = threading.Event()
         # Input from the client: (value, size) pairs, guarded by _input.
         self._input = threading.Condition(threading.Lock())
@@ -118,7 +119,12 @@ class Stream:
 
     def send(self, data: Any = None) -> None:
         """Send one value to the client (any JSON-serialisable value)."""
-        self._emit(self._encode(data_message(self.stream_id, data)))
+        self._emit(self._data_payload(data))
+
+    def _data_payload(self, data: Any) -> bytes:
+        if self._data_prefix is None:
+            self._data_prefix = self._encode.data_prefix(self.stream_id)
+        return self._encode.data(self._data_prefix, data)
 
     def send_error(self, error: Union[BaseException, str], code: Optional[int] = None,
                    traceback: Optional[str] = None) -> None:
@@ -172,7 +178,7 @@ class Stream:
 
     def _send_last(self, data: Any) -> None:
         """Send a handler's return value and the close together (the dispatcher's fast path)."""
-        self._emit(self._encode(data_message(self.stream_id, data)), then_close=True)
+        self._emit(self._data_payload(data), then_close=True)
 
     def _emit(self, payload: bytes, then_close: bool = False) -> None:
         with self._lock:
@@ -274,7 +280,7 @@ class Stream:
         """:meth:`send` for an ``async def`` handler."""
         import asyncio
 
-        payload = self._encode(data_message(self.stream_id, data))
+        payload = self._data_payload(data)
         if not self._emit_now(payload):
             await asyncio.to_thread(self._emit, payload)
 
