@@ -354,16 +354,20 @@ class Dispatcher:
     # -- calls ----------------------------------------------------------------
 
     def _call(self, client: Client, peer: _Peer, call: Call) -> None:
+        # Only this (the reader) thread adds streams, so what is checked here stays true below.
+        if self._stream(peer, call.stream_id) is not None:
+            log.warning("client %r reused open stream id %r", client.id, call.stream_id)
+            # Answered untied, so the stream that holds the id is left alone.
+            self._refuse(client, StreamIdInUse(f"streamId {call.stream_id!r} names a stream that is still open"),
+                         None)
+            return
         if call.action == INTRODUCE:
-            self._introduce(client, peer, call)
+            self._introduce(client, call)
             return
         handler = self.handlers.get(call.action)
         with peer.lock:
-            if call.stream_id in peer.streams:
-                error: Optional[IgorError] = StreamIdInUse(f"streamId {call.stream_id!r} names a stream that is "
-                                                           f"still open")
-            elif handler is None:
-                error = UnknownAction(f"unknown action {call.action!r}")
+            if handler is None:
+                error: Optional[IgorError] = UnknownAction(f"unknown action {call.action!r}")
             elif len(peer.streams) >= self.config.max_streams:
                 error = TooManyStreams(f"client has {len(peer.streams)} open calls, the most max_streams allows")
             else:
@@ -373,8 +377,7 @@ class Dispatcher:
                 peer.streams[call.stream_id] = stream
         if error is not None:
             log.warning("client %r: %s", client.id, error)
-            # A reused id is answered untied, so the stream that holds it is left alone.
-            self._refuse(client, error, None if isinstance(error, StreamIdInUse) else call.stream_id)
+            self._refuse(client, error, call.stream_id)
             return
         if handler.is_async:
             self._run_async(client, stream, handler, call)
@@ -484,18 +487,12 @@ class Dispatcher:
             log.error("action %r ended abnormally for client %r", call.action, client.id, exc_info=exc)
             stream.close()
 
-    def _introduce(self, client: Client, peer: _Peer, call: Call) -> None:
+    def _introduce(self, client: Client, call: Call) -> None:
         data = call.data
         new_id = data.get("client_id") if isinstance(data, dict) else None
         if not is_valid_id(new_id):
             self._refuse(client, ProtocolError("introduce_self needs data {\"client_id\": <string or integer>}"),
                          call.stream_id)
-            return
-        with peer.lock:
-            in_use = call.stream_id in peer.streams
-        if in_use:
-            self._refuse(client, StreamIdInUse(f"streamId {call.stream_id!r} names a stream that is still open"),
-                         None)
             return
         old_id = client.id
         try:
@@ -513,7 +510,7 @@ class Dispatcher:
     def _input(self, client: Client, peer: _Peer, message: Any, size: int) -> None:
         stream = self._stream(peer, message.stream_id)
         if stream is None or not stream.accepts_input:
-            self._refuse(client, UnknownStream(f"stream {message.stream_id!r} is not open for input"), None)
+            self._not_open_for_input(client, message.stream_id)
             return
         if isinstance(message, EndInput):
             stream._end_input()
@@ -526,7 +523,7 @@ class Dispatcher:
             fed = not over_budget and stream._feed(message.data, size, self.config.inbox_size)
         except StreamClosed:
             self._consumed(peer, size)
-            self._refuse(client, UnknownStream(f"stream {message.stream_id!r} is not open for input"), None)
+            self._not_open_for_input(client, message.stream_id)
             return
         if not fed:
             if not over_budget:
@@ -535,6 +532,10 @@ class Dispatcher:
                         message.stream_id)
             stream.fail(InboxFull(f"stream {message.stream_id!r} has more unread input than its inbox holds "
                                   f"({self.config.inbox_size} messages, {self.config.max_message_size} bytes)"))
+
+    def _not_open_for_input(self, client: Client, stream_id: Any) -> None:
+        # Untied: the id may already name the client's next call.
+        self._refuse(client, UnknownStream(f"stream {stream_id!r} is not open for input"), None)
 
     def _consumed(self, peer: _Peer, size: int) -> None:
         with peer.lock:
