@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Deque, List, Optional, Protocol, Union
+from typing import TYPE_CHECKING, Any, Deque, List, Optional, Protocol, Tuple, Union
 
 from . import static
 from .frames import (
@@ -34,12 +34,14 @@ from .frames import (
     OP_PONG,
     Close,
     Event,
+    Frame,
     FrameError,
     FrameParser,
     Ping,
     TextMessage,
     build_close,
     build_frame,
+    frame_size,
 )
 from .handshake import HandshakeError, http_response, parse_request, split_head, switching_protocols
 from .registry import Client
@@ -98,8 +100,10 @@ class Connection:
         # Every frame takes the mutex (a C-level lock); the condition on it is for those that wait.
         self._mutex = threading.Lock()
         self._lock = threading.Condition(self._mutex)
-        self._backlog: Deque[Chunk] = deque()
+        # Whole frames, except that the first may be the rest of one partly written (then _head_partial).
+        self._backlog: Deque[Union[Chunk, Tuple[Chunk, ...]]] = deque()
         self._backlog_bytes = 0
+        self._head_partial = False
         self._pong: Optional[bytes] = None
         self._close_frame: Optional[bytes] = None
         self._writing = False           # a writer thread owns the socket's write side
@@ -251,7 +255,7 @@ class Connection:
 
     # -- writing ------------------------------------------------------------
 
-    def send_frame(self, frame: bytes, wait: Optional[bool] = True, abandon: Optional[threading.Event] = None,
+    def send_frame(self, frame: Frame, wait: Optional[bool] = True, abandon: Optional[threading.Event] = None,
                    batch: bool = False) -> Optional[bool]:
         """Write one data frame, or queue it; False if it was not accepted.
 
@@ -275,7 +279,7 @@ class Connection:
                 if not self._writing and not batch:
                     return self._write_through(frame)
                 if not self._backlog or (len(self._backlog) < self._frame_limit
-                                         and self._backlog_bytes + len(frame) <= self._byte_limit):
+                                         and self._backlog_bytes + frame_size(frame) <= self._byte_limit):
                     self._queue(frame)
                     return True
                 if not wait:
@@ -344,22 +348,28 @@ class Connection:
         except OSError:
             pass
 
-    def _write_through(self, frame: Chunk) -> bool:
+    def _write_through(self, frame: Frame) -> bool:
         # Called with the lock held and no writer: the socket's write side is ours.
         try:
-            sent = self.sock.send(frame, _DONTWAIT) if _DONTWAIT else 0
+            if not _DONTWAIT:
+                sent = 0
+            elif type(frame) is bytes:
+                sent = self.sock.send(frame, _DONTWAIT)
+            else:
+                sent = self.sock.sendmsg(frame, (), _DONTWAIT)
         except BlockingIOError:
             sent = 0
         except OSError:
             self._closing = True
             return False
-        if sent < len(frame):
-            self._queue(memoryview(frame)[sent:] if sent else frame)
+        if sent < frame_size(frame):
+            self._queue(_unsent(frame, sent) if sent else frame)
+            self._head_partial = sent > 0
         return True
 
-    def _queue(self, chunk: Chunk) -> None:
-        self._backlog.append(chunk)
-        self._backlog_bytes += len(chunk)
+    def _queue(self, frame: Union[Chunk, Tuple[Chunk, ...]]) -> None:
+        self._backlog.append(frame)
+        self._backlog_bytes += frame_size(frame)
         if not self._writing:
             self._progress = time.monotonic()
             self._start_writer()
@@ -385,9 +395,13 @@ class Connection:
                     batch.append(self._pong)
                     self._pong = None
                 while self._backlog and size < _BATCH_BYTES:
-                    chunk = self._backlog.popleft()
-                    batch.append(chunk)
-                    size += len(chunk)
+                    frame = self._backlog.popleft()
+                    if type(frame) is tuple:
+                        batch.extend(frame)
+                    else:
+                        batch.append(frame)
+                    size += frame_size(frame)
+                self._head_partial = False  # the batch is written whole before the next is taken
                 self._backlog_bytes -= size
                 closing = not batch and self._close_frame is not None
                 if closing:
@@ -442,14 +456,13 @@ class Connection:
             # The backlog will not be read: free it now, not when the close
             # times out seconds later, or clients that stop reading one after
             # another each hold a different send_queue_bytes of broadcasts.
-            # A head chunk (a memoryview) is the rest of a frame partly
-            # written: it stays, so the close frame follows whole frames.
-            head = self._backlog[0] if self._backlog and isinstance(self._backlog[0], memoryview) else None
+            # The rest of a frame partly written stays, so the close frame follows whole frames.
+            head = self._backlog[0] if self._backlog and self._head_partial else None
             self._backlog.clear()
             self._backlog_bytes = 0
             if head is not None:
                 self._backlog.append(head)
-                self._backlog_bytes = len(head)
+                self._backlog_bytes = frame_size(head)
         self.close(CLOSE_POLICY_VIOLATION, "client reads too slowly")
 
     # -- the heartbeat's visit ------------------------------------------------
@@ -472,3 +485,15 @@ class Connection:
                 self.abort()
         elif now - self.last_seen > ping_interval:
             self.send_ping()
+
+
+def _unsent(frame: Frame, sent: int) -> Tuple[Chunk, ...]:
+    """What is left of ``frame`` once its first ``sent`` bytes are on the wire."""
+    rest: List[Chunk] = []
+    for part in (frame,) if type(frame) is bytes else frame:
+        if sent >= len(part):
+            sent -= len(part)
+        else:
+            rest.append(memoryview(part)[sent:] if sent else part)
+            sent = 0
+    return tuple(rest)

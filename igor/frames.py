@@ -11,7 +11,7 @@ from __future__ import annotations
 import codecs
 import struct
 from dataclasses import dataclass
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
@@ -46,21 +46,44 @@ class FrameError(Exception):
         self.reason = reason
 
 
+#: A frame as the connection writes it: whole, or in pieces (header, then
+#: the payload's parts) gathered by one ``sendmsg`` rather than joined.
+Frame = Union[bytes, Tuple[bytes, ...]]
+
+# Past this size a payload is not copied behind its header; below it one
+# buffer is cheaper than a gathered write.
+_GATHER = 64 * 1024
+
+
 def build_frame(opcode: int, payload: bytes = b"") -> bytes:
     """One unfragmented, unmasked frame, as a server sends it."""
-    length = len(payload)
+    return _header(opcode, len(payload)) + payload
+
+
+def _header(opcode: int, length: int) -> bytes:
     if length < 126:
-        header = struct.pack("!BB", 0x80 | opcode, length)
-    elif length < 1 << 16:
-        header = struct.pack("!BBH", 0x80 | opcode, 126, length)
-    else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 127, length)
-    return header + payload
+        return struct.pack("!BB", 0x80 | opcode, length)
+    if length < 1 << 16:
+        return struct.pack("!BBH", 0x80 | opcode, 126, length)
+    return struct.pack("!BBQ", 0x80 | opcode, 127, length)
 
 
-def text_frame(payload: bytes) -> bytes:
-    """A text frame carrying ``payload`` (UTF-8 JSON), built once however many clients get it."""
-    return build_frame(OP_TEXT, payload)
+def text_frame(payload: Union[bytes, Sequence[bytes]]) -> Frame:
+    """A text frame carrying ``payload`` (UTF-8 JSON, whole or in parts), built once however many clients get it.
+
+    A large payload is not copied: the frame is its header followed by the
+    payload's own parts.
+    """
+    if type(payload) is bytes:
+        if len(payload) < _GATHER:
+            return build_frame(OP_TEXT, payload)
+        return _header(OP_TEXT, len(payload)), payload
+    return (_header(OP_TEXT, sum(len(part) for part in payload)), *payload)
+
+
+def frame_size(frame: Frame) -> int:
+    """Bytes ``frame`` puts on the wire."""
+    return sum(len(part) for part in frame) if type(frame) is tuple else len(frame)
 
 
 def build_close(code: int = CLOSE_NORMAL, reason: str = "") -> bytes:
@@ -201,9 +224,10 @@ class FrameParser:
     :meth:`feed` takes bytes as they arrive and returns the events they
     complete, the last of which may be a :class:`FrameError` with the close
     code to answer.
-    It holds at most one frame header, the current frame's payload (grown as
-    its bytes arrive, never allocated from the length a header claims) and
-    the decoded text of the message being reassembled. A message may not
+    It holds at most one frame header, a control frame's payload and the
+    decoded text of the message being reassembled: a data frame's bytes are
+    unmasked and decoded as they arrive, so no buffer is ever allocated from
+    the length a header claims, nor grown to hold a large frame whole. A message may not
     exceed ``max_size`` bytes, nor ``max_fragments`` frames: a peer sending
     endless empty continuations is as much over the limit as one sending a
     huge payload. Control frames may come between fragments; UTF-8 is checked
@@ -217,14 +241,17 @@ class FrameParser:
         self._head = bytearray()
         self._payload = bytearray()
         self._remaining = 0
+        self._length = 0
         self._fin = False
         self._opcode = 0
         self._mask = b""
-        # The message being reassembled: its opcode (0: none), size, frame count, decoded parts.
+        # The message being reassembled: its opcode (0: none), size, frame
+        # count, decoded parts, and its text when it came in one piece.
         self._message_opcode = 0
         self._message_size = 0
         self._fragments = 0
         self._parts: List[str] = []
+        self._text: Optional[str] = None
         self._decoder = codecs.getincrementaldecoder("utf-8")()
 
     @property
@@ -257,7 +284,10 @@ class FrameParser:
                         pos = self._read_header(view, pos, end)
                 else:
                     take = min(self._remaining, end - pos)
-                    self._payload += view[pos:pos + take]
+                    if self._opcode in CONTROL_OPCODES:
+                        self._payload += view[pos:pos + take]
+                    else:
+                        self._data(view[pos:pos + take])
                     pos += take
                     self._remaining -= take
                 if self._state == _PAYLOAD and self._remaining == 0:
@@ -326,9 +356,14 @@ class FrameParser:
         return 2 if code == 126 else 8 if code == 127 else 0
 
     def _length_known(self, length: int) -> None:
-        if self._opcode in DATA_OPCODES:
-            self._check_data_frame(self._opcode, length)
-        self._remaining = length
+        opcode = self._opcode
+        if opcode in DATA_OPCODES:
+            self._check_data_frame(opcode, length)
+            if opcode != OP_CONTINUATION:
+                self._message_opcode, self._message_size, self._fragments = opcode, 0, 0
+            self._message_size += length
+            self._fragments += 1
+        self._remaining = self._length = length
 
     def _check_data_frame(self, opcode: int, length: int) -> None:
         if opcode == OP_CONTINUATION and not self._message_opcode:
@@ -342,40 +377,51 @@ class FrameParser:
         if fragments > self.max_fragments:
             raise FrameError(CLOSE_TOO_BIG, f"message in more than {self.max_fragments} fragments")
 
+    def _data(self, chunk: memoryview) -> None:
+        """Unmask and decode the part of a data frame's payload that has arrived."""
+        data = bytearray(chunk)
+        start = self._length - self._remaining
+        unmask(data, self._mask if not start % 4 else self._mask[start % 4:] + self._mask[:start % 4])
+        if self._message_opcode == OP_BINARY:
+            return  # read off the wire, then refused when its frame ends
+        try:
+            if len(data) == self._length and self._fin and self._fragments == 1:
+                self._text = data.decode("utf-8")  # the usual case: a message in one frame, in one read
+            else:
+                self._parts.append(self._decoder.decode(data))
+        except UnicodeDecodeError:
+            raise FrameError(CLOSE_INVALID_DATA, "text message is not valid UTF-8") from None
+
     def _frame_complete(self) -> Optional[Event]:
         self._state = _HEADER
-        opcode, payload = self._opcode, self._payload
+        opcode = self._opcode
+        if opcode in DATA_OPCODES:
+            return self._data_frame_complete()
+        payload = self._payload
         self._payload = bytearray()
-        unmask(payload, self._mask)  # in place: a 10 MB message is one buffer
+        unmask(payload, self._mask)
         if opcode == OP_PING:
             return Ping(bytes(payload))
         if opcode == OP_PONG:
             return Pong(bytes(payload))
-        if opcode == OP_CLOSE:
-            code, reason = parse_close(payload)
-            self._state = _CLOSED
-            return Close(code, reason)
-        if opcode != OP_CONTINUATION:
-            self._message_opcode, self._message_size, self._fragments = opcode, 0, 0
-        self._message_size += len(payload)
-        self._fragments += 1
+        code, reason = parse_close(payload)  # OP_CLOSE
+        self._state = _CLOSED
+        return Close(code, reason)
+
+    def _data_frame_complete(self) -> Optional[TextMessage]:
         if self._message_opcode == OP_BINARY:
             # Refused once its first frame has been read off the wire, so the close is not lost in a reset.
             raise FrameError(CLOSE_UNSUPPORTED_DATA, "binary messages are not supported")
-        if self._fin and self._fragments == 1:
-            self._message_opcode = 0
-            try:
-                return TextMessage(payload.decode("utf-8"))
-            except UnicodeDecodeError:
-                raise FrameError(CLOSE_INVALID_DATA, "text message is not valid UTF-8") from None
-        try:
-            self._parts.append(self._decoder.decode(payload, final=self._fin))
-        except UnicodeDecodeError:
-            raise FrameError(CLOSE_INVALID_DATA, "text message is not valid UTF-8") from None
         if not self._fin:
             return None
-        text = "".join(self._parts)
-        self._parts = []
-        self._decoder.reset()
         self._message_opcode = 0
+        text, self._text = self._text, None
+        if text is None:
+            try:
+                self._parts.append(self._decoder.decode(b"", final=True))
+            except UnicodeDecodeError:
+                raise FrameError(CLOSE_INVALID_DATA, "text message is not valid UTF-8") from None
+            text = "".join(self._parts)
+            self._parts = []
+            self._decoder.reset()
         return TextMessage(text)

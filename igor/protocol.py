@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Tuple, Union
 
 from .exceptions import IgorError, ProtocolError
 
@@ -21,9 +21,15 @@ except ImportError:  # pragma: no cover - depends on the environment
 # (about 3 ns a byte to escape a string), and orjson is used where it gives
 # the very same answer.
 _LARGE = 64 * 1024
+# Past this size orjson parses no faster: for every string in the document it
+# fills a scratch buffer mapped afresh for each call, and on a VM the page
+# faults (a 10 MiB string's 2,560 of them) cost more than its parser saves.
+# json builds a string straight into memory the allocator reuses.
+_LOADS_MAX = 4 * 1024 * 1024
 
 __all__ = [
     "StreamId",
+    "Payload",
     "Call",
     "Cancel",
     "Input",
@@ -44,6 +50,12 @@ __all__ = [
 ]
 
 StreamId = Union[str, int]
+
+#: A server message's UTF-8 JSON: whole, or for a large value in pieces
+#: (opening, value, closing brace) that the connection writes with one
+#: gathering ``sendmsg``. Joining them would copy the value, and a 10 MB copy
+#: into fresh memory costs more in page faults than the copying itself.
+Payload = Union[bytes, Tuple[bytes, ...]]
 
 
 @dataclass(frozen=True)
@@ -159,7 +171,7 @@ def parse_message(text: str) -> Message:
 
 
 def _loads(text: str) -> Any:
-    if orjson is not None and len(text) > _LARGE:
+    if orjson is not None and _LARGE < len(text) <= _LOADS_MAX:
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -192,7 +204,8 @@ def encode(message: dict, default: Optional[Callable[[Any], Any]] = None) -> byt
     read them back. Lone surrogates (which ``json.loads`` accepts from a
     client) cannot be UTF-8: such a message is sent with ASCII escapes.
     """
-    return _encode(message, _PLAIN if default is None else _json_encoder(default), default)
+    payload = _encode(message, _PLAIN if default is None else _json_encoder(default), default)
+    return payload if type(payload) is bytes else b"".join(payload)
 
 
 def make_encoder(default: Optional[Callable[[Any], Any]] = None) -> MessageEncoder:
@@ -211,15 +224,15 @@ class MessageEncoder:
         self.default = default
         self._json = _PLAIN if default is None else _json_encoder(default)
 
-    def __call__(self, message: dict) -> bytes:
+    def __call__(self, message: dict) -> Payload:
         return _encode(message, self._json, self.default)
 
     def data_prefix(self, stream_id: StreamId) -> bytes:
-        return self({"streamId": stream_id})[:-1] + b',"data":'
+        return _encode_value({"streamId": stream_id}, self._json, self.default)[:-1] + b',"data":'
 
-    def data(self, prefix: bytes, value: Any) -> bytes:
+    def data(self, prefix: bytes, value: Any) -> Payload:
         """The data message ``prefix`` (from :meth:`data_prefix`) opens, carrying ``value``."""
-        return prefix + _encode_value(value, self._json, self.default) + b"}"
+        return _around(prefix, _encode_value(value, self._json, self.default))
 
 
 def _json_encoder(default: Optional[Callable[[Any], Any]]) -> json.JSONEncoder:
@@ -230,13 +243,20 @@ def _json_encoder(default: Optional[Callable[[Any], Any]]) -> json.JSONEncoder:
 _PLAIN = _json_encoder(None)
 
 
-def _encode(message: dict, encoder: json.JSONEncoder, default: Optional[Callable[[Any], Any]]) -> bytes:
+def _encode(message: dict, encoder: json.JSONEncoder, default: Optional[Callable[[Any], Any]]) -> Payload:
     data = message.get("data")
-    if orjson is not None and type(data) is str and len(data) > _LARGE and len(message) > 1:
+    if type(data) is str and len(data) > _LARGE and len(message) > 1:
         # A long string, as a big answer usually is: the rest of the message is tiny.
         rest = {key: value for key, value in message.items() if key != "data"}
-        return _encode(rest, encoder, default)[:-1] + b',"data":' + _encode_value(data, encoder, default) + b"}"
+        return _around(_encode_value(rest, encoder, default)[:-1] + b',"data":', _encode_value(data, encoder, default))
     return _encode_value(message, encoder, default)
+
+
+def _around(prefix: bytes, value: bytes) -> Payload:
+    """``prefix``, ``value`` and the closing brace: joined when small, as pieces when large."""
+    if len(value) > _LARGE:
+        return prefix, value, b"}"
+    return prefix + value + b"}"
 
 
 def _encode_value(value: Any, encoder: json.JSONEncoder, default: Optional[Callable[[Any], Any]]) -> bytes:

@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 from .exceptions import ClientIdTaken, UnknownClient
+from .frames import Frame
 from .protocol import StreamId
 
 __all__ = ["Client", "ClientRegistry", "ClientId"]
@@ -23,7 +24,7 @@ ClientId = StreamId
 class Link(Protocol):
     """What a client needs of its connection: write a frame, close."""
 
-    def send_frame(self, frame: bytes, wait: Optional[bool] = True, abandon: Optional[threading.Event] = None,
+    def send_frame(self, frame: Frame, wait: Optional[bool] = True, abandon: Optional[threading.Event] = None,
                    batch: bool = False) -> Optional[bool]: ...
 
     def close(self, code: int = 1000, reason: str = "") -> None: ...
@@ -48,7 +49,7 @@ class Client:
         self.connected = True
         self._link = link
 
-    def send(self, frame: bytes, wait: Optional[bool] = True, abandon: Optional[threading.Event] = None,
+    def send(self, frame: Frame, wait: Optional[bool] = True, abandon: Optional[threading.Event] = None,
              batch: bool = False) -> Optional[bool]:
         """Write one frame (see :func:`igor.frames.text_frame`); False if it was not accepted.
 

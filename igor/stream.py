@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, List, Ma
 
 from .exceptions import InputEnded, InputTimeout, StreamCancelled, StreamClosed
 from .frames import text_frame
-from .protocol import MessageEncoder, StreamId, close_message, error_message, push_message
+from .protocol import MessageEncoder, Payload, StreamId, close_message, error_message, push_message
 
 if TYPE_CHECKING:
     import asyncio
@@ -121,7 +121,7 @@ class Stream:
         """Send one value to the client (any JSON-serialisable value)."""
         self._emit(self._data_payload(data))
 
-    def _data_payload(self, data: Any) -> bytes:
+    def _data_payload(self, data: Any) -> Payload:
         if self._data_prefix is None:
             self._data_prefix = self._encode.data_prefix(self.stream_id)
         return self._encode.data(self._data_prefix, data)
@@ -180,7 +180,7 @@ class Stream:
         """Send a handler's return value and the close together (the dispatcher's fast path)."""
         self._emit(self._data_payload(data), then_close=True)
 
-    def _emit(self, payload: bytes, then_close: bool = False) -> None:
+    def _emit(self, payload: Payload, then_close: bool = False) -> None:
         with self._lock:
             if self._cancelled.is_set():
                 raise StreamCancelled(f"stream {self.stream_id!r} was cancelled")
@@ -193,7 +193,7 @@ class Stream:
                 # leaves the table first, so its id is free once the close is seen.
                 close = text_frame(self._encode(close_message(self.stream_id)))
                 self._finish(None)
-                if len(frame) <= _JOIN_LIMIT:
+                if type(frame) is bytes and len(frame) <= _JOIN_LIMIT:
                     frame, close = frame + close, b""
                 sent = self.client.send(frame, True, self._cancelled) and (
                     not close or self.client.send(close, True, self._cancelled))
@@ -209,7 +209,7 @@ class Stream:
                     self._finish(None)
                 raise StreamCancelled(f"stream {self.stream_id!r} was cancelled or its client is gone")
 
-    def _finish(self, close_payload: Optional[bytes], wait: bool = True) -> None:
+    def _finish(self, close_payload: Optional[Payload], wait: bool = True) -> None:
         # Called with the lock held, so the close is always the last message.
         self._closed = True
         self._on_finish(self)
@@ -302,7 +302,7 @@ class Stream:
             self._lock.release()
         await asyncio.to_thread(self.client.send, frame)  # waits for room, as close() does
 
-    def _emit_now(self, payload: bytes) -> bool:
+    def _emit_now(self, payload: Payload) -> bool:
         """Send ``payload`` if that needs no waiting; False, with nothing sent, if it would wait or fail.
 
         Most sends find room, and sending them from the loop's thread saves

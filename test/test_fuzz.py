@@ -159,6 +159,14 @@ def simulate(data: bytes, limit: int = MAX_MESSAGE) -> Outcome:
         key = take(4)
         payload = take(length) if key is not None else None
         if payload is None:
+            if key is not None and opcode in (OP_TEXT, OP_CONT):
+                # The server decodes a text frame's bytes as they arrive: a bad sequence fails before the frame ends.
+                arrived = bytes(b ^ key[i % 4] for i, b in enumerate(data[pos:]))
+                try:
+                    (decoder if opcode == OP_CONT else codecs.getincrementaldecoder("utf-8")()).decode(arrived)
+                except UnicodeDecodeError:
+                    result.close = 1007
+                    return result
             result.partial = True
             return result
         payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
