@@ -208,12 +208,18 @@ class Connection:
 
     def _read_loop(self, rest: bytes) -> None:
         parser = FrameParser(self._transport.config.max_message_size)
+        received = self._transport.listener.received
         events = parser.feed(rest)
         size = _RECV_IDLE
         while True:
             for event in events:
-                if not self._on_event(event):
+                if type(event) is TextMessage:  # the usual event, without the questions below
+                    if not self._closing:
+                        received(self.client, event.text)
+                elif not self._on_event(event):
                     return
+            # Dropped before waiting: a large message is not held while the handler runs.
+            events = event = None
             # recv(n) holds n bytes while it waits: an idle connection waits
             # with a small buffer, a busy one (its last read filled the
             # buffer, or a large frame is due) reads up to 1 MiB at a time.
@@ -225,18 +231,15 @@ class Connection:
             # Pings alone do not show the peer is alive: one that only pings
             # and never reads would keep the idle timer from ever sending our
             # ping, which it could not answer. (No event: part of a frame.)
-            if not all(isinstance(event, Ping) for event in events) or not events:
+            if not events or type(events[0]) is not Ping or not all(type(e) is Ping for e in events):
                 self.last_seen = time.monotonic()
                 self.ping_sent = None
 
     def _on_event(self, event: Event) -> bool:
-        """Act on one event; False when the connection is done reading."""
+        """Act on one event other than a text message; False when the connection is done reading."""
         if isinstance(event, FrameError):
             raise event
-        if isinstance(event, TextMessage):
-            if not self._closing:
-                self._transport.listener.received(self.client, event.text)
-        elif isinstance(event, Ping):
+        if isinstance(event, Ping):
             self._send_pong(build_frame(OP_PONG, event.payload))
         elif isinstance(event, Close):
             self.close(CLOSE_NORMAL if event.code is None else event.code, "")

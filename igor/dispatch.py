@@ -80,6 +80,10 @@ INTRODUCE = "introduce_self"
 #: The keyword arguments a handler may declare.
 HANDLER_KEYWORDS = frozenset({"session", "scope", "client_id", "stream_id", "server", "client"})
 
+# What a handler usually returns: sent as its one value without asking the
+# (slow, abc-based) questions a generator or a coroutine needs.
+_PLAIN_RESULTS = frozenset({dict, list, str, int, float, bool, tuple})
+
 
 def exit_code(code: Any) -> int:
     """``sys.exit(code)``'s code as a process exit status."""
@@ -104,6 +108,8 @@ class Handler:
         self.function = function
         self.is_async = inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
         self.accepts: Optional[frozenset] = None
+        # False for a plain handler(out, data): it is called without building any keywords.
+        self.takes_keywords = True
         try:
             parameters = list(inspect.signature(function).parameters.values())
         except (TypeError, ValueError):
@@ -119,6 +125,7 @@ class Handler:
         if not any(p.kind is p.VAR_KEYWORD for p in parameters):
             self.accepts = frozenset(p.name for p in parameters
                                      if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)) & HANDLER_KEYWORDS
+            self.takes_keywords = bool(self.accepts)
 
     def __call__(self, out: Stream, data: Any, kwargs: Dict[str, Any]) -> Any:
         if self.accepts is not None:
@@ -354,20 +361,15 @@ class Dispatcher:
     # -- calls ----------------------------------------------------------------
 
     def _call(self, client: Client, peer: _Peer, call: Call) -> None:
-        # Only this (the reader) thread adds streams, so what is checked here stays true below.
-        if self._stream(peer, call.stream_id) is not None:
-            log.warning("client %r reused open stream id %r", client.id, call.stream_id)
-            # Answered untied, so the stream that holds the id is left alone.
-            self._refuse(client, StreamIdInUse(f"streamId {call.stream_id!r} names a stream that is still open"),
-                         None)
-            return
-        if call.action == INTRODUCE:
-            self._introduce(client, call)
-            return
         handler = self.handlers.get(call.action)
         with peer.lock:
-            if handler is None:
-                error: Optional[IgorError] = UnknownAction(f"unknown action {call.action!r}")
+            if call.stream_id in peer.streams:
+                error: Optional[IgorError] = StreamIdInUse(
+                    f"streamId {call.stream_id!r} names a stream that is still open")
+            elif call.action == INTRODUCE:
+                error = None
+            elif handler is None:
+                error = UnknownAction(f"unknown action {call.action!r}")
             elif len(peer.streams) >= self.config.max_streams:
                 error = TooManyStreams(f"client has {len(peer.streams)} open calls, the most max_streams allows")
             else:
@@ -375,9 +377,17 @@ class Dispatcher:
                 stream = Stream(client, call.stream_id, self.encode, lambda s: self._forget(peer, s),
                                 lambda size: self._consumed(peer, size), debug=self.config.debug)
                 peer.streams[call.stream_id] = stream
+        if isinstance(error, StreamIdInUse):
+            log.warning("client %r reused open stream id %r", client.id, call.stream_id)
+            # Answered untied, so the stream that holds the id is left alone.
+            self._refuse(client, error, None)
+            return
         if error is not None:
             log.warning("client %r: %s", client.id, error)
             self._refuse(client, error, call.stream_id)
+            return
+        if call.action == INTRODUCE:
+            self._introduce(client, call)
             return
         if handler.is_async:
             self._run_async(client, stream, handler, call)
@@ -396,18 +406,24 @@ class Dispatcher:
 
     def _run_call(self, client: Client, stream: Stream, handler: Handler, call: Call) -> None:
         try:
-            result = handler(stream, call.data, self._kwargs(client, call))
-            if inspect.iscoroutine(result) or isinstance(result, AsyncGenerator):
+            if handler.takes_keywords:
+                result = handler(stream, call.data, self._kwargs(client, call))
+            else:
+                result = handler.function(stream, call.data)
+            if type(result) in _PLAIN_RESULTS:
+                pass  # one value, sent below
+            elif inspect.iscoroutine(result) or isinstance(result, AsyncGenerator):
                 # A sync function that made one (a decorator without async def): run it on the loop all the same.
                 self._run_async(client, stream, handler, call, result)
                 return
-            if isinstance(result, Generator):
+            elif isinstance(result, Generator):
                 try:
                     for value in result:
                         stream.send(value)
                 finally:
                     result.close()
-            elif result is not None and not stream.closed:
+                result = None
+            if result is not None and not stream.closed:
                 stream._send_last(result)
                 return
             stream.close()

@@ -278,6 +278,11 @@ class FrameParser:
         try:
             while pos < end and self._state != _CLOSED:
                 if self._state == _HEADER:
+                    whole = self._whole_text(view, pos, end) if not self._head and not self._message_opcode else None
+                    if whole is not None:
+                        text, pos = whole
+                        events.append(TextMessage(text))
+                        continue
                     if not self._head and end - pos >= _MAX_HEADER:
                         pos = self._whole_header(view, pos)  # the usual case: the header is all here
                     else:
@@ -298,6 +303,27 @@ class FrameParser:
             self._state = _CLOSED
             events.append(exc)
         return events
+
+    def _whole_text(self, view: memoryview, pos: int, end: int) -> Optional[Tuple[str, int]]:
+        """The fast path for the usual frame: a small text message, all of it in ``view`` at ``pos``.
+
+        Returns its text and the position after it; None for any other frame,
+        which the general path below then reads with every check.
+        """
+        if end - pos < 6 or view[pos] != 0x81:  # FIN, no reserved bits, text
+            return None
+        code = view[pos + 1] ^ 0x80  # the mask bit must be set
+        if code < 126:
+            length, start = code, pos + 6
+        elif code == 126 and end - pos >= 8:
+            length, start = (view[pos + 2] << 8) | view[pos + 3], pos + 8
+        else:
+            return None
+        if start + length > end or length > self.max_size:
+            return None
+        payload = bytearray(view[start:start + length])
+        unmask(payload, bytes(view[start - 4:start]))
+        return _utf8(payload), start + length
 
     def _whole_header(self, view: memoryview, pos: int) -> int:
         """Parse a header known to be complete in ``view`` at ``pos``, without copying it."""
@@ -384,13 +410,13 @@ class FrameParser:
         unmask(data, self._mask if not start % 4 else self._mask[start % 4:] + self._mask[:start % 4])
         if self._message_opcode == OP_BINARY:
             return  # read off the wire, then refused when its frame ends
-        try:
-            if len(data) == self._length and self._fin and self._fragments == 1:
-                self._text = data.decode("utf-8")  # the usual case: a message in one frame, in one read
-            else:
+        if len(data) == self._length and self._fin and self._fragments == 1:
+            self._text = _utf8(data)  # a message in one frame, in one read
+        else:
+            try:
                 self._parts.append(self._decoder.decode(data))
-        except UnicodeDecodeError:
-            raise FrameError(CLOSE_INVALID_DATA, "text message is not valid UTF-8") from None
+            except UnicodeDecodeError:
+                raise FrameError(CLOSE_INVALID_DATA, _NOT_UTF8) from None
 
     def _frame_complete(self) -> Optional[Event]:
         self._state = _HEADER
@@ -420,8 +446,18 @@ class FrameParser:
             try:
                 self._parts.append(self._decoder.decode(b"", final=True))
             except UnicodeDecodeError:
-                raise FrameError(CLOSE_INVALID_DATA, "text message is not valid UTF-8") from None
+                raise FrameError(CLOSE_INVALID_DATA, _NOT_UTF8) from None
             text = "".join(self._parts)
             self._parts = []
             self._decoder.reset()
         return TextMessage(text)
+
+
+_NOT_UTF8 = "text message is not valid UTF-8"
+
+
+def _utf8(payload: bytearray) -> str:
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FrameError(CLOSE_INVALID_DATA, _NOT_UTF8) from None

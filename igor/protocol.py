@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from json.encoder import c_make_encoder, encode_basestring
 from typing import Any, Callable, Optional, Tuple, Union
 
 from .exceptions import IgorError, ProtocolError
@@ -17,15 +18,11 @@ try:  # the optional "speedups" extra
 except ImportError:  # pragma: no cover - depends on the environment
     orjson = None
 
-# Past this size the standard library's JSON is the slowest part of a call
-# (about 3 ns a byte to escape a string), and orjson is used where it gives
-# the very same answer.
+# Past this size the standard library's JSON is the slowest part of a reply
+# (about 1.2 ns a byte to escape a string), and orjson writes a long string,
+# where it gives the very same answer. A value this large is also sent as
+# pieces rather than joined (see Payload).
 _LARGE = 64 * 1024
-# Past this size orjson parses no faster: for every string in the document it
-# fills a scratch buffer mapped afresh for each call, and on a VM the page
-# faults (a 10 MiB string's 2,560 of them) cost more than its parser saves.
-# json builds a string straight into memory the allocator reuses.
-_LOADS_MAX = 4 * 1024 * 1024
 
 __all__ = [
     "StreamId",
@@ -148,8 +145,8 @@ def parse_message(text: str) -> Message:
     if not is_valid_id(stream_id):
         raise ProtocolError("streamId must be a non-empty string or an integer")
 
-    kinds = [key for key in ("action", "cancel", "end") if key in message]
-    if len(kinds) > 1:
+    if ("action" in message) + ("cancel" in message) + ("end" in message) > 1:
+        kinds = [key for key in ("action", "cancel", "end") if key in message]
         raise ProtocolError(f"a message is one of a call, a cancel or an end of input, not {' and '.join(kinds)}",
                             stream_id)
     if "cancel" in message:
@@ -171,12 +168,22 @@ def parse_message(text: str) -> Message:
 
 
 def _loads(text: str) -> Any:
-    if orjson is not None and _LARGE < len(text) <= _LOADS_MAX:
-        try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:
-            pass  # what strict JSON refuses (NaN, lone surrogates, deep nesting) gets json's own answer
+    """``json.loads(text)``, minus its Python layers for a message that is one JSON value and nothing else.
+
+    Not orjson: it reads an integer past 64 bits as a float, and for a large
+    string it is slower here (its scratch buffer is mapped afresh each call,
+    and a page fault costs more than json's copying).
+    """
+    try:
+        value, end = _scan(text, 0)
+    except (StopIteration, ValueError):
+        end = -1  # json.loads below gives the error, or the answer for leading whitespace
+    if end == len(text):
+        return value
     return json.loads(text)
+
+
+_scan = json.JSONDecoder().scan_once
 
 
 def _parse_reply(message: dict) -> Reply:
@@ -217,7 +224,7 @@ class MessageEncoder:
     """Server messages to UTF-8 JSON with one ``json_default``; calling it is :func:`encode`.
 
     :meth:`data` is the hot path of a stream's values: the message's opening
-    (``{"streamId":S,"data":``) is encoded once per stream, not once per value.
+    (``{"streamId":S``) is encoded once per stream, not once per value.
     """
 
     def __init__(self, default: Optional[Callable[[Any], Any]] = None):
@@ -227,23 +234,39 @@ class MessageEncoder:
     def __call__(self, message: dict) -> Payload:
         return _encode(message, self._json, self.default)
 
-    def data_prefix(self, stream_id: StreamId) -> bytes:
-        return _encode_value({"streamId": stream_id}, self._json, self.default)[:-1] + b',"data":'
+    def opening(self, stream_id: StreamId) -> bytes:
+        """``{"streamId":S``: how every message of stream ``S`` starts, encoded once per stream."""
+        if type(stream_id) is int:
+            return b'{"streamId":%d' % stream_id
+        return b'{"streamId":' + _encode_value(stream_id, self._json, self.default)
 
     def data(self, prefix: bytes, value: Any) -> Payload:
-        """The data message ``prefix`` (from :meth:`data_prefix`) opens, carrying ``value``."""
+        """The data message ``prefix`` (an :meth:`opening` and ``,"data":``) begins, carrying ``value``."""
         return _around(prefix, _encode_value(value, self._json, self.default))
 
 
-def _json_encoder(default: Optional[Callable[[Any], Any]]) -> json.JSONEncoder:
-    return json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=default)
+_Encode = Callable[[Any], str]
 
 
-# Built once: json.dumps with options builds a new encoder for every message.
+def _json_encoder(default: Optional[Callable[[Any], Any]]) -> _Encode:
+    """What ``json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=default)`` does.
+
+    json's own C encoder, made once: ``JSONEncoder.encode`` makes it afresh
+    for every message, which costs more than encoding a small one. With no
+    markers it does not look for circular references: a value that holds
+    itself ends in a RecursionError, which :func:`_encode_value` reports.
+    """
+    encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=default)
+    if c_make_encoder is None:  # pragma: no cover - Pythons without the _json accelerator
+        return encoder.encode
+    encode_chunks = c_make_encoder(None, encoder.default, encode_basestring, None, ":", ",", False, False, False)
+    return lambda value: "".join(encode_chunks(value, 0))
+
+
 _PLAIN = _json_encoder(None)
 
 
-def _encode(message: dict, encoder: json.JSONEncoder, default: Optional[Callable[[Any], Any]]) -> Payload:
+def _encode(message: dict, encoder: _Encode, default: Optional[Callable[[Any], Any]]) -> Payload:
     data = message.get("data")
     if type(data) is str and len(data) > _LARGE and len(message) > 1:
         # A long string, as a big answer usually is: the rest of the message is tiny.
@@ -259,7 +282,7 @@ def _around(prefix: bytes, value: bytes) -> Payload:
     return prefix + value + b"}"
 
 
-def _encode_value(value: Any, encoder: json.JSONEncoder, default: Optional[Callable[[Any], Any]]) -> bytes:
+def _encode_value(value: Any, encoder: _Encode, default: Optional[Callable[[Any], Any]]) -> bytes:
     if orjson is not None and type(value) is str and len(value) > _LARGE:
         # orjson escapes a long string several times faster than json.
         try:
@@ -267,7 +290,7 @@ def _encode_value(value: Any, encoder: json.JSONEncoder, default: Optional[Calla
         except orjson.JSONEncodeError:
             pass  # lone surrogates: the standard path below decides
     try:
-        text = encoder.encode(value)
+        text = encoder(value)
     except TypeError as exc:
         hint = "" if default is not None else " (a json_default in the config can encode your own types)"
         raise ValueError(f"value is not JSON serialisable: {exc}{hint}") from None
