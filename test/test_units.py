@@ -242,3 +242,23 @@ def test_large_values_orjson_refuses_fall_back_to_the_standard_answers():
     # On the way in, json's lenient answers stay: a NaN literal and a lone surrogate in a big message.
     message = parse_message('{"streamId": 1, "action": "a", "data": ["' + padding + '", NaN, "\\ud800"]}')
     assert message.data[0] == padding and message.data[1] != message.data[1] and message.data[2] == "\ud800"
+
+
+@pytest.mark.parametrize("text", [
+    '{"streamId":1,"action":"a","data":123456789012345678901234567890}',  # past 64 bits: still an int
+    '{"streamId":1,"action":"a","data":[' + "7," * 40_000 + '-9223372036854775809]}',  # the same, in a big message
+    ' {"streamId":1,"action":"a","data":1e400} ',  # whitespace around, and an infinity
+    '{"streamId":1,"action":"a","data":[NaN,"\\ud800",{"k":1,"k":2}]}',
+])
+def test_messages_parse_exactly_as_json_loads_parses_them(text):
+    import json
+
+    expected = json.loads(text)["data"]
+    data = parse_message(text).data
+    assert repr(data) == repr(expected) and type(data) is type(expected)
+
+
+@pytest.mark.parametrize("text", ['{"streamId":1,"action":"a"} x', '{"streamId":1,', "", "[1] [2]"])
+def test_a_message_json_refuses_is_refused(text):
+    with pytest.raises(ProtocolError, match="not valid JSON"):
+        parse_message(text)
