@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import websocket
 
 from .exceptions import CallTimeout, ConnectionClosed, ConnectionFailed, RemoteError, StreamClosed
+from .handshake import SUBPROTOCOL_V2
 
 __all__ = ["IgorClient", "ClientStream"]
 
@@ -438,11 +439,12 @@ class IgorClient:
             if "error" in message:
                 stream._answered = True
                 stream._deliver(_remote_error(message))
-            elif message.get("close"):
+                return
+            if "data" in message:
+                stream._deliver(message["data"])
+            if message.get("close"):  # alone, or (protocol 2) on the last value
                 stream._answered = True
                 stream._deliver(_CLOSED)
-            elif "data" in message:
-                stream._deliver(message["data"])
         elif isinstance(stream_id, str):
             # Process ids are strings and this client's stream ids integers,
             # so a string id is a process's failure or end.
@@ -527,7 +529,7 @@ def _connect(url: str, timeout: Optional[float], header: List[str]) -> _WebSocke
     where = _without_query(url)  # the query may hold the token
     try:
         return websocket.create_connection(url, timeout=timeout, header=header, enable_multithread=True,
-                                           class_=_WebSocket)
+                                           class_=_WebSocket, subprotocols=[SUBPROTOCOL_V2])
     except websocket.WebSocketBadStatusException as exc:
         status = exc.status_code
         hint = _STATUS_HINTS.get(status, "the server refused the WebSocket handshake")

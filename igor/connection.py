@@ -43,7 +43,15 @@ from .frames import (
     build_frame,
     frame_size,
 )
-from .handshake import HandshakeError, http_response, parse_request, split_head, switching_protocols
+from .handshake import (
+    SUBPROTOCOL_V2,
+    HandshakeError,
+    chosen_subprotocol,
+    http_response,
+    parse_request,
+    split_head,
+    switching_protocols,
+)
 from .registry import Client
 
 if TYPE_CHECKING:
@@ -187,6 +195,8 @@ class Connection:
                 return None
             transport.policy.check_websocket(request)
             self.client = Client(self, self.address, request.path, request.query, request.headers)
+            if chosen_subprotocol(request) == SUBPROTOCOL_V2:
+                self.client.protocol = 2
             transport.admit(self)
         except HandshakeError as exc:
             log.warning("refused handshake from %s: %d %s", self.address, exc.status, exc.reason)

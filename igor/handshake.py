@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 SUBPROTOCOL = "igor"
+#: Protocol 2: a stream's last message (its last value, or its error) may carry the close.
+SUBPROTOCOL_V2 = "igor.v2"
 TOKEN_PROTOCOL_PREFIX = "igor.token."
 _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -244,11 +246,17 @@ def accept_key(key: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
+def chosen_subprotocol(request: Request) -> Optional[str]:
+    """``igor.v2`` if the client offered it, else ``igor`` if it offered that, else None."""
+    offered = request.subprotocols()
+    return next((name for name in (SUBPROTOCOL_V2, SUBPROTOCOL) if name in offered), None)
+
+
 def switching_protocols(request: Request) -> bytes:
-    """The 101 answer; it names the ``igor`` subprotocol when the client offered it.
+    """The 101 answer; it names the subprotocol :func:`chosen_subprotocol` picks.
 
     The token entry is never echoed: answering with a subprotocol the client
-    offered is what browsers require, and ``igor`` is the one to pick.
+    offered is what browsers require, and ``igor`` (or ``igor.v2``) is the one to pick.
     """
     lines = [
         "HTTP/1.1 101 Switching Protocols",
@@ -256,8 +264,9 @@ def switching_protocols(request: Request) -> bytes:
         "Connection: Upgrade",
         f"Sec-WebSocket-Accept: {accept_key(request.headers['sec-websocket-key'])}",
     ]
-    if SUBPROTOCOL in request.subprotocols():
-        lines.append(f"Sec-WebSocket-Protocol: {SUBPROTOCOL}")
+    chosen = chosen_subprotocol(request)
+    if chosen is not None:
+        lines.append(f"Sec-WebSocket-Protocol: {chosen}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "data_message",
     "error_message",
     "close_message",
+    "with_close",
     "push_message",
     "call_message",
     "call_cancel_message",
@@ -273,6 +274,13 @@ def _encode(message: dict, encoder: _Encode, default: Optional[Callable[[Any], A
         rest = {key: value for key, value in message.items() if key != "data"}
         return _around(_encode_value(rest, encoder, default)[:-1] + b',"data":', _encode_value(data, encoder, default))
     return _encode_value(message, encoder, default)
+
+
+def with_close(payload: Payload) -> Payload:
+    """A stream's last message (data or error) carrying ``"close":true`` as well: protocol 2's one message for two."""
+    if type(payload) is bytes:
+        return payload[:-1] + b',"close":true}'
+    return (*payload[:-1], payload[-1][:-1] + b',"close":true}')
 
 
 def _around(prefix: bytes, value: bytes) -> Payload:

@@ -47,6 +47,9 @@ class Client:
         self.query = query or {}
         self.headers = headers or {}
         self.connected = True
+        #: 2 when the client chose the ``igor.v2`` subprotocol: a stream's
+        #: last message may then carry its close, saving a message per call.
+        self.protocol = 1
         self._link = link
 
     def send(self, frame: Frame, wait: Optional[bool] = True, abandon: Optional[threading.Event] = None,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, List, Ma
 
 from .exceptions import InputEnded, InputTimeout, StreamCancelled, StreamClosed
 from .frames import text_frame
-from .protocol import MessageEncoder, Payload, StreamId, close_message, error_message, push_message
+from .protocol import MessageEncoder, Payload, StreamId, close_message, error_message, push_message, with_close
 
 if TYPE_CHECKING:
     import asyncio
@@ -195,11 +195,15 @@ class Stream:
                 raise StreamCancelled(f"stream {self.stream_id!r} was cancelled")
             if self._closed:
                 raise StreamClosed(f"stream {self.stream_id!r} is closed")
-            frame = text_frame(payload)
-            if then_close:
+            if then_close and self.client.protocol >= 2:
+                # One message for the last one and the close. The stream leaves
+                # the table first, so its id is free once the close is seen.
+                self._finish(None)
+                sent = self.client.send(text_frame(with_close(payload)), True, self._cancelled)
+            elif then_close:
                 # The last message and the close leave in one write when small:
-                # one system call, and the client reads both at once. The stream
-                # leaves the table first, so its id is free once the close is seen.
+                # one system call, and the client reads both at once.
+                frame = text_frame(payload)
                 close = text_frame(self._close_payload())
                 self._finish(None)
                 if type(frame) is bytes and len(frame) <= _JOIN_LIMIT:
@@ -210,7 +214,7 @@ class Stream:
                 # A value right behind the last one is in a burst: let the
                 # writer batch it. One after a pause goes out at once.
                 now = time.monotonic()
-                sent = self.client.send(frame, True, self._cancelled, now - self._last_send < _BURST_GAP)
+                sent = self.client.send(text_frame(payload), True, self._cancelled, now - self._last_send < _BURST_GAP)
                 self._last_send = now
             if not sent:
                 self._cancelled.set()

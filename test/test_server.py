@@ -111,6 +111,45 @@ def test_stream_api(start_server, connect):
     assert [states.get(timeout=5) for _ in range(3)] == [(False, False), True, "raised"]
 
 
+def test_protocol_2_carries_the_close_on_a_stream_s_last_message(start_server):
+    def answer(out, data):
+        return data
+
+    def two(out, data):
+        out.send(1)
+        out.send(2)
+
+    def fail(out, data):
+        raise KeyError("missing")
+
+    big = "b" * 200_000  # sent as gathered pieces: the close must ride on them too
+    server = start_server({"answer": answer, "two": two, "fail": fail})
+    ws = websocket.create_connection(server.url, subprotocols=["igor.v2", "igor"])
+    assert ws.getsubprotocol() == "igor.v2"
+    ws.send(json.dumps({"streamId": 1, "action": "answer", "data": {"k": [1]}}))
+    assert recv_until_close(ws, 1) == [{"streamId": 1, "data": {"k": [1]}, "close": True}]
+    ws.send(json.dumps({"streamId": 2, "action": "answer", "data": big}))
+    assert recv_until_close(ws, 2) == [{"streamId": 2, "data": big, "close": True}]
+    # Values sent while the handler runs cannot know they are the last: the close comes alone.
+    ws.send(json.dumps({"streamId": 3, "action": "two"}))
+    assert recv_until_close(ws, 3) == [{"streamId": 3, "data": 1}, {"streamId": 3, "data": 2},
+                                       {"streamId": 3, "close": True}]
+    ws.send(json.dumps({"streamId": 4, "action": "fail"}))
+    assert recv_until_close(ws, 4) == [{"streamId": 4, "error": "missing", "code": 500, "type": "KeyError",
+                                        "close": True}]
+    ws.close()
+
+
+@pytest.mark.parametrize("offered", [None, ["igor"]])
+def test_protocol_1_clients_get_the_last_value_and_the_close_apart(start_server, offered):
+    server = start_server({"answer": lambda out, data: data})
+    ws = websocket.create_connection(server.url, subprotocols=offered)
+    assert ws.getsubprotocol() == (offered[0] if offered else None)
+    ws.send(json.dumps({"streamId": 1, "action": "answer", "data": 5}))
+    assert recv_until_close(ws, 1) == [{"streamId": 1, "data": 5}, {"streamId": 1, "close": True}]
+    ws.close()
+
+
 def test_send_error_closes_the_stream(start_server):
     def handler(out, data):
         out.send(1)

@@ -51,7 +51,7 @@ export interface IgorClientOptions {
   token?: string | null;
   /**
    * How the token travels. `'protocol'` (default): as the WebSocket
-   * subprotocols `['igor', 'igor.token.' + token]`, which browsers can send
+   * subprotocol `'igor.token.' + token` beside `'igor.v2'`, which browsers can send
    * and which keeps the token out of URLs and logs. `'query'`: as
    * `?token=...` in the URL. A token with characters a subprotocol cannot
    * hold (anything but letters, digits and ``!#$%&'*+-.^_`|~``) always goes in
@@ -627,17 +627,19 @@ export class IgorClient<A = any> {
     }
   }
 
-  private _connectUrl(): { url: string; protocols?: string[] } {
+  private _connectUrl(): { url: string; protocols: string[] } {
+    // Protocol 2: the server may put a stream's close on its last message, one message per call instead of two.
+    const protocols = ['igor.v2'];
     const token = this._options.token;
-    if (token === undefined || token === null || token === '') return { url: this.url };
+    if (token === undefined || token === null || token === '') return { url: this.url, protocols };
     if (this._options.tokenIn !== 'query' && SUBPROTOCOL_SAFE.test(token)) {
-      return { url: this.url, protocols: ['igor', 'igor.token.' + token] };
+      return { url: this.url, protocols: [...protocols, 'igor.token.' + token] };
     }
     // Relative to the page in a browser (`/socket`); an absolute URL is required elsewhere.
     const base = (globalThis as { location?: { href?: string } }).location?.href;
     const url = new URL(this.url, base);
     url.searchParams.set('token', token);
-    return { url: url.toString() };
+    return { url: url.toString(), protocols };
   }
 
   private _connect(): void {
@@ -649,7 +651,7 @@ export class IgorClient<A = any> {
         let socket: WebSocketLike;
         try {
           const { url, protocols } = this._connectUrl();
-          socket = protocols ? new WebSocketClass(url, protocols) : new WebSocketClass(url);
+          socket = new WebSocketClass(url, protocols);
         } catch (cause) {
           // A URL that cannot be parsed (or a constructor that refuses it)
           // will be refused again: retrying cannot help.
@@ -953,11 +955,13 @@ export class IgorClient<A = any> {
       if ('error' in m) {
         this._forget(entry);
         entry.stream._end('error', IgorError.fromWire(m as unknown as WireError, entry.stream.id, entry.stream.action));
-      } else if ('close' in m) {
-        this._forget(entry);
-        entry.stream._end('complete');
-      } else if ('data' in m) {
-        entry.stream._push(m.data);
+      } else {
+        if ('data' in m) entry.stream._push(m.data);
+        if ('close' in m) {
+          // Alone, or (protocol 2) on the stream's last value.
+          this._forget(entry);
+          entry.stream._end('complete');
+        }
       }
       return;
     }

@@ -257,6 +257,49 @@ describe('cancel', () => {
   });
 });
 
+describe('protocol 2', () => {
+  it('is what the client asks for, and a call is answered in one message', async () => {
+    const { WebSocket: Tracked, sockets } = trackingWebSocket();
+    const client = new IgorClient(server.url, { WebSocket: Tracked });
+    try {
+      await within(5000, client.ready, 'ready');
+      assert.equal(sockets[0].protocol, 'igor.v2');
+      const messages = [];
+      sockets[0].on('message', (data) => messages.push(JSON.parse(data.toString())));
+      assert.deepEqual(await within(5000, client.call('answer', { k: [1] }), 'call'), { k: [1] });
+      assert.deepEqual(messages, [{ streamId: messages[0]?.streamId, data: { k: [1] }, close: true }]);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('a last value with the close, and a value and a close apart, both end a stream with that value', async () => {
+    const { WebSocket: Fake, sockets } = fakeWebSocket();
+    const client = new IgorClient('ws://127.0.0.1:1/', { WebSocket: Fake });
+    try {
+      await within(1000, client.ready, 'ready');
+      const joined = client.call('a');
+      const apart = client.call('b');
+      const seen = [];
+      const streamed = client.stream('c');
+      const ended = new Promise((resolve) => streamed.subscribe({ next: (v) => seen.push(v), complete: resolve }));
+      const [a, b, c] = sockets[0].sent.map((m) => m.streamId);
+      const deliver = (message) => sockets[0].onmessage({ data: JSON.stringify(message) });
+      deliver({ streamId: a, data: 1, close: true });
+      deliver({ streamId: b, data: 2 });
+      deliver({ streamId: b, close: true });
+      deliver({ streamId: c, data: 'x' });
+      deliver({ streamId: c, data: 'y', close: true });
+      assert.equal(await within(1000, joined, 'joined'), 1);
+      assert.equal(await within(1000, apart, 'apart'), 2);
+      await within(1000, ended, 'stream complete');
+      assert.deepEqual(seen, ['x', 'y']);
+    } finally {
+      client.close();
+    }
+  });
+});
+
 describe('already aborted', () => {
   it('a call with an already aborted signal fails at once without being sent', async () => {
     const { WebSocket: Fake, sockets } = fakeWebSocket();

@@ -30,6 +30,10 @@ def echo(out, data):
     out.send(data)
 
 
+def answer(out, data):
+    return data  # a returned value: under protocol 2 it carries the close
+
+
 def nothing(out, data):
     """Sends no value at all: a call resolves to undefined."""
 
@@ -185,6 +189,7 @@ def notify(out, data, client_id):
 API = flatten({
     'hello': hello,
     'echo': echo,
+    'answer': answer,
     'nothing': nothing,
     'blob': blob,
     'length': length,
