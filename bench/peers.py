@@ -701,6 +701,26 @@ def connections_worker(peer: str, port: int, worker: int, count: int, start_at: 
     return dict(outcomes)
 
 
+def settled(server: ServerProcess, quiet: float = 2.5, limit: float = 8.0) -> Dict[str, int]:
+    """The server's status once its thread count has held still for ``quiet`` seconds (at most ``limit``).
+
+    Threads that end after a handshake, or a pool's idle workers (Igor's end
+    2 s after their last call), are not the connections' own.
+    """
+    began = time.monotonic()
+    status = server.status()
+    still_since = began
+    while time.monotonic() - began < limit:
+        time.sleep(0.1)
+        now = server.status()
+        if now["Threads"] != status["Threads"]:
+            still_since = time.monotonic()
+        status = now
+        if time.monotonic() - still_since >= quiet:
+            break
+    return status
+
+
 def listen_counters() -> Dict[str, int]:
     """The kernel's TcpExt ListenOverflows and ListenDrops (this network namespace, all sockets)."""
     with open("/proc/net/netstat") as f:
@@ -762,8 +782,8 @@ def connections(workers: Workers, server: ServerProcess, total: int, processes: 
     for _ in range(processes):
         workers.progress.get(timeout=timeout + 60)
     served_in = time.monotonic() - start_at
-    time.sleep(0.5)  # let the server settle, e.g. threads that end after a handshake
-    held = server.status()
+    held = settled(server)
+
     after = listen_counters()
     workers.release.set()
     outcomes: Counter = Counter()

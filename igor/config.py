@@ -83,7 +83,7 @@ class Config:
     send_timeout: float = 10.0
     handshake_timeout: float = 10.0
     session_timeout: float = 10.0
-    worker_idle_timeout: float = 30.0
+    worker_idle_timeout: float = 2.0
     shutdown_timeout: float = 2.0
     static_dir: Optional[str] = None
     ready_line: bool = False

@@ -138,15 +138,25 @@ class _WorkerPool:
 
     No fixed size, so long streams never queue behind each other (the
     dispatcher's ``max_streams`` bounds them per client); idle threads are
-    reused, and end after ``idle_timeout`` seconds without work.
+    reused, and end after ``idle_timeout`` seconds without work, except
+    ``keep`` of them, started with the server, so that a call after a quiet
+    spell does not wait for a thread to start.
     """
 
-    def __init__(self, idle_timeout: float):
+    def __init__(self, idle_timeout: float, keep: int = 1):
         self.idle_timeout = idle_timeout
+        self.keep = keep
         self._tasks: queue.SimpleQueue[Optional[Callable[[], None]]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = 0
         self._threads: set = set()
+
+    def start(self) -> None:
+        """Start the ``keep`` workers that wait for calls from the first one on."""
+        for _ in range(self.keep):
+            with self._lock:
+                self._idle += 1
+            self._spawn(None)
 
     def submit(self, task: Callable[[], None]) -> None:
         with self._lock:
@@ -154,17 +164,24 @@ class _WorkerPool:
                 self._idle -= 1
                 self._tasks.put(task)
                 return
-            thread = threading.Thread(target=self._work, args=(task,), name="igor-worker", daemon=True)
+        self._spawn(task)
+
+    def _spawn(self, task: Optional[Callable[[], None]]) -> None:
+        thread = threading.Thread(target=self._work, args=(task,), name="igor-worker", daemon=True)
+        with self._lock:
             self._threads.add(thread)
         thread.start()
 
     def _work(self, task: Optional[Callable[[], None]]) -> None:
-        while task is not None:
-            task()
-            task = None  # drop the finished call's references before waiting for the next
-            with self._lock:
-                self._idle += 1
+        while True:
+            if task is not None:
+                task()
+                task = None  # drop the finished call's references before waiting for the next
+                with self._lock:
+                    self._idle += 1
             task = self._next_task()
+            if task is None:
+                break
         with self._lock:
             self._threads.discard(threading.current_thread())
 
@@ -176,9 +193,11 @@ class _WorkerPool:
             except queue.Empty:
                 with self._lock:
                     # submit() counts on idle workers under this lock: leave
-                    # only if it has not handed this worker a task meanwhile.
-                    if self._tasks.empty():
+                    # only if it has not handed this worker a task meanwhile,
+                    # and never below the workers kept.
+                    if self._tasks.empty() and len(self._threads) > self.keep:
                         self._idle -= 1
+                        self._threads.discard(threading.current_thread())
                         return None
 
     def owns(self, thread: threading.Thread) -> bool:
@@ -620,6 +639,9 @@ class Dispatcher:
 
     def owns_thread(self, thread: threading.Thread) -> bool:
         return self._pool.owns(thread) or self._loop.owns(thread)
+
+    def start(self) -> None:
+        self._pool.start()
 
     def stop(self, timeout: float) -> None:
         self._pool.stop(timeout)

@@ -157,6 +157,7 @@ class IgorServer:
         # Processes first: a client connecting at once finds them running.
         for thread in list(self.processes.values()):
             thread.start()
+        self.dispatcher.start()
         self._spawn(transport.serve_forever, "igor-accept", poll_interval=0.2)
         self._spawn(self._heartbeat, "igor-heartbeat")
         self._spawn(self._supervise, "igor-supervisor")

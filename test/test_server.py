@@ -585,3 +585,34 @@ def test_public_names():
         assert hasattr(igor, name)
     from igor.core import flatten  # noqa: F401  the seed README's imports
     from igor.server import CONFIG, IgorServer  # noqa: F401
+
+
+def test_one_worker_waits_from_the_start_and_a_burst_s_extra_workers_end(start_server, connect):
+    def workers():  # this server's handler threads
+        return sum(1 for thread in threading.enumerate() if server.dispatcher.owns_thread(thread))
+
+    release = threading.Event()
+    running = queue.Queue()
+
+    def hold(out, data):
+        running.put(data)
+        release.wait(10)
+        return data
+
+    server = start_server({"hold": hold}, {"worker_idle_timeout": 0.2})
+    assert workers() == 1  # started with the server: the first call does not wait for a thread
+    clients = [connect(server) for _ in range(5)]
+    results = queue.Queue()
+    callers = [threading.Thread(target=lambda c=c, k=k: results.put(c.call("hold", k))) for k, c in enumerate(clients)]
+    for caller in callers:
+        caller.start()
+    assert sorted(running.get(timeout=5) for _ in range(5)) == [0, 1, 2, 3, 4]
+    assert workers() == 5
+    release.set()
+    assert sorted(results.get(timeout=5) for _ in range(5)) == [0, 1, 2, 3, 4]
+    wait_for(lambda: workers() == 1, message="the burst's extra workers to end")
+    time.sleep(0.5)  # more than worker_idle_timeout: the kept worker must not end too
+    assert workers() == 1
+    assert clients[0].call("hold", 9) == 9
+    for client in clients:
+        client.close()
