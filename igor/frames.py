@@ -245,13 +245,11 @@ class FrameParser:
         self._fin = False
         self._opcode = 0
         self._mask = b""
-        # The message being reassembled: its opcode (0: none), size, frame
-        # count, decoded parts, and its text when it came in one piece.
+        # The message being reassembled: its opcode (0: none), size, frame count, decoded parts.
         self._message_opcode = 0
         self._message_size = 0
         self._fragments = 0
         self._parts: List[str] = []
-        self._text: Optional[str] = None
         self._decoder = codecs.getincrementaldecoder("utf-8")()
 
     @property
@@ -410,13 +408,13 @@ class FrameParser:
         unmask(data, self._mask if not start % 4 else self._mask[start % 4:] + self._mask[:start % 4])
         if self._message_opcode == OP_BINARY:
             return  # read off the wire, then refused when its frame ends
-        if len(data) == self._length and self._fin and self._fragments == 1:
-            self._text = _utf8(data)  # a message in one frame, in one read
-        else:
-            try:
-                self._parts.append(self._decoder.decode(data))
-            except UnicodeDecodeError:
-                raise FrameError(CLOSE_INVALID_DATA, _NOT_UTF8) from None
+        self._parts.append(self._decode(data))
+
+    def _decode(self, data: bytes, final: bool = False) -> str:
+        try:
+            return self._decoder.decode(data, final)
+        except UnicodeDecodeError:
+            raise FrameError(CLOSE_INVALID_DATA, _NOT_UTF8) from None
 
     def _frame_complete(self) -> Optional[Event]:
         self._state = _HEADER
@@ -441,15 +439,11 @@ class FrameParser:
         if not self._fin:
             return None
         self._message_opcode = 0
-        text, self._text = self._text, None
-        if text is None:
-            try:
-                self._parts.append(self._decoder.decode(b"", final=True))
-            except UnicodeDecodeError:
-                raise FrameError(CLOSE_INVALID_DATA, _NOT_UTF8) from None
-            text = "".join(self._parts)
-            self._parts = []
-            self._decoder.reset()
+        self._decode(b"", final=True)  # raises for a sequence cut off at the end; else decodes to ""
+        # One part (a message in one read) is joined without a copy.
+        text = "".join(self._parts)
+        self._parts = []
+        self._decoder.reset()
         return TextMessage(text)
 
 
