@@ -811,41 +811,55 @@ QUICK = dict(FULL, serial=200, serial_s=1.0, parallel_s=0.5, reps=[1, 1],
 WORKLOADS = ["serial", "parallel", "big", "push", "connections", "broadcast", "load"]
 
 
-def run_peer(peer: str, p: Dict[str, Any], workers: Workers, log_dir: str, only: List[str]) -> Dict[str, Any]:
-    """Every workload against one peer: the connections workload on a fresh server of its own."""
-    result: Dict[str, Any] = {}
+def run_once(peers: List[str], p: Dict[str, Any], workers: Workers, log_dir: str, only: List[str],
+             turn: int) -> Dict[str, Dict[str, Any]]:
+    """One run: each workload against every peer in turn, so the host's noise falls on all of them alike.
 
-    def attempt(name: str, function: Callable[[], Any]) -> None:
-        if name not in only:
-            return
+    The peers take turns workload by workload, not run by run, and the order rotates with ``turn``, so
+    no peer always goes first. The connections workload gets a fresh server per peer; every other
+    workload runs on one server per peer, all started together and idle while another peer is measured.
+    """
+    order = peers[turn % len(peers):] + peers[:turn % len(peers)]
+    results: Dict[str, Dict[str, Any]] = {peer: {} for peer in peers}
+
+    def attempt(peer: str, name: str, function: Callable[..., Any], *args: Any) -> None:
         began = time.monotonic()
         try:
-            result[name] = function()
+            results[peer][name] = function(*args)
         except Exception as exc:  # noqa: BLE001 -- a peer that fails a workload is reported, the run goes on
-            result[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
-        log(f"  {peer:<16} {name:<12} {time.monotonic() - began:5.1f} s  {short(result[name])}")
+            results[peer][name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        log(f"  {peer:<16} {name:<12} {time.monotonic() - began:5.1f} s  {short(results[peer][name])}")
 
     if "connections" in only:
-        server = ServerProcess(peer, log_dir)
-        try:
-            attempt("connections", lambda: connections(workers, server, p["connections"], p["conn_processes"],
-                                                       p["conn_timeout"]))
-        finally:
-            server.stop()
-    server = ServerProcess(peer, log_dir)
+        for peer in order:
+            fresh = ServerProcess(peer, log_dir)
+            try:
+                attempt(peer, "connections", connections, workers, fresh, p["connections"], p["conn_processes"],
+                        p["conn_timeout"])
+            finally:
+                fresh.stop()
+    servers: Dict[str, ServerProcess] = {}
     try:
-        port = server.port
-        attempt("serial", lambda: serial_calls(peer, port, p["serial"], p["serial_s"]))
-        attempt("parallel", lambda: parallel(workers, peer, port, p["parallel_clients"], p["parallel_s"],
-                                             p["parallel_max"]))
-        attempt("big", lambda: {str(size): big_round_trips(peer, port, size, reps, p["big_s"])
-                                for size, reps in zip(p["sizes"], p["reps"])})
-        attempt("push", lambda: push(peer, port, p["push"], p["push_s"]))
-        attempt("broadcast", lambda: broadcast(server, p["bcast_clients"], p["bcast"], p["bcast_s"]))
-        attempt("load", lambda: under_load(workers, peer, port, p["loaders"], p["load_s"], p["load_calls"]))
+        for peer in order:
+            servers[peer] = ServerProcess(peer, log_dir)
+        workloads: Dict[str, Callable[[str, ServerProcess], Any]] = {
+            "serial": lambda peer, s: serial_calls(peer, s.port, p["serial"], p["serial_s"]),
+            "parallel": lambda peer, s: parallel(workers, peer, s.port, p["parallel_clients"], p["parallel_s"],
+                                                 p["parallel_max"]),
+            "big": lambda peer, s: {str(size): big_round_trips(peer, s.port, size, reps, p["big_s"])
+                                    for size, reps in zip(p["sizes"], p["reps"])},
+            "push": lambda peer, s: push(peer, s.port, p["push"], p["push_s"]),
+            "broadcast": lambda peer, s: broadcast(s, p["bcast_clients"], p["bcast"], p["bcast_s"]),
+            "load": lambda peer, s: under_load(workers, peer, s.port, p["loaders"], p["load_s"], p["load_calls"]),
+        }
+        for name, function in workloads.items():
+            if name in only:
+                for peer in order:
+                    attempt(peer, name, function, peer, servers[peer])
     finally:
-        server.stop()
-    return result
+        for server in servers.values():
+            server.stop()
+    return results
 
 
 def short(value: Any) -> str:
@@ -1138,7 +1152,7 @@ def main() -> int:
     try:
         for run in range(runs):
             log(f"run {run + 1} of {runs}")
-            data["runs"].append({peer: run_peer(peer, p, workers, log_dir, only) for peer in peers})
+            data["runs"].append(run_once(peers, p, workers, log_dir, only, run))
     finally:
         workers.close()
     data["seconds"] = time.monotonic() - began
