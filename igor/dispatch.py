@@ -481,8 +481,9 @@ class Dispatcher:
                         await result.aclose()
                 else:
                     value = await result
-                    if value is not None:
-                        await stream.asend(value)
+                    if value is not None and not stream.closed:
+                        await stream._asend_last(value)
+                        return
                 await stream.aclose()
             except asyncio.CancelledError:
                 # A stream's cancel sends its own close; anything else that cancelled the task did not.

@@ -16,7 +16,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from .exceptions import InputEnded, InputTimeout, StreamCancelled, StreamClosed
-from .frames import text_frame
+from .frames import Frame, text_frame
 from .protocol import MessageEncoder, Payload, StreamId, close_message, error_message, push_message, with_close
 
 if TYPE_CHECKING:
@@ -317,6 +317,30 @@ class Stream:
         finally:
             self._lock.release()
         await asyncio.to_thread(self.client.send, frame)  # waits for room, as close() does
+
+    async def _asend_last(self, data: Any) -> None:
+        """:meth:`_send_last` for an async handler: its return value, and the close with it under protocol 2."""
+        import asyncio
+
+        if self.client.protocol < 2:
+            await self.asend(data)
+            await self.aclose()
+            return
+        payload = self._data_payload(data)
+        frame: Optional[Frame] = None
+        if self._lock.acquire(blocking=False):
+            try:
+                if not self._closed and not self._cancelled.is_set():
+                    self._finish(None)  # first, as in _emit: the id is free once the client sees the close
+                    frame = text_frame(with_close(payload))
+                    if self.client.send(frame, None, self._cancelled) is not None:
+                        return  # sent, or the client is gone: either way nothing is left to do
+            finally:
+                self._lock.release()
+        if frame is None:
+            await asyncio.to_thread(self._emit, payload, True)  # busy, closed or cancelled: _emit sorts it out
+        else:
+            await asyncio.to_thread(self.client.send, frame, True, self._cancelled)  # waits for room
 
     def _emit_now(self, payload: Payload) -> bool:
         """Send ``payload`` if that needs no waiting; False, with nothing sent, if it would wait or fail.

@@ -449,3 +449,43 @@ def test_sends_that_must_wait_for_room_keep_their_order(start_server):
     messages = recv_until_close(ws, 1, limit=count + 1)
     assert [m["data"][0] for m in messages[:-1]] == list(range(count))
     ws.close()
+
+
+@pytest.mark.parametrize("offered, joined", [(["igor.v2"], True), (None, False)])
+def test_an_async_return_value_carries_the_close_under_protocol_2(start_server, offered, joined):
+    async def answer(out, data):
+        await asyncio.sleep(0)
+        return data
+
+    async def closes_first(out, data):
+        await out.aclose()
+        return "dropped, as a sync handler's would be"
+
+    server = start_server({"answer": answer, "closes_first": closes_first})
+    ws = websocket.create_connection(server.url, subprotocols=offered)
+    ws.send(json.dumps({"streamId": 1, "action": "answer", "data": {"k": 1}}))
+    expected = ([{"streamId": 1, "data": {"k": 1}, "close": True}] if joined
+                else [{"streamId": 1, "data": {"k": 1}}, {"streamId": 1, "close": True}])
+    assert recv_until_close(ws, 1) == expected
+    ws.send(json.dumps({"streamId": 2, "action": "closes_first"}))
+    assert recv_until_close(ws, 2) == [{"streamId": 2, "close": True}]
+    ws.close()
+
+
+def test_an_async_return_value_that_must_wait_for_room_still_ends_the_stream(start_server):
+    count, size = 300, 32768  # more than loopback's socket buffers hold
+
+    async def fill_then_answer(out, data):
+        for i in range(count):
+            await out.asend([i, "x" * size])
+        return "last"
+
+    server = start_server({"h": fill_then_answer}, config={"send_queue_bytes": 65536, "send_timeout": 30})
+    ws = websocket.create_connection(server.url, subprotocols=["igor.v2"])
+    ws.send(json.dumps({"streamId": 1, "action": "h"}))
+    # Not reading yet: the backlog fills, so the sends (and then the return value) wait on a thread.
+    wait_for(lambda: io_threads(), timeout=10, message="a send to wait for room")
+    messages = recv_until_close(ws, 1, limit=count + 1)
+    assert [m["data"][0] for m in messages[:-1]] == list(range(count))
+    assert messages[-1] == {"streamId": 1, "data": "last", "close": True}
+    ws.close()
