@@ -988,6 +988,16 @@ def fmt_ratio(value: float) -> str:
     return f"{value:.2f}x" if value < 10 else f"{value:.1f}x"
 
 
+def cpu_ticks() -> Optional[Tuple[int, int]]:
+    """(all CPU ticks, steal ticks) from /proc/stat: steal is time the hypervisor gave to other guests."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (sum(ticks[:8]), ticks[7]) if len(ticks) >= 8 else None
+
+
 def report(data: Dict[str, Any]) -> str:
     """The Markdown the harness prints and writes: setup, results, ratios, targets."""
     runs, p, m, peers = data["runs"], data["params"], data["machine"], data["peers"]
@@ -996,7 +1006,9 @@ def report(data: Dict[str, Any]) -> str:
         f"{m['date']}; {m['cpu']}, {m['cores']} cores, {m['system']}; Python {m['python']}; {versions}; "
         f"Igor at {m['igor_commit'] or 'unknown commit'}. {len(runs)} run(s) in {data['seconds']:.0f} s; 1-minute "
         f"load average {data['load'][0]:.1f} before, {data['load'][1]:.1f} after (the machine may be shared); "
-        "each cell is the range (min – max) over the runs.",
+        + (f"CPU time taken by the host (steal) in each run: "
+           f"{', '.join(f'{v:.1f}%' for v in data['steal_percent'])}; " if data.get("steal_percent") else "")
+        + "each cell is the range (min – max) over the runs.",
         "",
         "Client for every latency figure: websocket-client (`create_connection(..., skip_utf8_validation=True)`), "
         "one loop for all peers (Socket.IO's Engine.IO v4 / Socket.IO v5 framing by hand on it; Igor's protocol "
@@ -1150,9 +1162,14 @@ def main() -> int:
     load_before = os.getloadavg()[0]
     workers = Workers(max(p["parallel_clients"], p["loaders"], p["conn_processes"]))
     try:
+        data["steal_percent"] = []
         for run in range(runs):
             log(f"run {run + 1} of {runs}")
+            before = cpu_ticks()
             data["runs"].append(run_once(peers, p, workers, log_dir, only, run))
+            after = cpu_ticks()
+            if before and after and after[0] > before[0]:
+                data["steal_percent"].append(100 * (after[1] - before[1]) / (after[0] - before[0]))
     finally:
         workers.close()
     data["seconds"] = time.monotonic() - began
