@@ -1,7 +1,7 @@
 /**
  * `igor-client/angular`: an injectable {@link IgorService} (Angular 8+),
  * configured through the {@link IGOR_CONFIG} injection token, whose
- * `call`/`stream`/`on` return RxJS Observables.
+ * `call`/`stream`/`channel`/`on` return RxJS Observables.
  *
  * ```ts
  * // app.module.ts (or bootstrapApplication's providers)
@@ -33,9 +33,9 @@ import type { OnDestroy, Provider } from '@angular/core';
 import type { Observable } from 'rxjs';
 
 import { IgorClient } from './client.js';
-import type { ConnectionStatus, IgorClientOptions, Push } from './client.js';
+import type { ConnectionStatus, ExposedFunction, IgorClientOptions, Push } from './client.js';
 import type { ActionName, ActionResult, CallArgs } from './typed.js';
-import { call$, on$, pushes$, status$, stream$ } from './rxjs.js';
+import { call$, channel$, on$, pushes$, status$, stream$ } from './rxjs.js';
 
 /** The configuration of {@link IgorService}: the server URL plus any {@link IgorClientOptions}. */
 export interface IgorConfig extends IgorClientOptions {
@@ -64,7 +64,7 @@ export function provideIgor(config: IgorConfig | IgorClient): Provider[] {
  * type-checked as {@link IgorClient}'s are.
  */
 export class IgorService<A = any> implements OnDestroy {
-  /** The underlying client, for what the Observables do not cover (`ready`, `onStatus`, `close`). */
+  /** The underlying client, for what the service does not cover (`onStatus`, `onError`, `close`). */
   readonly client: IgorClient<A>;
   /** The connection status: the current one at once, then every change. */
   readonly status$: Observable<ConnectionStatus>;
@@ -88,6 +88,27 @@ export class IgorService<A = any> implements OnDestroy {
   /** Every data value of `action`, then complete; unsubscribing cancels it. */
   stream<T = unknown, K extends ActionName<A> = ActionName<A>>(action: K, ...args: CallArgs<A, K>): Observable<ActionResult<A, K, T>> {
     return stream$<T, A, K>(this.client, action, ...args);
+  }
+
+  /**
+   * A call with input both ways: sends each value of `input$` into the open
+   * call (`for item in out` in Python), ends the input when `input$`
+   * completes, and emits every value the handler sends; see {@link channel$}.
+   */
+  channel<T = unknown, I = unknown, K extends ActionName<A> = ActionName<A>>(
+    action: K, input$: Observable<I>, ...args: CallArgs<A, K>
+  ): Observable<ActionResult<A, K, T>> {
+    return channel$<T, I, A, K>(this.client, action, input$, ...args);
+  }
+
+  /** Let Python call `fn` by `name` (`server.call_client`); returns the function that removes it. See {@link IgorClient.expose}. */
+  expose<D = unknown, R = unknown>(name: string, fn: ExposedFunction<D, R>): () => void {
+    return this.client.expose(name, fn);
+  }
+
+  /** Send `data` to the inbox of background process `processId`; see {@link IgorClient.sendToProcess}. */
+  sendToProcess(processId: string, data?: unknown): void {
+    this.client.sendToProcess(processId, data);
   }
 
   /** Pushes by push name or process id (their data). */

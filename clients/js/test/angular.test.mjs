@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Injector } from '@angular/core';
-import { firstValueFrom, lastValueFrom, Observable } from 'rxjs';
+import { firstValueFrom, lastValueFrom, Observable, of } from 'rxjs';
 import { take, toArray } from 'rxjs/operators';
 import WebSocket from 'ws';
 
@@ -50,6 +50,26 @@ describe('IgorService constructed directly', () => {
     const targeted = firstValueFrom(igor.on('ng-note'));
     await firstValueFrom(igor.call('notify', { action: 'ng-note', data: { hi: 'ng' } }));
     assert.deepEqual(await within(5000, targeted, 'targeted'), { hi: 'ng' });
+  });
+
+  it('channel() sends its input into the open call and emits the answers', async () => {
+    const answers = await within(5000, lastValueFrom(igor.channel('chat', of('a', 'b')).pipe(toArray())), 'channel');
+    assert.deepEqual(answers, [{ n: 1, upper: 'A' }, { n: 2, upper: 'B' }, { bye: 2 }]);
+  });
+
+  it('expose() lets Python call the window, and its return value removes the function', async () => {
+    const off = igor.expose('double', (n) => n * 2);
+    assert.deepEqual(await within(5000, firstValueFrom(igor.call('ask_client', { name: 'double', data: 21 })), 'exposed'),
+      { result: 42 });
+    off();
+    const gone = await within(5000, firstValueFrom(igor.call('ask_client', { name: 'double', data: 1 })), 'unexposed');
+    assert.equal(gone.raised, 'UnknownAction');
+  });
+
+  it('sendToProcess() reaches the process, whose answer arrives through on()', async () => {
+    const echoed = firstValueFrom(igor.on('inbox_echo'));
+    igor.sendToProcess('inbox', { from: 'angular' });
+    assert.deepEqual(await within(5000, echoed, 'inbox_echo'), { from: 'ng-window', data: { from: 'angular' } });
   });
 
   it('status$ reports the connection and ngOnDestroy closes it', async () => {

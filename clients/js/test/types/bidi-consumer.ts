@@ -2,6 +2,7 @@
 // bidirectional API type-check for a strict TypeScript consumer.
 import { IgorClient, IgorError, IgorStream } from '../../dist/index.js';
 import type { ExposedFunction } from '../../dist/index.js';
+import { IgorService } from '../../dist/angular.js';
 import { channel$ } from '../../dist/rxjs.js';
 import { of } from 'rxjs';
 import type { Observable } from 'rxjs';
@@ -36,4 +37,12 @@ igor.sendToProcess('notifier', { text: 'hi' });
 
 const answers: Observable<{ n: number }> = channel$<{ n: number }, string>(igor, 'chat', of('a', 'b'), { topic: 1 }, { timeout: 1000 });
 
-export { inputClosed, answers };
+// The Angular service offers the same three.
+const service = new IgorService(igor);
+const viaService: Observable<{ n: number }> = service.channel<{ n: number }, string>('chat', of('a'), { topic: 1 });
+const unexposeViaService: () => void = service.expose<number, number>('double', (n) => n * 2);
+service.sendToProcess('notifier', { text: 'hi' });
+// @ts-expect-error: the process id is a string
+service.sendToProcess(7);
+
+export { inputClosed, answers, viaService, unexposeViaService };
