@@ -77,6 +77,14 @@ export interface IgorClientOptions {
    */
   timeout?: number;
   /**
+   * The most that may wait for the connection, in bytes of JSON (UTF-8):
+   * calls, their input and process messages made while connecting or
+   * reconnecting (default 16 MiB). Past it a new call fails at once, and
+   * `IgorStream.send` / {@link IgorClient.sendToProcess} throw, with type
+   * `'QueueFull'`; what waits already is kept and sent in order.
+   */
+  maxQueuedBytes?: number;
+  /**
    * The WebSocket class to use. Default: in a browser or Electron renderer,
    * `globalThis.WebSocket`; in Node, the `ws` package (loaded with a dynamic
    * `import('ws')`) when it is installed, else Node's global `WebSocket`
@@ -191,10 +199,27 @@ type Entry = {
   internal?: (message: Record<string, unknown>) => void;
   /** Input given before the call went out: sent right after it, in order. */
   input?: string[];
+  /** While queued: the call's JSON, made when it was queued, and the UTF-8 bytes it and its input hold. */
+  text?: string;
+  size?: number;
 };
 
 /** A message with no stream of its own (input to a process) waiting for the connection. */
-type QueuedMessage = { text: string };
+type QueuedMessage = { text: string; size: number };
+
+const DEFAULT_MAX_QUEUED_BYTES = 16 * 1024 * 1024;
+
+/** The UTF-8 size of `text`, without encoding it. */
+function utf8Length(text: string): number {
+  let size = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit < 0x80) continue;
+    // Two bytes below U+0800; three above, and four for a surrogate pair (two units: one extra each).
+    size += unit < 0x800 || (unit >= 0xd800 && unit < 0xe000) ? 1 : 2;
+  }
+  return size;
+}
 
 /** The answer to a server call for a thrown value: its message, and its type (and code, for an IgorError). */
 function errorAnswer(error: unknown): { error: string; type: string; code?: number } {
@@ -315,6 +340,8 @@ export class IgorClient<A = any> {
   private _nextId = 1;
   private readonly _open = new Map<number, Entry>();
   private readonly _queue: Array<Entry | QueuedMessage> = [];
+  private _queuedBytes = 0;
+  private readonly _maxQueuedBytes: number;
   private readonly _listeners = new Map<string, Set<PushObserver<any>>>();
   private readonly _statusListeners = new Set<(event: StatusEvent) => void>();
   private readonly _errorListeners = new Set<(error: IgorError) => void>();
@@ -329,6 +356,11 @@ export class IgorClient<A = any> {
   constructor(url: string, options: IgorClientOptions = {}) {
     this.url = url;
     this._options = { ...options };
+    const max = options.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
+    if (typeof max !== 'number' || !(max > 0)) {
+      throw new IgorError(`maxQueuedBytes must be a positive number of bytes, got ${JSON.stringify(max)}`, 0, 'TypeError');
+    }
+    this._maxQueuedBytes = max;
     const r = options.reconnect;
     this._reconnect = r
       ? {
@@ -432,9 +464,34 @@ export class IgorClient<A = any> {
       signal.addEventListener('abort', onAbort, { once: true });
       entry.cleanup = () => signal.removeEventListener('abort', onAbort);
     }
-    if (this._status === 'open') this._send(entry);
-    else this._queue.push(entry);
+    if (this._status === 'open') {
+      this._send(entry);
+      return stream;
+    }
+    const text = this._callText(entry);
+    if (text === undefined) return stream;
+    const size = utf8Length(text);
+    const full = this._room(size, action, stream.id);
+    if (full) {
+      this._forget(entry);
+      stream._end('error', full);
+      return stream;
+    }
+    entry.text = text;
+    entry.size = size;
+    this._queue.push(entry);
     return stream;
+  }
+
+  /** Count `size` more bytes as waiting for the connection, or the QueueFull error if they do not fit. */
+  private _room(size: number, what: string, streamId?: number): IgorError | undefined {
+    if (this._queuedBytes + size > this._maxQueuedBytes) {
+      return new IgorError(
+        `${what}: ${this._queuedBytes} bytes wait for the connection already, and ${size} more would pass maxQueuedBytes (${this._maxQueuedBytes})`,
+        0, 'QueueFull', { streamId });
+    }
+    this._queuedBytes += size;
+    return undefined;
   }
 
   /**
@@ -545,9 +602,16 @@ export class IgorClient<A = any> {
     if (this._closedForGood) {
       throw new IgorError(`sendToProcess(${JSON.stringify(processId)}): the client is closed`, 0, 'ConnectionClosed', { cause: this._finalError });
     }
-    const text = this._serialise({ process: processId, data: data === undefined ? null : data }, `sendToProcess(${JSON.stringify(processId)})`);
-    if (this._status === 'open') this._writeText(text);
-    else this._queue.push({ text });
+    const what = `sendToProcess(${JSON.stringify(processId)})`;
+    const text = this._serialise({ process: processId, data: data === undefined ? null : data }, what);
+    if (this._status === 'open') {
+      this._writeText(text);
+      return;
+    }
+    const size = utf8Length(text);
+    const full = this._room(size, what);
+    if (full) throw full;
+    this._queue.push({ text, size });
   }
 
   /**
@@ -586,9 +650,16 @@ export class IgorClient<A = any> {
     }
     const message = 'end' in input ? { streamId: stream.id, end: true } : { streamId: stream.id, data: input.data === undefined ? null : input.data };
     const text = this._serialise(message, stream.action, stream.id);
+    if (entry.sent) {
+      this._writeText(text);
+      return;
+    }
     // Not sent yet (connecting, reconnecting): the input waits with the call and follows it.
-    if (entry.sent) this._writeText(text);
-    else (entry.input ??= []).push(text);
+    const size = utf8Length(text);
+    const full = this._room(size, stream.action, stream.id);
+    if (full) throw full;
+    entry.size = (entry.size ?? 0) + size;
+    (entry.input ??= []).push(text);
   }
 
   /** JSON text of an outgoing message, or an IgorError of type 'TypeError' saying what could not be serialised. */
@@ -768,7 +839,8 @@ export class IgorClient<A = any> {
     const generation = this._generation;
     while (this._queue.length > 0 && generation === this._generation) {
       const entry = this._queue.shift()!;
-      if ('text' in entry) this._writeText(entry.text);
+      this._queuedBytes -= entry.size ?? 0;
+      if (!('stream' in entry)) this._writeText(entry.text);
       else if (this._open.get(entry.stream.id) === entry) this._send(entry);
     }
     if (generation !== this._generation) return;
@@ -839,6 +911,7 @@ export class IgorClient<A = any> {
       }
     }
     this._queue.length = 0;
+    this._queuedBytes = 0;
     this._abortServerCalls(error ?? new IgorError(why, 0, 'ConnectionClosed'));
     for (const entry of [...this._open.values()]) {
       this._forget(entry);
@@ -860,11 +933,24 @@ export class IgorClient<A = any> {
   // ---- streams ---------------------------------------------------------------
 
   private _send(entry: Entry): void {
+    const text = this._callText(entry);
+    if (text === undefined) return;
+    entry.sent = true;
+    entry.text = undefined;
+    entry.size = undefined;
+    this._writeText(text);
+    const input = entry.input;
+    entry.input = undefined;
+    if (input) for (const line of input) this._writeText(line);
+  }
+
+  /** The call's JSON (made once, when it was queued), or undefined after failing its stream with a TypeError. */
+  private _callText(entry: Entry): string | undefined {
+    if (entry.text !== undefined) return entry.text;
     const message: Record<string, unknown> = { streamId: entry.stream.id, action: entry.stream.action };
     if (entry.data !== undefined) message.data = entry.data;
-    let text: string;
     try {
-      text = JSON.stringify(message);
+      return JSON.stringify(message);
     } catch (cause) {
       this._forget(entry);
       entry.stream._end(
@@ -875,13 +961,8 @@ export class IgorClient<A = any> {
           cause,
         }),
       );
-      return;
+      return undefined;
     }
-    entry.sent = true;
-    this._writeText(text);
-    const input = entry.input;
-    entry.input = undefined;
-    if (input) for (const line of input) this._writeText(line);
   }
 
   private _write(message: unknown): void {
@@ -903,7 +984,10 @@ export class IgorClient<A = any> {
     entry.cleanup = undefined;
     if (!entry.sent) {
       const index = this._queue.indexOf(entry);
-      if (index >= 0) this._queue.splice(index, 1);
+      if (index >= 0) {
+        this._queue.splice(index, 1);
+        this._queuedBytes -= entry.size ?? 0;
+      }
     }
   }
 

@@ -23,7 +23,9 @@ export type ClientErrorType =
   /** The call did not end within its `timeout`; it was cancelled on the server. */
   | 'Timeout'
   /** The call was aborted through its `signal`; it was cancelled on the server. */
-  | 'Aborted';
+  | 'Aborted'
+  /** More would wait for the connection than `maxQueuedBytes` allows; nothing was queued. */
+  | 'QueueFull';
 
 /** The fields of an error message on the wire (`{"streamId", "error", "code", "type", "traceback"}`). */
 export interface WireError {

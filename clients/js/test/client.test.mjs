@@ -300,6 +300,75 @@ describe('protocol 2', () => {
   });
 });
 
+describe('while connecting', () => {
+  it('holds at most maxQueuedBytes of calls, input and process messages; then QueueFull, and the rest goes out in order', async () => {
+    const bytes = (message) => Buffer.byteLength(JSON.stringify(message));
+    const call = { streamId: 1, action: 'a', data: 'é😀' }; // two- and four-byte characters
+    const input = { streamId: 1, data: 'x' };
+    const toProcess = { process: 'p', data: 1 };
+    const total = bytes(call) + bytes(input) + bytes(toProcess);
+    const queueAll = (client) => {
+      const stream = client.stream('a', 'é😀');
+      stream.send('x');
+      client.sendToProcess('p', 1);
+      return stream;
+    };
+
+    const short = new IgorClient('ws://127.0.0.1:1/', { WebSocket: fakeWebSocket('hang').WebSocket, maxQueuedBytes: total - 1 });
+    try {
+      assert.throws(() => queueAll(short), (e) => e instanceof IgorError && e.type === 'QueueFull' && e.code === 0,
+        'one byte short: the last message is refused');
+    } finally {
+      short.close();
+    }
+
+    const { WebSocket: Fake, sockets } = fakeWebSocket('hang');
+    const client = new IgorClient('ws://127.0.0.1:1/', { WebSocket: Fake, maxQueuedBytes: total });
+    try {
+      const stream = queueAll(client); // exactly fits
+      await assert.rejects(within(1000, client.call('b', 'y'), 'refused call'), (e) => e.type === 'QueueFull');
+      assert.throws(() => stream.send('more'), (e) => e.type === 'QueueFull');
+      assert.throws(() => client.sendToProcess('p', 2), (e) => e.type === 'QueueFull');
+      assert.deepEqual(sockets[0].sent, [], 'nothing is sent before the socket opens');
+      sockets[0].open();
+      await within(1000, client.ready, 'ready');
+      assert.deepEqual(sockets[0].sent, [call, input, toProcess], 'what was queued goes out in order; the refused never');
+      // Open, nothing is held, so the bound does not apply.
+      const big = 'z'.repeat(10 * total);
+      client.sendToProcess('p', big);
+      assert.deepEqual(sockets[0].sent.at(-1), { process: 'p', data: big });
+    } finally {
+      client.close();
+    }
+  });
+
+  it('a queued call that times out or is aborted gives its room back', async () => {
+    const { WebSocket: Fake, sockets } = fakeWebSocket('hang');
+    const client = new IgorClient('ws://127.0.0.1:1/', { WebSocket: Fake, maxQueuedBytes: 60 });
+    try {
+      const controller = new AbortController();
+      const waiting = client.call('a', 'x'.repeat(20), { signal: controller.signal }); // 57 bytes
+      await assert.rejects(within(1000, client.call('b', 1), 'full'), (e) => e.type === 'QueueFull');
+      controller.abort();
+      await assert.rejects(within(1000, waiting, 'aborted'), (e) => e.type === 'Aborted');
+      const next = client.call('b', 1); // fits again
+      sockets[0].open();
+      await within(1000, client.ready, 'ready');
+      assert.deepEqual(sockets[0].sent.map((m) => m.action), ['b']);
+      sockets[0].onmessage({ data: JSON.stringify({ streamId: sockets[0].sent[0].streamId, data: 'done', close: true }) });
+      assert.equal(await within(1000, next, 'next'), 'done');
+    } finally {
+      client.close();
+    }
+  });
+
+  it('refuses a maxQueuedBytes that is not a positive number', () => {
+    for (const bad of [0, -1, '1', Number.NaN]) {
+      assert.throws(() => new IgorClient('ws://127.0.0.1:1/', { maxQueuedBytes: bad }), (e) => e.type === 'TypeError', String(bad));
+    }
+  });
+});
+
 describe('already aborted', () => {
   it('a call with an already aborted signal fails at once without being sent', async () => {
     const { WebSocket: Fake, sockets } = fakeWebSocket();

@@ -125,16 +125,19 @@ export function fakeWebSocket(behaviour = 'open') {
       this.onopen = this.onmessage = this.onerror = this.onclose = null;
       sockets.push(this);
       queueMicrotask(() => {
-        if (this.readyState === 3) return;
+        if (this.readyState === 3 || behaviour === 'hang') return; // 'hang': connecting until open() is called
         if (behaviour === 'open') {
-          this.readyState = 1;
-          this.onopen?.({});
+          this.open();
           return;
         }
         this.readyState = 3;
         this.onerror?.({ message: 'connect ECONNREFUSED (fake)' });
         if (behaviour === 'error-then-close') setTimeout(() => this.onclose?.({ code: 1006, reason: '' }), 0);
       });
+    }
+    open() {
+      this.readyState = 1;
+      this.onopen?.({});
     }
     send(text) {
       this.sent.push(JSON.parse(text));
