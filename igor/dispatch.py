@@ -190,6 +190,7 @@ class Dispatcher:
         if peer is None:
             return
         self._cancel_streams(peer)
+        self._pool.drop(peer)  # its calls still waiting for a worker: they will not run now
         self._processes.forget(client)
         with peer.lock:
             calls = list(peer.calls.values())
@@ -286,7 +287,8 @@ class Dispatcher:
         if handler.is_async:
             self._run_async(client, peer, stream, handler, call, cost)
         else:
-            self._pool.submit(lambda: self._run_call(client, peer, stream, handler, call, cost))
+            self._pool.submit(lambda: self._run_call(client, peer, stream, handler, call, cost), peer,
+                              lambda: self._ended(peer, stream, cost, thread=True))
 
     def _kwargs(self, client: Client, call: Call) -> Dict[str, Any]:
         return {

@@ -21,7 +21,8 @@ import logging
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Protocol, Set
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, Protocol, Set, Tuple
 
 if TYPE_CHECKING:
     import asyncio
@@ -67,47 +68,61 @@ async def off_loop(fn: Callable[..., Any], *args: Any) -> Any:
 class WorkerPool:
     """At most ``max_workers`` threads; an idle one takes the next task, else a new one starts, else it waits.
 
-    Idle threads end after ``idle_timeout`` seconds without work, except
-    ``keep`` of them, started with the server, so that a call after a quiet
-    spell does not wait for a thread to start.
+    Work that waits sits in a backlog tagged with its owner (a client), so
+    that a client who leaves takes its waiting work with it: the backlog
+    holds only what connected clients may queue. Idle threads end after
+    ``idle_timeout`` seconds without work, except ``keep`` of them, started
+    with the server, so that a call after a quiet spell does not wait for a
+    thread to start.
     """
 
     def __init__(self, max_workers: int, idle_timeout: float, keep: int = 1):
         self.max_workers = max_workers
         self.idle_timeout = idle_timeout
         self.keep = keep
-        self._tasks: queue.SimpleQueue[Optional[Task]] = queue.SimpleQueue()
+        # Hands a task to an idle worker (a C-level queue: the common path costs no Python lock dance).
+        self._handoff: queue.SimpleQueue[Optional[Task]] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._idle = 0     # workers waiting for a task that no task is promised to yet
-        self._waiting = 0  # tasks queued with no idle worker to take them: the next free one does
+        self._idle = 0  # workers waiting on the hand-off that no task is promised to yet
+        self._backlog: Deque[Tuple[Any, Task, Optional[Task]]] = deque()  # (owner, task, instead if dropped)
         self._threads: Set[threading.Thread] = set()
-        self._stopped = False
 
     def start(self) -> None:
         """Start the ``keep`` workers that wait for calls from the first one on."""
         for _ in range(self.keep):
             with self._lock:
                 self._idle += 1
-            self._spawn(None)
+                thread = self._new_thread(None)
+            thread.start()
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: Task, owner: Any = None, dropped: Optional[Task] = None) -> None:
+        """Run ``task`` on a worker; if it must wait and :meth:`drop` takes it, ``dropped`` runs instead."""
+        thread = None
         with self._lock:
             if self._idle:
                 self._idle -= 1
             elif len(self._threads) < self.max_workers:
                 thread = self._new_thread(task)
-                task = None
             else:
-                self._waiting += 1
-        if task is None:
+                self._backlog.append((owner, task, dropped))
+                return
+        if thread is not None:
             thread.start()
         else:
-            self._tasks.put(task)
+            self._handoff.put(task)
 
-    def _spawn(self, task: Optional[Task]) -> None:
+    def drop(self, owner: Any) -> None:
+        """Take ``owner``'s waiting work out of the backlog, running what each asked for instead."""
         with self._lock:
-            thread = self._new_thread(task)
-        thread.start()
+            if not self._backlog:
+                return
+            mine = [entry for entry in self._backlog if entry[0] is owner]
+            if not mine:
+                return
+            self._backlog = deque(entry for entry in self._backlog if entry[0] is not owner)
+        for _, _, dropped in mine:
+            if dropped is not None:
+                dropped()
 
     def _new_thread(self, task: Optional[Task]) -> threading.Thread:
         # Called with the lock held, so the count is right before the thread runs.
@@ -124,17 +139,10 @@ class WorkerPool:
                     log.exception("a task on an Igor worker failed")
                 task = None  # drop the finished call's references before waiting for the next
                 with self._lock:
-                    if self._waiting:
-                        self._waiting -= 1
-                        promised = True
-                    else:
-                        self._idle += 1
-                        promised = False
-                if promised:
-                    task = self._tasks.get()
-                    if task is None:
-                        break
-                    continue
+                    if self._backlog:
+                        task = self._backlog.popleft()[1]
+                        continue
+                    self._idle += 1
             task = self._next_task()
             if task is None:
                 break
@@ -145,13 +153,13 @@ class WorkerPool:
         """Wait for work as an idle worker; None once idle for too long (or stopped)."""
         while True:
             try:
-                return self._tasks.get(timeout=self.idle_timeout)
+                return self._handoff.get(timeout=self.idle_timeout)
             except queue.Empty:
                 with self._lock:
                     # submit() counts on idle workers under this lock: leave
-                    # only if it has not handed this worker a task meanwhile,
+                    # only if it has not promised this worker a task meanwhile,
                     # and never below the workers kept.
-                    if self._tasks.empty() and len(self._threads) > self.keep and self._idle > 0:
+                    if self._idle > 0 and self._handoff.empty() and len(self._threads) > self.keep:
                         self._idle -= 1
                         self._threads.discard(threading.current_thread())
                         return None
@@ -172,11 +180,15 @@ class WorkerPool:
     def stop(self, deadline: float) -> List[threading.Thread]:
         """End idle workers now and wait until ``deadline`` for busy ones; returns those still busy."""
         with self._lock:
-            self._stopped = True
-            for _ in range(self._idle + self._waiting + len(self._threads)):
-                self._tasks.put(None)
-            self._idle = self._waiting = 0
+            dropped = list(self._backlog)
+            self._backlog.clear()
+            for _ in range(len(self._threads)):
+                self._handoff.put(None)
+            self._idle = 0
             threads = list(self._threads)
+        for _, _, instead in dropped:
+            if instead is not None:
+                instead()
         for thread in threads:
             if thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
@@ -219,7 +231,12 @@ class _PoolExecutor(concurrent.futures.ThreadPoolExecutor):
                 if slots is not None:
                     slots.give_thread()
 
-        self._pool.submit(run)
+        def dropped() -> None:
+            future.cancel()
+            if slots is not None:
+                slots.give_thread()
+
+        self._pool.submit(run, slots, dropped)
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
