@@ -11,95 +11,25 @@ from __future__ import annotations
 
 import argparse
 import errno
-import importlib
-import inspect
 import ipaddress
 import logging
 import os
 import sys
-import threading
-from collections.abc import Mapping
-from typing import Any, List, NoReturn, Optional, Tuple
+from typing import List, NoReturn, Optional
 
 from . import __version__
 from .core import flatten
 from .exceptions import ConfigError
 from .lifecycle import stdin_is_pipe
+from .loader import UsageError, load_api, load_process
 from .server import IgorServer
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _ADDRESS_IN_USE = {errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", errno.EADDRINUSE)}
 
 
-class UsageError(SystemExit):
-    """A mistake in what the command line asks for, told in one line (and, uncaught, an exit)."""
-
-    def __init__(self, message: str):
-        super().__init__(f"igor: {message}")
-
-
 def _fail(message: str) -> NoReturn:
     raise UsageError(message)
-
-
-def _resolve(spec: str, option: str = "the API") -> Any:
-    """The object ``module:attribute`` names; a :class:`UsageError` saying what is missing."""
-    module_name, colon, attribute = spec.partition(":")
-    if not colon or not module_name or not attribute:
-        _fail(f"expected module:attribute for {option} (e.g. myapp.api:API), got {spec!r}")
-    # Like `python -m`, let the current folder's modules be found (the `igor` script's own folder is not it).
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        # Only the named module (or its package) missing is the user's spelling; a module
-        # that fails to import something of its own gets its traceback.
-        if exc.name is None or not (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise
-        if module_name.endswith(".py"):
-            _fail(f"no module named {module_name!r}: write the module's name without .py, "
-                  f"e.g. {module_name[:-3]}:{attribute}")
-        _fail(f"no module named {exc.name!r} (in {spec!r}): run igor from the folder that holds it, "
-              f"or add that folder to PYTHONPATH")
-    value: Any = module
-    parts = attribute.split(".")
-    for depth, part in enumerate(parts):
-        if not hasattr(value, part):
-            owner = f"module {module_name!r}" if depth == 0 else f"{module_name}:{'.'.join(parts[:depth])}"
-            _fail(f"{owner} has no attribute {part!r} (in {spec!r})")
-        value = getattr(value, part)
-    return value
-
-
-def _load(spec: str) -> Mapping:
-    """The API dict ``module:attribute`` names (``igor types`` uses it too)."""
-    api = _resolve(spec)
-    if not isinstance(api, Mapping):
-        _fail(f"{spec} is a {type(api).__name__}, not a dict of actions")
-    return api
-
-
-def _load_process(option: str) -> Tuple[str, threading.Thread]:
-    """``NAME=module:Class`` as (NAME, a new instance of Class), which must be a ``threading.Thread``."""
-    name, equals, spec = option.partition("=")
-    if not equals or not name or not spec:
-        _fail(f"--process must be given as NAME=module:Class, got {option!r}")
-    factory = _resolve(spec, f"--process {name}")
-    if isinstance(factory, type) and not issubclass(factory, threading.Thread):
-        _fail(f"--process {name}: {spec} is not a threading.Thread subclass (subclass igor.IgorProcess)")
-    if not callable(factory):
-        _fail(f"--process {name}: {spec} is a {type(factory).__name__}, not a class")
-    try:
-        inspect.signature(factory).bind()
-    except TypeError:
-        _fail(f"--process {name}: {spec} needs arguments, but it is created with none")
-    except ValueError:
-        pass  # no signature to check: just call it
-    thread = factory()
-    if not isinstance(thread, threading.Thread):
-        _fail(f"--process {name}: {spec}() made a {type(thread).__name__}, not a threading.Thread")
-    return name, thread
 
 
 def _is_loopback(host: str) -> bool:
@@ -150,8 +80,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.no_token and not _is_loopback(args.host):
         _fail(f"--no-token would let anyone who can reach {args.host} drive this backend: drop --no-token "
               f"(a token is then generated) or bind --host 127.0.0.1")
-    api = _load(args.api)
-    processes = [_load_process(option) for option in args.process]
+    api = load_api(args.api)
+    processes = [load_process(option) for option in args.process]
     token = False if args.no_token else args.token or os.environ.get("IGOR_TOKEN") or True
     config = {
         "host": args.host,

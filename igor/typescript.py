@@ -34,6 +34,7 @@ import typing
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .core import flatten
+from .loader import UsageError, load_api
 
 __all__ = ["typescript_declarations", "main"]
 
@@ -336,9 +337,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: standard output)")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, format="igor types: %(levelname)s: %(message)s")
-    from .__main__ import _load  # here, not at the top: __main__ imports this module's caller
-
-    text = typescript_declarations(_load(args.api), source=args.api)
+    try:
+        api = load_api(args.api)
+    except UsageError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    text = typescript_declarations(api, source=args.api)
     if args.output:
         with open(args.output, "w", encoding="utf-8", newline="\n") as file:
             file.write(text)

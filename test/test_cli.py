@@ -261,3 +261,35 @@ def test_a_bad_process_says_what_is_wrong(app_dir, option, fragments):
 def test_two_processes_with_one_name(app_dir):
     assert_one_line_error(run_igor(app_dir, "app:API", "--process", "p=app:Echo", "--process", "p=app:Plain"),
                           "'p' already exists")
+
+
+# -- the modules behind the command line -------------------------------------------
+
+
+def igor_imports(module):
+    """The igor modules ``igor/<module>.py`` imports anywhere: top level, functions, TYPE_CHECKING blocks."""
+    import ast
+
+    with open(os.path.join(ROOT, "igor", f"{module}.py"), encoding="utf-8") as file:
+        tree = ast.parse(file.read())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] == "igor"):
+            base = node.module if node.level == 0 else f"igor.{node.module}" if node.module else "igor"
+            found.update(f"{base}.{alias.name}" if node.module is None else base for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "igor")
+    return found
+
+
+def test_the_loader_and_the_commands_import_no_cycle():
+    # The loader stands alone; both commands use it and neither imports the other.
+    assert igor_imports("loader") == set()
+    assert "igor.__main__" not in igor_imports("typescript")
+    assert "igor.loader" in igor_imports("typescript")
+    assert "igor.loader" in igor_imports("__main__")
+    assert "igor.typescript" in igor_imports("__main__")  # `igor types` is dispatched from there
+    script = "import sys, igor.typescript; print('igor.__main__' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=environment(), capture_output=True, text=True,
+                            timeout=30)
+    assert loaded.stdout.strip() == "False", loaded.stderr
