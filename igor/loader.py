@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 from collections.abc import Mapping
+from types import ModuleType
 from typing import Any, NoReturn, Tuple
 
 __all__ = ["UsageError", "resolve", "load_api", "load_process"]
@@ -33,21 +34,32 @@ def _fail(message: str) -> NoReturn:
     raise UsageError(message)
 
 
+def _is_path(module_part: str) -> bool:
+    """True when the part before the colon is a file or folder, not a dotted module name."""
+    separators = {os.sep, os.altsep or os.sep, "/"}
+    return module_part.endswith(".py") or any(sep in module_part for sep in separators)
+
+
 def resolve(spec: str, option: str = "the API") -> Any:
-    """The object ``module:attribute`` names.
+    """The object ``module:attribute`` (or ``path/to/file.py:attribute``) names.
 
     The attribute may be dotted (``app:handlers.API``). The current folder is
     searched for the module, as ``python -m`` does. ``option`` names what the
     spec is for in the error messages. Raises :class:`UsageError` saying what
     is missing.
     """
-    module_part, colon, attribute = spec.partition(":")
+    # The attribute never holds a colon; a path may (C:\\app\\api.py:API).
+    module_part, colon, attribute = spec.rpartition(":")
     if not colon or not module_part or not attribute:
-        _fail(f"expected module:attribute for {option} (e.g. myapp.api:API), got {spec!r}")
+        _fail(f"expected module:attribute or path/to/file.py:attribute for {option} (e.g. myapp.api:API), "
+              f"got {spec!r}")
     # Like `python -m`, let the current folder's modules be found (the `igor` script's own folder is not it).
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    module, owner = _import_module(module_part, spec), f"module {module_part!r}"
+    if _is_path(module_part):
+        module, owner = _import_file(module_part, spec), f"file {module_part!r}"
+    else:
+        module, owner = _import_module(module_part, spec), f"module {module_part!r}"
     value: Any = module
     parts = attribute.split(".")
     for depth, part in enumerate(parts):
@@ -58,7 +70,7 @@ def resolve(spec: str, option: str = "the API") -> Any:
     return value
 
 
-def _import_module(module_name: str, spec: str) -> Any:
+def _import_module(module_name: str, spec: str) -> ModuleType:
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -66,11 +78,51 @@ def _import_module(module_name: str, spec: str) -> Any:
         # that fails to import something of its own gets its traceback.
         if exc.name is None or not (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise
-        if module_name.endswith(".py"):
-            _fail(f"no module named {module_name!r}: write the module's name without .py, "
-                  f"e.g. {module_name[:-3]}:{spec.partition(':')[2]}")
         _fail(f"no module named {exc.name!r} (in {spec!r}): run igor from the folder that holds it, "
-              f"or add that folder to PYTHONPATH")
+              f"add that folder to PYTHONPATH, or give the file's path (path/to/{module_name.split('.')[-1]}.py)")
+
+
+def _import_file(path: str, spec: str) -> ModuleType:
+    """The module of a ``.py`` file (or a package's folder), imported under its package's dotted name.
+
+    The dotted name is found as pytest finds a test file's: the folders above
+    that hold an ``__init__.py`` are its packages, and the first one that does
+    not goes on ``sys.path``. Imported under that name, the file's relative
+    imports work, and ``import mypkg.api`` elsewhere gets this same module, not
+    a second copy with its own globals (and its own classes).
+    """
+    full = os.path.abspath(path)
+    if os.path.isdir(full):
+        if not os.path.isfile(os.path.join(full, "__init__.py")):
+            _fail(f"{path!r} is a folder without an __init__.py, not a package (in {spec!r}): "
+                  f"name the .py file that holds the attribute")
+        folder, parts = full.rstrip(os.sep), []
+    elif os.path.isfile(full):
+        if not full.endswith(".py"):
+            _fail(f"{path!r} is not a .py file (in {spec!r})")
+        folder, name = os.path.split(full[:-3])
+        parts = [] if name == "__init__" else [name]
+    else:
+        hint = f": did you mean {path}.py:{spec.rpartition(':')[2]}?" if os.path.isfile(full + ".py") else ""
+        _fail(f"no file {path!r} (in {spec!r}, from the folder {os.getcwd()}){hint}")
+    while os.path.isfile(os.path.join(folder, "__init__.py")):
+        folder, package = os.path.split(folder)
+        parts.insert(0, package)
+    bad = [part for part in parts if not part.isidentifier()]
+    if bad or not parts:
+        _fail(f"{path!r} cannot be imported (in {spec!r}): {bad[0] if bad else path!r} is not a module name")
+    module_name = ".".join(parts)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    module = _import_module(module_name, spec)
+    found = getattr(module, "__file__", None)
+    expected = full if os.path.isfile(full) else os.path.join(full, "__init__.py")
+    if found is None or not os.path.exists(found) or not os.path.samefile(found, expected):
+        # A module of that name came first (the standard library's json, for a json.py): importing the
+        # file under another name would make a second copy of everything it imports by name.
+        _fail(f"{path!r} would be the module {module_name!r}, but that name is already {found or 'a built-in'}: "
+              f"rename the file (in {spec!r})")
+    return module
 
 
 def load_api(spec: str) -> Mapping:

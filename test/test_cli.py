@@ -216,7 +216,9 @@ def test_port_in_use(app_dir):
 @pytest.mark.parametrize("spec, fragments", [
     ("nosuchmodule:API", ["no module named 'nosuchmodule'", "PYTHONPATH"]),
     ("app.nosub:API", ["no module named 'app.nosub'"]),
-    ("app.py:API", ["without .py", "app:API"]),
+    ("nosuch.py:API", ["no file 'nosuch.py'"]),
+    ("app.py:NOPE", ["file 'app.py' has no attribute 'NOPE'"]),
+    ("app:API:x", ["no module named 'app:API'"]),
     ("app:NOPE", ["module 'app' has no attribute 'NOPE'"]),
     ("app:API.missing", ["has no attribute 'missing'"]),
     ("app:NUMBER", ["app:NUMBER is a int, not a dict of actions"]),
@@ -224,6 +226,59 @@ def test_port_in_use(app_dir):
 ])
 def test_a_bad_api_spec_says_what_is_wrong(app_dir, spec, fragments):
     assert_one_line_error(run_igor(app_dir, spec), *fragments)
+
+
+def test_a_file_path_is_imported_from_its_file_with_its_package(app_dir, serve):
+    # pkg/api.py is pkg.api: its relative import works, and importing pkg.api again gets the same module.
+    (app_dir / "pkg").mkdir()
+    (app_dir / "pkg" / "__init__.py").write_text("")
+    (app_dir / "pkg" / "helpers.py").write_text("PREFIX = 'hi '\n")
+    (app_dir / "pkg" / "api.py").write_text(textwrap.dedent('''
+        from .helpers import PREFIX
+
+        def hello(out, data):
+            import pkg.api
+            return PREFIX + data + (" (one module)" if pkg.api.hello is hello else " (two copies)")
+
+        API = {"hello": hello}
+    '''))
+    served = serve("pkg/api.py:API")
+    ws = served.connect()
+    assert call(ws, "hello", "Ada") == {"streamId": 1, "data": "hi Ada (one module)"}
+    ws.close()
+    assert served.stop()[0] == 0
+
+
+def test_a_script_beside_its_modules_and_an_absolute_path(app_dir, tmp_path_factory):
+    # A folder without __init__.py is a script's folder: its siblings import, as under `python tool.py`.
+    (app_dir / "tools").mkdir()
+    (app_dir / "tools" / "sibling.py").write_text("def ping(out, data) -> str:\n    return 'pong'\n")
+    (app_dir / "tools" / "tool.py").write_text("from sibling import ping\n\nAPI = {'ping': ping}\n")
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    for spec in ("tools/tool.py:API", str(app_dir / "tools" / "tool.py") + ":API"):
+        result = subprocess.run(igor_command("types", spec), cwd=elsewhere if os.path.isabs(spec) else app_dir,
+                                env=environment(), capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        assert "'ping': { data: unknown; value: string };" in result.stdout
+    result = run_igor(app_dir, "types", "app.py:API")
+    assert result.returncode == 0, result.stderr
+    assert "'greet.hello'" in result.stdout
+
+
+def test_a_bad_file_path_says_what_is_wrong(app_dir):
+    (app_dir / "pkg").mkdir()
+    (app_dir / "pkg" / "api.py").write_text("API = {}\n")
+    (app_dir / "lib").mkdir()  # not in the current folder, which python -m puts before the standard library
+    (app_dir / "lib" / "json.py").write_text("API = {}\n")
+    (app_dir / "notes.txt").write_text("")
+    # The old advice (write app:API for app.py:API) would be wrong for a path: it is gone.
+    line = assert_one_line_error(run_igor(app_dir, "pkg/api:API"), "no file 'pkg/api'", "did you mean pkg/api.py:API?")
+    assert "without .py" not in line
+    assert_one_line_error(run_igor(app_dir, "pkg:API"), "module 'pkg' has no attribute 'API'")
+    assert_one_line_error(run_igor(app_dir, "pkg/:API"), "folder without an __init__.py")
+    assert_one_line_error(run_igor(app_dir, "./notes.txt:API"), "'./notes.txt' is not a .py file")
+    assert_one_line_error(run_igor(app_dir, "lib/json.py:API"), "would be the module 'json'", "rename the file")
+    assert_one_line_error(run_igor(app_dir, "types", "nosuch/api.py:API"), "no file 'nosuch/api.py'")
 
 
 def test_open_host_without_token(app_dir):
@@ -241,7 +296,7 @@ def test_a_static_folder_that_does_not_exist(app_dir):
 
 @pytest.mark.parametrize("option, fragments", [
     ("app:Echo", ["NAME=module:Class", "'app:Echo'"]),
-    ("echo=app", ["expected module:attribute for --process echo"]),
+    ("echo=app", ["expected module:attribute or path/to/file.py:attribute for --process echo"]),
     ("=app:Echo", ["NAME=module:Class"]),
     ("echo=app:Missing", ["module 'app' has no attribute 'Missing'"]),
     ("echo=nosuchmodule:Echo", ["no module named 'nosuchmodule'"]),
