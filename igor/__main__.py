@@ -21,7 +21,7 @@ from . import __version__
 from .core import flatten
 from .exceptions import ConfigError
 from .lifecycle import stdin_is_pipe
-from .loader import UsageError, load_api, load_process
+from .loader import UsageError, load_api, load_callable, load_process
 from .server import IgorServer
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--process", metavar="NAME=module:Class", action="append", default=[],
                         help="run a background process: a threading.Thread subclass (e.g. an igor.IgorProcess), "
                              "created with no arguments, under the id NAME; repeatable")
+    parser.add_argument("--json-default", metavar="module:function",
+                        help="encode the values JSON cannot hold (datetime, set, your classes) with this function, "
+                             "as json.dumps(default=...) does: the config's json_default")
     parser.add_argument("--exit-with-parent", dest="exit_with_parent", action="store_true", default=None,
                         help="shut down when stdin closes or the parent process dies (default: when stdin is a pipe)")
     parser.add_argument("--no-exit-with-parent", dest="exit_with_parent", action="store_false")
@@ -82,6 +85,7 @@ def _serve(args: argparse.Namespace) -> int:
               f"(a token is then generated) or bind --host 127.0.0.1")
     api = load_api(args.api)
     processes = [load_process(option) for option in args.process]
+    json_default = load_callable(args.json_default, "--json-default") if args.json_default else None
     token = False if args.no_token else args.token or os.environ.get("IGOR_TOKEN") or True
     config = {
         "host": args.host,
@@ -91,6 +95,7 @@ def _serve(args: argparse.Namespace) -> int:
         "ready_line": True,
         "exit_with_parent": stdin_is_pipe() if args.exit_with_parent is None else args.exit_with_parent,
         "debug": args.debug,
+        "json_default": json_default,
     }
     try:
         server = IgorServer(api=flatten(api), config=config)

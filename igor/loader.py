@@ -18,9 +18,9 @@ import sys
 import threading
 from collections.abc import Mapping
 from types import ModuleType
-from typing import Any, NoReturn, Tuple
+from typing import Any, Callable, NoReturn, Tuple
 
-__all__ = ["UsageError", "resolve", "load_api", "load_process"]
+__all__ = ["UsageError", "resolve", "load_api", "load_callable", "load_process"]
 
 
 class UsageError(SystemExit):
@@ -131,6 +131,14 @@ def load_api(spec: str) -> Mapping:
     if not isinstance(api, Mapping):
         _fail(f"{spec} is a {type(api).__name__}, not a dict of actions")
     return api
+
+
+def load_callable(spec: str, option: str) -> Callable[..., Any]:
+    """The function ``module:function`` names, for ``option`` (``--json-default``, say)."""
+    function = resolve(spec, option)
+    if not callable(function):
+        _fail(f"{option}: {spec} is a {type(function).__name__}, not a function")
+    return function
 
 
 def load_process(option: str) -> Tuple[str, threading.Thread]:

@@ -15,6 +15,7 @@ import igor
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 APP = textwrap.dedent('''
+    import datetime
     import logging
     import threading
 
@@ -25,7 +26,17 @@ APP = textwrap.dedent('''
     def hello(out, data):
         return "hello " + data
 
-    API = {"greet": {"hello": hello}}
+    def now(out, data):
+        return {"when": datetime.date(2026, 12, 3), "tags": {"b", "a"}}
+
+    def encode(value):
+        if isinstance(value, datetime.date):
+            return value.isoformat()
+        if isinstance(value, set):
+            return sorted(value)
+        raise TypeError(f"cannot send a {type(value).__name__}")
+
+    API = {"greet": {"hello": hello}, "now": now}
     NUMBER = 42
 
     class Echo(IgorProcess):
@@ -279,6 +290,33 @@ def test_a_bad_file_path_says_what_is_wrong(app_dir):
     assert_one_line_error(run_igor(app_dir, "./notes.txt:API"), "'./notes.txt' is not a .py file")
     assert_one_line_error(run_igor(app_dir, "lib/json.py:API"), "would be the module 'json'", "rename the file")
     assert_one_line_error(run_igor(app_dir, "types", "nosuch/api.py:API"), "no file 'nosuch/api.py'")
+
+
+def test_json_default_encodes_what_json_cannot(serve):
+    served = serve("app:API", "--json-default", "app:encode")
+    ws = served.connect()
+    assert call(ws, "now", None) == {"streamId": 1, "data": {"when": "2026-12-03", "tags": ["a", "b"]}}
+    ws.close()
+    assert served.stop()[0] == 0
+
+
+def test_without_json_default_a_date_is_an_error_sent_to_the_client(serve):
+    served = serve("app:API")
+    ws = served.connect()
+    reply = call(ws, "now", None)
+    assert "not JSON serializable" in json.dumps(reply), reply
+    ws.close()
+    assert served.stop()[0] == 0
+
+
+@pytest.mark.parametrize("spec, fragments", [
+    ("app:NUMBER", ["--json-default: app:NUMBER is a int, not a function"]),
+    ("app:nope", ["module 'app' has no attribute 'nope'", "'app:nope'"]),
+    ("nosuchmodule:encode", ["no module named 'nosuchmodule'"]),
+    ("encode", ["expected module:attribute", "for --json-default"]),
+])
+def test_a_bad_json_default_says_what_is_wrong(app_dir, spec, fragments):
+    assert_one_line_error(run_igor(app_dir, "app:API", "--json-default", spec), *fragments)
 
 
 def test_open_host_without_token(app_dir):
