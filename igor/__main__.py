@@ -1,4 +1,4 @@
-"""Command line: ``python -m igor module:attribute`` serves that API.
+"""Command line: ``python -m igor [serve] MODULE:API`` serves that API, ``igor types`` declares it.
 
 Made to be spawned by a UI process: it prints the ``IGOR_READY`` line once
 listening, generates a token unless given one, and by default exits with its
@@ -17,7 +17,6 @@ import os
 import sys
 from typing import List, NoReturn, Optional
 
-from . import __version__
 from .core import flatten
 from .exceptions import ConfigError
 from .lifecycle import stdin_is_pipe
@@ -39,27 +38,53 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+_USAGE = """igor [serve] MODULE:API [options]
+       igor types MODULE:API [-o FILE]"""
+
+_DESCRIPTION = """\
+Serve a Python API to a web UI over one localhost WebSocket, or write TypeScript
+declarations of its actions.
+
+commands:
+  serve    serve the API (the default command: igor MODULE:API is igor serve MODULE:API)
+  types    write TypeScript declarations of the API's actions (see igor types --help)
+
+MODULE:API names the dict of actions, nested or flat: an attribute of a module
+(myapp.api:API) or of a file (path/to/api.py:API). Modules are looked for in the
+current folder first."""
+
+_EPILOG = """\
+Once listening, serve writes one line to stdout, IGOR_READY {"url": ..., "port": ..., "token": ...},
+and nothing else. A mistake in the command is one line on stderr and exit status 2."""
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="igor", description="Serve a Python API to a web UI over WebSocket.")
-    parser.add_argument("api", help="the API to serve, as module:attribute (a dict of actions, nested or flat)")
+    from . import __version__  # not at the top: check_package() must be able to run first
+
+    parser = argparse.ArgumentParser(prog="igor", usage=_USAGE, description=_DESCRIPTION, epilog=_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("api", metavar="MODULE:API", help="the API to serve (see above)")
     parser.add_argument("--version", action="version", version=f"igor {__version__}")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default 0)")
-    parser.add_argument("--token", help="the token clients must present (default: IGOR_TOKEN, else a new one)")
-    parser.add_argument("--no-token", action="store_true", help="accept clients without a token (loopback only)")
-    parser.add_argument("--static", metavar="DIR", help="also serve the files of DIR over plain HTTP")
-    parser.add_argument("--process", metavar="NAME=module:Class", action="append", default=[],
-                        help="run a background process: a threading.Thread subclass (e.g. an igor.IgorProcess), "
-                             "created with no arguments, under the id NAME; repeatable")
-    parser.add_argument("--json-default", metavar="module:function",
-                        help="encode the values JSON cannot hold (datetime, set, your classes) with this function, "
-                             "as json.dumps(default=...) does: the config's json_default")
-    parser.add_argument("--exit-with-parent", dest="exit_with_parent", action="store_true", default=None,
-                        help="shut down when stdin closes or the parent process dies (default: when stdin is a pipe)")
-    parser.add_argument("--no-exit-with-parent", dest="exit_with_parent", action="store_false")
-    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
-                        help="log to stderr from this level on (default INFO, DEBUG with --debug)")
-    parser.add_argument("--debug", action="store_true", help="send tracebacks to clients and log at DEBUG level")
+    # Apart from --help and --version: these belong to serve, and types has options of its own.
+    serve = parser.add_argument_group("serve options")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default 0)")
+    serve.add_argument("--token", help="the token clients must present (default: IGOR_TOKEN, else a new one)")
+    serve.add_argument("--no-token", action="store_true", help="accept clients without a token (loopback only)")
+    serve.add_argument("--static", metavar="DIR", help="also serve the files of DIR over plain HTTP")
+    serve.add_argument("--process", metavar="NAME=module:Class", action="append", default=[],
+                       help="run a background process: a threading.Thread subclass (e.g. an igor.IgorProcess), "
+                            "created with no arguments, under the id NAME; repeatable")
+    serve.add_argument("--json-default", metavar="module:function",
+                       help="encode the values JSON cannot hold (datetime, set, your classes) with this function, "
+                            "as json.dumps(default=...) does: the config's json_default")
+    serve.add_argument("--exit-with-parent", dest="exit_with_parent", action="store_true", default=None,
+                       help="shut down when stdin closes or the parent process dies (default: when stdin is a pipe)")
+    serve.add_argument("--no-exit-with-parent", dest="exit_with_parent", action="store_false",
+                       help="keep serving when stdin closes")
+    serve.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
+                       help="log to stderr from this level on (default INFO, DEBUG with --debug)")
+    serve.add_argument("--debug", action="store_true", help="send tracebacks to clients and log at DEBUG level")
     return parser
 
 
@@ -69,7 +94,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .typescript import main as types_main
 
         return types_main(argv[1:])
-    args = _parser().parse_args(argv)
+    # A subcommand of its own, and the default: `igor app:API` has always served.
+    args = _parser().parse_args(argv[1:] if argv[:1] == ["serve"] else argv)
     try:
         return _serve(args)
     except UsageError as exc:

@@ -432,7 +432,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="igor types",
                                      description="Write TypeScript declarations of an API's actions "
                                                  "from its handlers' annotations.")
-    parser.add_argument("api", help="the API, as module:attribute (a dict of actions, nested or flat)")
+    parser.add_argument("api", metavar="MODULE:API",
+                        help="the API: an attribute of a module (myapp.api:API) or of a file (path/to/api.py:API), "
+                             "a dict of actions, nested or flat")
     parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: standard output)")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, format="igor types: %(levelname)s: %(message)s")

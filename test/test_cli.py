@@ -204,6 +204,31 @@ def test_version_is_igors_single_version(app_dir):
     assert setup.stdout.splitlines()[-1] == igor.__version__
 
 
+def test_help_lists_the_commands_and_the_options(app_dir):
+    result = run_igor(app_dir, "--help")
+    assert result.returncode == 0, result.stderr
+    usage, commands = result.stdout.split("\n\n")[0], result.stdout.split("commands:\n")[1].split("\n\n")[0]
+    assert usage == "usage: igor [serve] MODULE:API [options]\n       igor types MODULE:API [-o FILE]"
+    assert [line.split()[0] for line in commands.splitlines()] == ["serve", "types"]
+    assert "path/to/api.py:API" in result.stdout
+    serve_options = result.stdout.split("serve options:\n")[1]
+    for option in ("--host", "--port", "--token", "--no-token", "--static", "--process", "--json-default",
+                   "--exit-with-parent", "--no-exit-with-parent", "--log-level", "--debug"):
+        assert f"  {option}" in serve_options, option
+    assert run_igor(app_dir, "serve", "--help").stdout == result.stdout
+    types = run_igor(app_dir, "types", "--help")
+    assert types.returncode == 0, types.stderr
+    assert types.stdout.startswith("usage: igor types ") and "-o FILE" in types.stdout
+
+
+def test_serve_is_a_command_of_its_own(serve):
+    served = serve("serve", "app:API")
+    ws = served.connect()
+    assert call(ws, "greet.hello", "Ada") == {"streamId": 1, "data": "hello Ada"}
+    ws.close()
+    assert served.stop()[0:2] == (0, "")
+
+
 def test_types_subcommand_still_works(app_dir):
     result = run_igor(app_dir, "types", "app:API")
     assert result.returncode == 0, result.stderr
