@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 from typing import List, NoReturn, Optional
+from urllib.parse import quote
 
 from .core import flatten
 from .exceptions import ConfigError
@@ -55,7 +56,8 @@ current folder first."""
 
 _EPILOG = """\
 Once listening, serve writes one line to stdout, IGOR_READY {"url": ..., "port": ..., "token": ...},
-and nothing else. A mistake in the command is one line on stderr and exit status 2."""
+and nothing else; with --static it writes the page's address, token included, to stderr.
+A mistake in the command is one line on stderr and exit status 2."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -135,7 +137,18 @@ def _serve(args: argparse.Namespace) -> int:
         if exc.errno in _ADDRESS_IN_USE:
             _fail(f"port {args.port} is in use: pick another with --port, or --port 0 for a free one")
         _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+    if args.static:
+        # For a person running it by hand: the page takes its token from the address's fragment, which a browser
+        # never sends, so this is the address to open. stdout stays the ready line's alone, for the UI process.
+        sys.stderr.write(f"igor: open {_page_url(server)}\n")
+        sys.stderr.flush()
     return server.run_forever() or 0
+
+
+def _page_url(server: IgorServer) -> str:
+    """The address of the --static page, with the token in the fragment where the demo page looks for it."""
+    address = "http" + server.url[len("ws"):]
+    return f"{address}#token={quote(server.token, safe='')}" if server.token else address
 
 
 if __name__ == "__main__":

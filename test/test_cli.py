@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import urllib.request
 
 import pytest
 import websocket
@@ -152,6 +153,27 @@ def test_serves_the_api_and_prints_only_the_ready_line(serve):
     code, stdout, stderr = served.stop()
     assert (code, stdout) == (0, "")
     assert "Igor listening on" in stderr  # INFO by default
+    assert "http://" not in stderr  # no page, no page address
+
+
+@pytest.mark.parametrize("options, fragment", [
+    ([], None),  # the generated token
+    (["--token", "a+b/c=d"], "#token=a%2Bb%2Fc%3Dd"),  # as URLSearchParams reads it back
+    (["--no-token"], ""),
+])
+def test_static_prints_the_pages_address_with_its_token_on_stderr(app_dir, serve, options, fragment):
+    (app_dir / "ui").mkdir()
+    (app_dir / "ui" / "index.html").write_text("<title>the app</title>")
+    served = serve("app:API", "--static", "ui", *options)
+    port, token = served.ready["port"], served.ready["token"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+        assert response.read() == b"<title>the app</title>"
+    code, stdout, stderr = served.stop()
+    assert (code, stdout) == (0, "")  # the ready line stays stdout's only line
+    if fragment is None:
+        fragment = f"#token={token}"
+    assert f"igor: open http://127.0.0.1:{port}/{fragment}\n" in stderr
+    assert stderr.count("igor: open ") == 1
 
 
 def test_process_option_registers_each_process(serve):
