@@ -21,7 +21,7 @@ from urllib.parse import quote
 from .core import flatten
 from .exceptions import ConfigError
 from .lifecycle import stdin_is_pipe
-from .loader import UsageError, load_api, load_callable, load_process
+from .loader import UsageError, check_package, load_api, load_callable, load_process
 from .server import IgorServer
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -92,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        check_package()
+    except UsageError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
     if argv[:1] == ["types"]:  # `python -m igor types module:API`: TypeScript declarations
         from .typescript import main as types_main
 

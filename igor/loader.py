@@ -6,7 +6,9 @@ mistake raises :class:`UsageError`, a :class:`SystemExit` whose message is
 the line to show; the commands catch it, write it to stderr and exit with 2.
 
 It imports nothing else of Igor's: ``__main__`` and ``typescript`` both
-import it, and neither needs the other.
+import it, and neither needs the other; and it loads (and can say what is
+wrong) even when the ``igor`` package did not import as it should (see
+:func:`check_package`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any, Callable, NoReturn, Tuple
 
-__all__ = ["UsageError", "resolve", "load_api", "load_callable", "load_process"]
+__all__ = ["UsageError", "resolve", "load_api", "load_callable", "load_process", "check_package"]
 
 
 class UsageError(SystemExit):
@@ -161,3 +163,25 @@ def load_process(option: str) -> Tuple[str, threading.Thread]:
     if not isinstance(thread, threading.Thread):
         _fail(f"--process {name}: {spec}() made a {type(thread).__name__}, not a threading.Thread")
     return name, thread
+
+
+def check_package() -> None:
+    """Raise :class:`UsageError` when ``igor`` was imported from a folder that is not the package.
+
+    ``python -m igor`` puts the current folder first on ``sys.path``, so a
+    folder named ``igor`` there without an ``__init__.py`` (a checkout of
+    Igor, whose package is ``igor/igor``) becomes a namespace package ``igor``
+    that an installed editable package's submodules are then found under:
+    nothing of ``igor/__init__.py`` ran, and the first use of it fails with
+    ``ImportError: cannot import name '__version__'``.
+    """
+    package = sys.modules.get(__package__ or "igor")
+    if package is None or getattr(package, "__file__", None) is not None:
+        return
+    mine = os.path.dirname(os.path.abspath(__file__))
+    folders = [os.path.abspath(folder) for folder in getattr(package, "__path__", [])]
+    shadow = next((folder for folder in folders if folder != mine), folders[0] if folders else "igor")
+    shown = os.path.relpath(shadow) if shadow.startswith(os.getcwd() + os.sep) else shadow
+    _fail(f"the folder {shown} hides the installed igor package ({shown} has no __init__.py, and python -m "
+          f"looks in the current folder first): run the igor command instead of python -m igor, "
+          f"or run from another folder")

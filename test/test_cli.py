@@ -403,6 +403,52 @@ def test_two_processes_with_one_name(app_dir):
                           "'p' already exists")
 
 
+EDITABLE_INSTALL = '''
+# What `pip install -e` puts on sys.meta_path, for this checkout: a finder for igor that the path's
+# own finder comes before, so that a folder named igor in the current folder is found first.
+import importlib.machinery
+import importlib.util
+import os
+import sys
+
+PACKAGE = os.path.join({root!r}, "igor")
+
+
+class EditableIgor:
+    @classmethod
+    def find_spec(cls, fullname, path=None, target=None):
+        if fullname == "igor":
+            return importlib.util.spec_from_file_location("igor", os.path.join(PACKAGE, "__init__.py"),
+                                                          submodule_search_locations=[PACKAGE])
+        if fullname.startswith("igor.") and fullname.count(".") == 1:
+            return importlib.machinery.PathFinder.find_spec(fullname, [PACKAGE])
+        return None
+
+
+# Only this one: the environment's own editable igor (if any) is another checkout.
+sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable___igor")]
+sys.meta_path.append(EditableIgor)
+'''
+
+
+def test_a_checkout_in_the_current_folder_that_hides_igor_is_explained(app_dir, tmp_path_factory):
+    site = tmp_path_factory.mktemp("site")
+    (site / "sitecustomize.py").write_text(EDITABLE_INSTALL.format(root=ROOT))
+    env = dict(environment(), PYTHONPATH=str(site))  # igor comes from the finder alone, as when installed so
+
+    def igor_here(*args):
+        return subprocess.run(igor_command(*args), cwd=app_dir, env=env, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=30)
+
+    assert igor_here("--version").stdout == f"igor {igor.__version__}\n"  # installed so, igor works
+    (app_dir / "igor").mkdir()  # a clone of Igor's repository, say: its package is igor/igor
+    (app_dir / "igor" / "setup.py").write_text("")
+    for args in (["app:API"], ["--version"], ["types", "app:API"]):
+        line = assert_one_line_error(igor_here(*args), "the folder igor hides the installed igor package",
+                                     "run the igor command instead of python -m igor")
+    assert "__version__" not in line
+
+
 # -- the modules behind the command line -------------------------------------------
 
 
