@@ -3,7 +3,7 @@
 Made to be spawned by a UI process: it prints the ``IGOR_READY`` line once
 listening, generates a token unless given one, and by default exits with its
 parent when its stdin is a pipe. The mistakes a new user makes (a wrong
-``module:attribute``, a port in use, an open host without a token, a handler
+``MODULE:API``, a port in use, an open host without a token, a handler
 the server refuses) are one line on stderr and exit status 2, not a traceback.
 """
 
