@@ -146,9 +146,13 @@ def main() -> int:
     parser.add_argument("--update-readme", action="store_true",
                         help="also copy the table into bench/README.md, between its results markers")
     parser.add_argument("--serve", choices=PEERS, help="run one peer's server only (prints PORT n; for profiling)")
+    parser.add_argument("--igor", metavar="CHECKOUT",
+                        help="with --serve igor: import igor from this checkout (default: the one bench/ is in)")
     args = parser.parse_args()
+    if args.igor and args.serve != "igor":
+        parser.error("--igor goes with --serve igor (python -m bench.peers.ab compares two checkouts)")
     if args.serve:
-        return serve(args.serve)
+        return serve(args.serve, args.igor)
     peers = [peer for peer in args.peers.split(",") if peer]
     only = [w for w in args.workloads.split(",") if w]
     unknown = sorted(set(peers) - set(PEERS)) + sorted(set(only) - set(WORKLOADS))

@@ -14,10 +14,13 @@ from typing import Any, Dict, List, Optional
 from .common import BLOB, ROOT, MiB, log
 
 
-def serve(peer: str) -> int:
-    """Run one peer's server; print its port; obey stdin ("broadcast N"); stop at end of stdin."""
+def serve(peer: str, igor_root: Optional[str] = None) -> int:
+    """Run one peer's server; print its port; obey stdin ("broadcast N"); stop at end of stdin.
+
+    ``igor_root``: the checkout Igor's server imports igor from (default ROOT).
+    """
     start = {"websocket-server": serve_websocket_server, "websockets": serve_websockets,
-             "socketio": serve_socketio, "igor": serve_igor}[peer]
+             "socketio": serve_socketio, "igor": lambda: serve_igor(igor_root or ROOT)}[peer]
     port, broadcast, stop = start()
     print(f"PORT {port}", flush=True)
     for line in sys.stdin:
@@ -142,9 +145,17 @@ def serve_socketio():
     return server.server_port, broadcast, server.shutdown
 
 
-def serve_igor():
-    sys.path.insert(0, ROOT)  # the checkout this file lives in, not whatever igor is installed
+def serve_igor(root: str):
+    # First on the path, not whatever igor is installed (an editable install may point at another checkout),
+    # and ahead of ROOT, which holds an igor of its own when root is another checkout.
+    sys.path.insert(0, root)
+    import igor
     from igor import IgorProcess, IgorServer, flatten
+
+    # A checkout without igor/ would silently fall through to another one: refuse, and say which one was used.
+    if not os.path.abspath(igor.__file__).startswith(os.path.join(os.path.abspath(root), "igor", "")):
+        raise SystemExit(f"igor was imported from {igor.__file__}, not from {root}")
+    print(f"IGOR {igor.__file__}", flush=True)
 
     def echo(out, data):
         return data
@@ -184,19 +195,27 @@ def serve_igor():
 class ServerProcess:
     """One peer's server in a child process, with its stdin kept as the control channel."""
 
-    def __init__(self, peer: str, log_dir: str):
+    def __init__(self, peer: str, log_dir: str, igor_root: Optional[str] = None):
         self.peer = peer
         self.log_path = os.path.join(log_dir, f"{peer}.log")
-        # The child imports this bench package by name, so ROOT goes on its path whatever the cwd.
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+        self.igor_file: Optional[str] = None  # which igor the server imported (Igor only)
+        command = [sys.executable, "-m", "bench.peers", "--serve", peer]
+        if igor_root:
+            command += ["--igor", igor_root]
+        # The child imports this bench package by name, so ROOT goes first on its path whatever the cwd (a
+        # checkout given as igor_root has a bench/ of its own); igor_root follows, so that anything the server
+        # starts imports the same igor.
+        path = [ROOT, igor_root, os.environ.get("PYTHONPATH")]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, path)))
         with open(self.log_path, "a") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "bench.peers", "--serve", peer],
-                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+            self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                                             text=True, env=env)
         line = ""
         began = time.monotonic()
         while not line.startswith("PORT ") and time.monotonic() - began < 30:
             line = self.process.stdout.readline()
+            if line.startswith("IGOR "):
+                self.igor_file = line[5:].strip()
             if not line and self.process.poll() is not None:
                 raise RuntimeError(f"{peer} server exited with {self.process.returncode}; see {self.log_path}")
         if not line.startswith("PORT "):
