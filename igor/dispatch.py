@@ -30,7 +30,6 @@ import logging
 import threading
 import time
 import traceback
-import weakref
 from collections.abc import AsyncGenerator, Generator
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -75,7 +74,7 @@ from .protocol import (
     parse_message,
     parsed_cost,
     short,
-    sniff_stream_id,
+    sniff_target,
 )
 from .registry import Client, ClientId, ClientRegistry
 from .stream import Stream
@@ -170,8 +169,6 @@ class Dispatcher:
             f"the client has {config.max_streams} threads working for it, the most max_streams allows"))
         self._lock = threading.Lock()
         self._peers: Dict[Client, _Peer] = {}
-        # Peers live on in their handlers after they disconnect: a shutdown names those still running.
-        self._every_peer: weakref.WeakSet[_Peer] = weakref.WeakSet()
 
     # -- the connection's side ------------------------------------------------
 
@@ -179,7 +176,6 @@ class Dispatcher:
         peer = _Peer(self.config.max_streams)
         with self._lock:
             self._peers[client] = peer
-            self._every_peer.add(peer)
         self.registry.add(client)
         log.info("client %r connected from %s", client.id, client.address)
 
@@ -238,12 +234,15 @@ class Dispatcher:
         error = OverBudget(f"a message that may hold {cost} bytes once parsed would take the client past "
                            f"max_client_memory ({self.config.max_client_memory} bytes, {peer.held} held now)")
         self._complain(client, peer, "%s", error)
-        stream_id = sniff_stream_id(text)
-        stream = self._stream(peer, stream_id) if stream_id is not None else None
+        key, target = sniff_target(text)
+        if key == "process":
+            self._send(client, {"process": target, **error_message(error)})
+            return
+        stream = self._stream(peer, target) if key == "streamId" else None
         if stream is not None:
-            stream.fail(InboxFull(f"stream {short(stream_id)}: {error}"))  # input to an open call
+            stream.fail(InboxFull(f"stream {short(target)}: {error}"))  # input to an open call
         else:
-            self._refuse(client, error, stream_id)
+            self._refuse(client, error, target)
 
     # -- calls ----------------------------------------------------------------
 
@@ -288,7 +287,7 @@ class Dispatcher:
             self._run_async(client, peer, stream, handler, call, cost)
         else:
             self._pool.submit(lambda: self._run_call(client, peer, stream, handler, call, cost), peer,
-                              lambda: self._ended(peer, stream, cost, thread=True))
+                              lambda: self._ended(peer, stream, cost, thread=True), peer.running[stream][0])
 
     def _kwargs(self, client: Client, call: Call) -> Dict[str, Any]:
         return {
@@ -416,6 +415,14 @@ class Dispatcher:
             self._on_exit(exit_code(exc.code))
         elif isinstance(exc, StreamClosed) and stream.closed:
             log.error("action %r sent on its stream after closing it", call.action)
+        elif isinstance(exc, IgorError) and exc.code == 429:
+            # A bound the handler ran into (its to_thread past the client's threads, say): the client's doing.
+            log.warning("action %r for client %r: %s", call.action, client.id, exc)
+            if not stream.closed:
+                try:
+                    stream.send_error(exc)
+                except StreamClosed:
+                    pass
         elif isinstance(exc, Exception):
             log.error("action %r failed for client %r", call.action, client.id, exc_info=exc)
             if not stream.closed:
@@ -556,15 +563,17 @@ class Dispatcher:
 
     def stop(self, deadline: float) -> List[str]:
         """Stop the workers and the loop by ``deadline``; returns the handlers abandoned still running."""
-        self._pool.stop(deadline)
-        left = self._loop.stop(deadline)
-        sync = [name for peer in list(self._every_peer) for name, is_async in list(peer.running.values())
-                if not is_async]
-        return sync + left
+        return self._pool.stop(deadline) + self._loop.stop(deadline)
 
     def threads(self) -> int:
         """Threads the pool holds now (busy and idle)."""
         return self._pool.threads()
+
+    def held(self) -> int:
+        """The parsed cost of what connected clients' messages hold now (see max_client_memory)."""
+        with self._lock:
+            peers = list(self._peers.values())
+        return sum(peer.held for peer in peers)
 
     def busy_threads(self) -> int:
         return self._pool.busy()

@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, Protocol, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Protocol, Set, Tuple
 
 if TYPE_CHECKING:
     import asyncio
@@ -35,6 +35,7 @@ log = logging.getLogger("igor")
 BLOCKED_LOOP_WARNING = 1.0
 
 Task = Callable[[], None]
+_Entry = Tuple[Any, Task, Optional[Task], str]
 
 
 class Slots(Protocol):
@@ -84,8 +85,10 @@ class WorkerPool:
         self._handoff: queue.SimpleQueue[Optional[Task]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = 0  # workers waiting on the hand-off that no task is promised to yet
-        self._backlog: Deque[Tuple[Any, Task, Optional[Task]]] = deque()  # (owner, task, instead if dropped)
+        # (owner, task, what to run instead if dropped, its name)
+        self._backlog: Deque[Tuple[Any, Task, Optional[Task], str]] = deque()
         self._threads: Set[threading.Thread] = set()
+        self._doing: Dict[threading.Thread, str] = {}  # what each busy worker runs, for a shutdown to name
 
     def start(self) -> None:
         """Start the ``keep`` workers that wait for calls from the first one on."""
@@ -95,21 +98,25 @@ class WorkerPool:
                 thread = self._new_thread(None)
             thread.start()
 
-    def submit(self, task: Task, owner: Any = None, dropped: Optional[Task] = None) -> None:
-        """Run ``task`` on a worker; if it must wait and :meth:`drop` takes it, ``dropped`` runs instead."""
+    def submit(self, task: Task, owner: Any = None, dropped: Optional[Task] = None, name: str = "a task") -> None:
+        """Run ``task`` on a worker; if it must wait and :meth:`drop` takes it, ``dropped`` runs instead.
+
+        ``name`` is what a shutdown calls it if it is still running then.
+        """
         thread = None
+        entry = (owner, task, dropped, name)
         with self._lock:
             if self._idle:
                 self._idle -= 1
             elif len(self._threads) < self.max_workers:
-                thread = self._new_thread(task)
+                thread = self._new_thread(entry)
             else:
-                self._backlog.append((owner, task, dropped))
+                self._backlog.append(entry)
                 return
         if thread is not None:
             thread.start()
         else:
-            self._handoff.put(task)
+            self._handoff.put(entry)
 
     def drop(self, owner: Any) -> None:
         """Take ``owner``'s waiting work out of the backlog, running what each asked for instead."""
@@ -120,36 +127,39 @@ class WorkerPool:
             if not mine:
                 return
             self._backlog = deque(entry for entry in self._backlog if entry[0] is not owner)
-        for _, _, dropped in mine:
+        for _, _, dropped, _ in mine:
             if dropped is not None:
                 dropped()
 
-    def _new_thread(self, task: Optional[Task]) -> threading.Thread:
+    def _new_thread(self, entry: Optional[_Entry]) -> threading.Thread:
         # Called with the lock held, so the count is right before the thread runs.
-        thread = threading.Thread(target=self._work, args=(task,), name="igor-worker", daemon=True)
+        thread = threading.Thread(target=self._work, args=(entry,), name="igor-worker", daemon=True)
         self._threads.add(thread)
         return thread
 
-    def _work(self, task: Optional[Task]) -> None:
+    def _work(self, entry: Optional[_Entry]) -> None:
+        me = threading.current_thread()
         while True:
-            if task is not None:
+            if entry is not None:
+                self._doing[me] = entry[3]
                 try:
-                    task()
+                    entry[1]()
                 except BaseException:  # noqa: B036 - a worker outlives what it runs
                     log.exception("a task on an Igor worker failed")
-                task = None  # drop the finished call's references before waiting for the next
+                del self._doing[me]
+                entry = None  # drop the finished call's references before waiting for the next
                 with self._lock:
                     if self._backlog:
-                        task = self._backlog.popleft()[1]
+                        entry = self._backlog.popleft()
                         continue
                     self._idle += 1
-            task = self._next_task()
-            if task is None:
+            entry = self._next_task()
+            if entry is None:
                 break
         with self._lock:
-            self._threads.discard(threading.current_thread())
+            self._threads.discard(me)
 
-    def _next_task(self) -> Optional[Task]:
+    def _next_task(self) -> Optional[_Entry]:
         """Wait for work as an idle worker; None once idle for too long (or stopped)."""
         while True:
             try:
@@ -177,8 +187,8 @@ class WorkerPool:
         with self._lock:
             return len(self._threads) - self._idle
 
-    def stop(self, deadline: float) -> List[threading.Thread]:
-        """End idle workers now and wait until ``deadline`` for busy ones; returns those still busy."""
+    def stop(self, deadline: float) -> List[str]:
+        """End idle workers now and wait until ``deadline`` for busy ones; returns the names of what still runs."""
         with self._lock:
             dropped = list(self._backlog)
             self._backlog.clear()
@@ -186,13 +196,14 @@ class WorkerPool:
                 self._handoff.put(None)
             self._idle = 0
             threads = list(self._threads)
-        for _, _, instead in dropped:
+        for _, _, instead, _ in dropped:
             if instead is not None:
                 instead()
         for thread in threads:
             if thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
-        return [thread for thread in threads if thread.is_alive() and thread is not threading.current_thread()]
+        return [self._doing.get(thread, "a task") for thread in threads
+                if thread.is_alive() and thread is not threading.current_thread()]
 
 
 class _PoolExecutor(concurrent.futures.ThreadPoolExecutor):
@@ -236,7 +247,11 @@ class _PoolExecutor(concurrent.futures.ThreadPoolExecutor):
             if slots is not None:
                 slots.give_thread()
 
-        self._pool.submit(run, slots, dropped)
+        import asyncio
+
+        task = asyncio.current_task()
+        name = f"{task.get_name()}'s to_thread call" if task is not None else "a to_thread call"
+        self._pool.submit(run, slots, dropped, name)
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "parse_message",
     "parsed_cost",
     "sniff_stream_id",
+    "sniff_target",
     "short",
     "encode",
     "make_encoder",
@@ -234,16 +235,24 @@ def parsed_cost(text: str) -> int:
     return width * len(text) + _COST_PER_VALUE * (text.count("{") + text.count("[") + text.count(","))
 
 
-_LEADING_ID = re.compile(r'\s*\{\s*"streamId"\s*:\s*(-?[0-9]{1,19}|"[^"\\]{1,256}")\s*[,}]')
+_LEADING_KEY = re.compile(r'\s*\{\s*"(streamId|process)"\s*:\s*(-?[0-9]{1,19}|"[^"\\]{1,256}")\s*[,}]')
 
 
 def sniff_stream_id(text: str) -> Optional[StreamId]:
     """The ``streamId`` a message starts with, read without parsing the rest (which may be too costly to)."""
-    match = _LEADING_ID.match(text, 0, 400)
+    key, value = sniff_target(text)
+    return value if key == "streamId" else None
+
+
+def sniff_target(text: str) -> Tuple[Optional[str], Optional[StreamId]]:
+    """``("streamId", id)`` or ``("process", name)`` when a message's first key is one of them, else Nones."""
+    match = _LEADING_KEY.match(text, 0, 400)
     if match is None:
-        return None
-    token = match.group(1)
-    return token[1:-1] if token.startswith('"') else int(token)
+        return None, None
+    key, token = match.groups()
+    if token.startswith('"'):
+        return key, token[1:-1]
+    return (key, int(token)) if key == "streamId" else (None, None)
 
 
 def short(value: Any, limit: int = 80) -> str:

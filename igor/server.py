@@ -32,6 +32,9 @@ __all__ = ["IgorServer", "CONFIG"]
 
 log = logging.getLogger("igor")
 
+# Seconds of shutdown_timeout kept for the interpreter to exit after the shutdown itself.
+_EXIT_RESERVE = 0.2
+
 
 class IgorServer:
     """A WebSocket server that runs Python handlers for a UI's calls.
@@ -99,7 +102,7 @@ class IgorServer:
         return self._transport is not None and not self._stopped.is_set()
 
     def stats(self) -> Dict[str, int]:
-        """What the server holds now: connections, pending handshakes, open streams, handler threads."""
+        """What the server holds now: connections, pending handshakes, open streams, handler threads, client data."""
         pending, connections = self._transport.counts() if self._transport is not None else (0, 0)
         return {
             "connections": connections,
@@ -107,6 +110,7 @@ class IgorServer:
             "open_streams": sum(self.dispatcher.open_streams(client) for client in self.registry.clients()),
             "worker_threads": self.dispatcher.threads(),
             "busy_workers": self.dispatcher.busy_threads(),
+            "held_bytes": self.dispatcher.held(),
         }
 
     def add_process(self, process_id: str, thread: threading.Thread) -> threading.Thread:
@@ -254,8 +258,10 @@ class IgorServer:
             self._stopped.set()
 
     def _close_everything(self) -> None:
-        # One deadline for the whole shutdown: each step gets what the ones before it left.
-        deadline = time.monotonic() + self.config.shutdown_timeout
+        # One deadline for the whole shutdown: each step gets what the ones before it left, and a
+        # little is kept back so the program has exited, not only stopped, within shutdown_timeout.
+        timeout = self.config.shutdown_timeout
+        deadline = time.monotonic() + max(timeout - _EXIT_RESERVE, timeout / 2)
         log.info("Igor shutting down (exit code %s)", self.exit_code)
         transport = self._transport
         abandoned: List[str] = []

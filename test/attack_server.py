@@ -8,11 +8,16 @@ Actions:
 - ``block``: waits up to 60 s (a cancel ends it at once).
 - ``never_reads``: an open call that takes input but never reads it.
 - ``stats``: what the server holds (connections, pending handshakes, open streams, registered clients).
+- ``sleepy`` / ``sleepy_async``: sleep ``data`` seconds (30) ignoring cancels, on a worker or in ``to_thread``.
+- ``blocks_loop``: an async handler that blocks the shared loop with ``time.sleep``.
+- ``reads_slowly``: reads its input at 20 values a second.
+- processes ``sink`` (takes input, never reads) and ``reader`` (reads, answers each sender with ``read``).
 - ``broadcast``: starts the ``blast`` process's broadcasts, ``{"count", "min", "max", "seconds"}``;
   when they end it prints ``blast done <count sent>`` on stdout (a client asking
   meanwhile would get the broadcasts too, and be too slow for them).
 """
 
+import asyncio
 import json
 import logging
 import random
@@ -33,6 +38,41 @@ def block(out, data):
 
 def never_reads(out, data):
     out.wait(60)
+
+
+def sleepy(out, data):
+    """Ignores its cancel, as a blocking query does: the typeahead pattern's handler."""
+    time.sleep(data if isinstance(data, (int, float)) else 30)
+
+
+async def sleepy_async(out, data):
+    await asyncio.to_thread(time.sleep, data if isinstance(data, (int, float)) else 30)
+
+
+async def blocks_loop(out, data):
+    time.sleep(data if isinstance(data, (int, float)) else 1.5)  # the mistake: a blocking call on the loop
+
+
+def reads_slowly(out, data):
+    for _ in out:
+        time.sleep(0.05)
+
+
+class Sink(IgorProcess):
+    """Takes input and never reads it."""
+
+    def run(self):
+        self.wait()
+
+
+class Reader(IgorProcess):
+    """Reads what it is sent, and answers each sender."""
+
+    def run(self):
+        while not self.stopping:
+            message = self.receive(0.5)
+            if message is not None:
+                self.output.send("read", None, client_id=message.client_id)
 
 
 class Blast(IgorProcess):
@@ -74,9 +114,16 @@ def main():
     def stats(out, data):
         return {**server.stats(), "clients": len(server.registry)}
 
-    api = {"echo": echo, "block": block, "never_reads": never_reads, "broadcast": broadcast, "stats": stats}
+    def threads(out, data):
+        return threading.active_count()
+
+    api = {"echo": echo, "block": block, "never_reads": never_reads, "broadcast": broadcast, "stats": stats,
+           "sleepy": sleepy, "sleepy_async": sleepy_async, "blocks_loop": blocks_loop, "reads_slowly": reads_slowly,
+           "threads": threads}
     server = IgorServer(api, {"port": 0, **config})
     server.add_process("blast", blast)
+    server.add_process("sink", Sink())
+    server.add_process("reader", Reader())
     server.start()
     print(server.port, flush=True)
     # Until the test closes our stdin (or kills us).
