@@ -12,6 +12,7 @@ The smallest program::
 
 import logging
 
+from .api import flatten
 from .config import Config
 from .exceptions import (
     CallTimeout,
@@ -23,6 +24,7 @@ from .exceptions import (
     InboxFull,
     InputEnded,
     InputTimeout,
+    OverBudget,
     ProtocolError,
     RemoteError,
     StreamCancelled,
@@ -35,10 +37,10 @@ from .exceptions import (
     UnknownProcess,
     UnknownStream,
 )
-from .process import IgorProcess, Inbound
+from .process import IgorProcess, Inbound, ProcessOutput
 from .registry import Client
 from .server import CONFIG, IgorServer
-from .stream import ProcessOutput, Stream, flatten
+from .stream import Stream
 
 # The application decides where log records go; without its say, none are printed.
 logging.getLogger("igor").addHandler(logging.NullHandler())
@@ -71,6 +73,7 @@ __all__ = [
     "ConnectionFailed",
     "TooManyStreams",
     "InboxFull",
+    "OverBudget",
     "UnknownStream",
     "UnknownProcess",
     "UnknownCall",

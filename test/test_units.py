@@ -185,8 +185,8 @@ def test_registry_ids_rename_and_sessions():
     registry = ClientRegistry(session_timeout=10, clock=lambda: now[0])
     first, second = make_client(), make_client()
     assert (registry.add(first), registry.add(second)) == (1, 2)
-    registry.rename(first, "w")
-    assert registry.get("w") is first
+    secret = registry.rename(first, "w")
+    assert registry.get("w") is first and first.resume == secret
     with pytest.raises(ClientIdTaken):
         registry.rename(second, "w")
     with pytest.raises(UnknownClient):
@@ -196,15 +196,35 @@ def test_registry_ids_rename_and_sessions():
     now[0] = 5
     third = make_client()
     registry.add(third)
-    registry.rename(third, "w")
-    assert third.session == {"k": "v"}
+    # While parked, the id and its session go only to the one who has the secret.
+    for wrong in (None, "", secret[:-1] + "x", "nope"):
+        with pytest.raises(ClientIdTaken):
+            registry.rename(third, "w", wrong)
+        assert third.session == {} and third.id == 3
+    newer = registry.rename(third, "w", secret)
+    assert third.session == {"k": "v"} and newer != secret
     registry.remove(third)
+    with pytest.raises(ClientIdTaken):
+        registry.rename(make_client(), "w", secret)  # the old secret was used up
     now[0] = 20
     registry.purge_sessions()
     fourth = make_client()
     registry.add(fourth)
     registry.rename(fourth, "w")
     assert fourth.session == {}
+
+
+def test_registry_parks_integer_ids_too():
+    registry = ClientRegistry(session_timeout=10, clock=lambda: 0.0)
+    first = make_client()
+    registry.add(first)
+    first.session["secret"] = 1
+    registry.remove(first)
+    thief = make_client()
+    registry.add(thief)
+    with pytest.raises(ClientIdTaken):
+        registry.rename(thief, 1)
+    assert thief.session == {}
 
 
 # -- large messages: orjson where it gives the standard library's answer ------------------------
@@ -239,16 +259,21 @@ def test_large_values_orjson_refuses_fall_back_to_the_standard_answers():
     # NaN is refused on the way out, whatever the size, as JavaScript cannot read it.
     with pytest.raises(ValueError):
         protocol.encode(data_message(1, [padding, float("nan")]))
-    # On the way in, json's lenient answers stay: a NaN literal and a lone surrogate in a big message.
-    message = parse_message('{"streamId": 1, "action": "a", "data": ["' + padding + '", NaN, "\\ud800"]}')
-    assert message.data[0] == padding and message.data[1] != message.data[1] and message.data[2] == "\ud800"
+    # On the way in, a lone surrogate in a big message is read as json reads it; a NaN literal is refused.
+    message = parse_message('{"streamId": 1, "action": "a", "data": ["' + padding + '", "\\ud800"]}')
+    assert message.data[0] == padding and message.data[1] == "\ud800"
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        with pytest.raises(ProtocolError, match="not a JSON value"):
+            parse_message('{"streamId": 1, "action": "a", "data": ["' + padding + '", ' + constant + ']}')
+        with pytest.raises(ProtocolError, match="not a JSON value"):
+            parse_message('{"streamId": 1, "action": "a", "data": ' + constant + '}')
 
 
 @pytest.mark.parametrize("text", [
     '{"streamId":1,"action":"a","data":123456789012345678901234567890}',  # past 64 bits: still an int
     '{"streamId":1,"action":"a","data":[' + "7," * 40_000 + '-9223372036854775809]}',  # the same, in a big message
     ' {"streamId":1,"action":"a","data":1e400} ',  # whitespace around, and an infinity
-    '{"streamId":1,"action":"a","data":[NaN,"\\ud800",{"k":1,"k":2}]}',
+    '{"streamId":1,"action":"a","data":["\\ud800",{"k":1,"k":2}]}',
 ])
 def test_messages_parse_exactly_as_json_loads_parses_them(text):
     import json
