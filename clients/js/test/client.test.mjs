@@ -239,8 +239,13 @@ describe('cancel', () => {
 
   it('unsubscribing the last subscriber cancels the stream', async () => {
     const stream = igor.stream('jobs.slow', { tag: 'c3', delay: 0.02 });
+    let running;
+    const started = new Promise((resolve) => (running = resolve));
     const first = stream.subscribe(() => {});
-    const second = stream.subscribe(() => {});
+    const second = stream.subscribe(() => running());
+    // A first value: the handler runs. A cancel that arrives while the call still waits for a
+    // worker ends it before its handler starts, and the handler then never sees a cancel to note.
+    await within(5000, started, 'first value');
     first.unsubscribe();
     assert.equal(stream.closed, false, 'one subscriber left: still open');
     second.unsubscribe();
