@@ -10,7 +10,10 @@
  */
 
 /**
- * The `type` values the client itself produces (code `0`). Errors sent by the
+ * The `type` values the client itself produces (code `0`, or a refused
+ * handshake's HTTP status). Misuse of the API (a wrong argument or option
+ * type, data JSON cannot carry) is not among them: it throws a native
+ * `TypeError`. Errors sent by the
  * server carry its own types instead: `UnknownAction` (404),
  * `ProtocolError` (400), `StreamIdInUse` / `ClientIdTaken` (409), or the
  * Python exception's class name such as `ValueError` (500).
@@ -25,7 +28,15 @@ export type ClientErrorType =
   /** The call was aborted through its `signal`; it was cancelled on the server. */
   | 'Aborted'
   /** More would wait for the connection than `maxQueuedBytes` allows; nothing was queued. */
-  | 'QueueFull';
+  | 'QueueFull'
+  /** `IgorStream.send`/`end` on a stream that has ended, or that takes no input. */
+  | 'StreamClosed'
+  /** `IgorStream.send` after `end()`. */
+  | 'InputEnded'
+  /** The `signal` reason of an exposed function whose call the server stopped waiting for. */
+  | 'Cancelled'
+  /** The server sent a message that is not JSON (the server uses this type too, code 400, for what it cannot read). */
+  | 'ProtocolError';
 
 /** The fields of an error message on the wire (`{"streamId", "error", "code", "type", "traceback"}`). */
 export interface WireError {

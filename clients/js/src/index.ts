@@ -29,7 +29,7 @@ export type {
   StatusEvent,
   WebSocketConstructor,
   WebSocketLike,
-} from './client.js';
+} from './options.js';
 export { IgorError } from './errors.js';
 export type { ClientErrorType, WireError } from './errors.js';
 export { IgorStream } from './stream.js';

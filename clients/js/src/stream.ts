@@ -111,7 +111,7 @@ export class IgorStream<T = unknown, I = unknown> implements AsyncIterable<T> {
    * {@link IgorError} of type `'InboxFull'` (code 429).
    *
    * @throws {@link IgorError} of type `'StreamClosed'` when the stream has
-   *   ended, `'InputEnded'` after {@link end}, `'TypeError'` when `data` is not
+   *   ended, `'InputEnded'` after {@link end}; TypeError when `data` is not
    *   JSON-serialisable (nothing is sent then).
    */
   send(data: I): void {

@@ -16,7 +16,7 @@
  * @packageDocumentation
  */
 
-import type { CallOptions } from './client.js';
+import type { CallOptions } from './options.js';
 
 /** The entry of one action in an `Api`. */
 export interface ActionTypes {
@@ -35,8 +35,16 @@ export type IsUntyped<A> = 0 extends 1 & A ? true : string extends keyof A ? tru
 
 /** The actions every Igor server answers, whatever its API. */
 export interface BuiltinActions {
-  /** Claim a client id (the `clientId` option does it for you). */
-  introduce_self: { data: { client_id: string | number }; value: undefined };
+  /**
+   * Claim a client id (the `clientId` option does it for you, and presents
+   * the `resume` secret on a reconnect). A parked session is handed back
+   * only with the secret of the latest introduction under that id; the
+   * answer carries the next one.
+   */
+  introduce_self: {
+    data: { client_id: string | number; resume?: string };
+    value: { client_id: string | number; resume?: string };
+  };
 }
 
 /** The action names of `A`, and the built-in ones. */

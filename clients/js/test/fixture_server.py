@@ -178,6 +178,23 @@ class Notifier(IgorProcess):
                 pass
 
 
+def wait_gone(out, data, server):
+    """True once no connected client has id data['client_id'] (its session parked, or expired); False after 5 s.
+
+    The server notices a dropped connection on its own thread, with no event a
+    test can see: this is how a test knows the id is parked.
+    """
+    for _ in range(500):
+        try:
+            server.registry.get(data['client_id'])
+        except IgorError:
+            out.send(True)
+            return
+        if out.wait(0.01):
+            return
+    out.send(False)
+
+
 def notify(out, data, client_id):
     """Ask the notifier process to push to data['client_id'] (default: the caller)."""
     request = dict(data)
@@ -204,6 +221,7 @@ API = flatten({
     'ask_client': ask_client,
     'jobs': {'count': count, 'slow': slow},
     'session': {'set': session_set, 'get': session_get},
+    'clients': {'wait_gone': wait_gone},
 })
 
 

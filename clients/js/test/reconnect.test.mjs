@@ -165,6 +165,93 @@ describe('connection drop', () => {
   });
 });
 
+/**
+ * A `ws` WebSocket class that keeps, per socket, what the client sent and
+ * what the server answered (parsed), and lets a test cut it with terminate().
+ */
+function recordingWebSocket() {
+  const sockets = [];
+  class Recording extends WebSocket {
+    constructor(...args) {
+      super(...args);
+      this.sentMessages = [];
+      this.received = [];
+      this.on('message', (data) => this.received.push(JSON.parse(data.toString())));
+      sockets.push(this);
+    }
+    send(text, ...rest) {
+      this.sentMessages.push(JSON.parse(text));
+      return super.send(text, ...rest);
+    }
+  }
+  return { WebSocket: Recording, sockets };
+}
+
+/** The introduce_self a socket sent, and the secret the server answered it with. */
+function introduction(socket) {
+  const sent = socket.sentMessages.find((m) => m.action === 'introduce_self');
+  const answer = socket.received.find((m) => m.streamId === sent?.streamId && m.data);
+  return { sent, secret: answer?.data?.resume };
+}
+
+describe('session resume secret', () => {
+  it('is kept from each introduction and presented on the automatic reconnect, which keeps the session', async () => {
+    const { WebSocket: Recording, sockets } = recordingWebSocket();
+    const client = new IgorClient(server.url, { WebSocket: Recording, clientId: 'resume-window', reconnect: { initialDelay: 10 } });
+    try {
+      await within(5000, client.ready, 'ready');
+      await client.call('session.set', { key: 'k', value: 'v' });
+      const first = introduction(sockets[0]);
+      assert.deepEqual(first.sent.data, { client_id: 'resume-window' }, 'a first introduction has no secret to show');
+      assert.equal(typeof first.secret, 'string');
+      for (let i = 1; i <= 2; i++) {
+        const reconnecting = statusReached(client, 'reconnecting');
+        sockets.at(-1).terminate();
+        await within(5000, reconnecting, 'reconnecting');
+        await within(10000, client.ready, `ready after drop ${i}`);
+        assert.equal(await client.call('session.get', { key: 'k' }), 'v', 'the session came back');
+      }
+      // Retries refused with 409 (the server had not seen the drop yet) may sit between: take the ones that got in.
+      const accepted = sockets.map(introduction).filter((x) => x.secret !== undefined);
+      assert.equal(accepted.length, 3);
+      assert.equal(accepted[1].sent.data.resume, accepted[0].secret, 'the second introduction presents the first secret');
+      assert.equal(accepted[2].sent.data.resume, accepted[1].secret, 'the third presents the rotated one, not the first');
+      assert.notEqual(accepted[1].secret, accepted[0].secret);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('a second client claiming the id while the session is parked gets 409; the first, reopened, gets its session', async () => {
+    const { WebSocket: Tracked, sockets } = trackingWebSocket();
+    const first = new IgorClient(server.url, { WebSocket: Tracked, clientId: 'parked-window' });
+    const observer = new IgorClient(server.url, { WebSocket });
+    try {
+      await within(5000, first.ready, 'first ready');
+      await first.call('session.set', { key: 'mine', value: 'first' });
+      const closed = statusReached(first, 'closed');
+      sockets.at(-1).terminate();
+      await within(5000, closed, 'first closed');
+      assert.equal(await within(10000, observer.call('clients.wait_gone', { client_id: 'parked-window' }), 'parked'), true);
+
+      const thief = new IgorClient(server.url, { WebSocket, clientId: 'parked-window' });
+      const refused = await within(5000, thief.ready.then(() => null, (e) => e), 'thief ready');
+      assert.ok(refused instanceof IgorError);
+      assert.equal(refused.code, 409);
+      assert.equal(refused.type, 'ClientIdTaken');
+      assert.equal(thief.status, 'closed');
+
+      // The refusal handed nothing over: the first client, reopened with its secret, still finds its session.
+      await within(5000, first.connect(), 'first reopened');
+      assert.equal(await first.call('whoami'), 'parked-window');
+      assert.equal(await first.call('session.get', { key: 'mine' }), 'first');
+    } finally {
+      first.close();
+      observer.close();
+    }
+  });
+});
+
 describe('reconnect while the server still holds the old connection', () => {
   it('retries the introduction on 409 until the server lets the old connection go', async () => {
     const { WebSocket: Tracked, sockets } = trackingWebSocket();

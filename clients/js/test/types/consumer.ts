@@ -12,8 +12,12 @@ const igor = new IgorClient('ws://127.0.0.1:5678', {
   clientId: 'main-window',
   reconnect: { initialDelay: 100, maxDelay: 1000, factor: 2, jitter: 0.5, maxAttempts: 5 },
   timeout: 1000,
+  maxQueuedBytes: 1 << 20,
+  connectTimeout: 5000,
+  autoConnect: false,
 });
 const ready: Promise<void> = igor.ready;
+const opened: Promise<void> = igor.connect();
 const greeting: Promise<string> = igor.call<string>('hello', { name: 'Ada' }, { timeout: 5, signal: new AbortController().signal });
 const numbers: IgorStream<number> = igor.stream<number>('jobs.count', { n: 3 });
 const subscription = numbers.subscribe({ next: (n: number) => n + 1, error: (e: IgorError) => e.code, complete: () => undefined });
@@ -44,4 +48,4 @@ const providers = [provideIgor({ url: 'ws://x' }), { provide: IGOR_CONFIG, useVa
 const err = new IgorError('m', 0, 'Timeout');
 const isError: boolean = err instanceof Error && err.code === 0 && err.type === 'Timeout';
 
-export { ready, greeting, iterate, off, offStatus, status, a, b, c, d, e, f, g, h, providers, isError };
+export { ready, opened, greeting, iterate, off, offStatus, status, a, b, c, d, e, f, g, h, providers, isError };

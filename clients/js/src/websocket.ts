@@ -1,0 +1,93 @@
+/**
+ * Finding a WebSocket class for the platform, and reading what a failed
+ * handshake says.
+ *
+ * @packageDocumentation
+ */
+
+import { IgorError } from './errors.js';
+import type { WebSocketConstructor } from './options.js';
+
+export const SUBPROTOCOL_SAFE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+export const WS_OPEN = 1;
+
+let wsImport: Promise<WebSocketConstructor> | undefined;
+
+/** True in Node (not in a browser, nor in an Electron renderer, which has a `window`). */
+function isNode(): boolean {
+  const g = globalThis as { process?: { versions?: { node?: unknown } }; window?: unknown };
+  return typeof g.process?.versions?.node === 'string' && typeof g.window === 'undefined';
+}
+
+/**
+ * Find a WebSocket class: the given one; in a browser the global one; in Node
+ * the `ws` package when it can be imported, else the global one (Node 22+).
+ */
+export function resolveWebSocket(given?: WebSocketConstructor): Promise<WebSocketConstructor> {
+  if (given) return Promise.resolve(given);
+  const native = (globalThis as { WebSocket?: unknown }).WebSocket;
+  const nativeCtor = typeof native === 'function' ? (native as WebSocketConstructor) : undefined;
+  if (nativeCtor && !isNode()) return Promise.resolve(nativeCtor);
+  return importWs().catch((error: unknown) => {
+    if (nativeCtor) return nativeCtor;
+    throw error;
+  });
+}
+
+function importWs(): Promise<WebSocketConstructor> {
+  if (!wsImport) {
+    // A variable module name keeps browser bundlers from trying to bundle `ws`.
+    const name = 'ws';
+    wsImport = import(/* webpackIgnore: true */ /* @vite-ignore */ name).then(
+      (mod: { WebSocket?: WebSocketConstructor; default?: WebSocketConstructor }) => {
+        const ctor = mod.WebSocket ?? mod.default;
+        if (typeof ctor !== 'function') throw new Error('the "ws" module has no WebSocket class');
+        return ctor;
+      },
+      (cause: unknown) => {
+        wsImport = undefined;
+        throw new IgorError(
+          'no WebSocket implementation: this runtime has no global WebSocket and the "ws" package ' +
+            'could not be loaded (npm install ws, or pass { WebSocket } to IgorClient)',
+          0,
+          'ConnectionFailed',
+          { cause },
+        );
+      },
+    );
+  }
+  return wsImport;
+}
+
+/** The HTTP status in `ws`'s "Unexpected server response: 401" error, if any. */
+export function httpStatusOf(message: string | undefined): number | undefined {
+  const match = message ? /Unexpected server response: (\d{3})/.exec(message) : null;
+  return match ? Number(match[1]) : undefined;
+}
+
+export const HTTP_HINTS: Record<number, string> = {
+  400: 'the server refused the handshake as malformed',
+  401: 'the server requires a token and this one is missing or wrong',
+  403: 'the server refused this Host or Origin',
+  503: 'the server already has its maximum number of clients',
+};
+
+/**
+ * The URL and subprotocols of one connection attempt: `'igor.v2'` (protocol
+ * 2: a stream's close may ride on its last message), and the token as a
+ * subprotocol, or in the query when asked to or when it cannot be one.
+ */
+export function connectUrl(
+  url: string,
+  token: string | null | undefined,
+  tokenIn: 'protocol' | 'query' | undefined,
+): { url: string; protocols: string[] } {
+  const protocols = ['igor.v2'];
+  if (token === undefined || token === null || token === '') return { url, protocols };
+  if (tokenIn !== 'query' && SUBPROTOCOL_SAFE.test(token)) return { url, protocols: [...protocols, 'igor.token.' + token] };
+  // Relative to the page in a browser (`/socket`); an absolute URL is required elsewhere.
+  const base = (globalThis as { location?: { href?: string } }).location?.href;
+  const withToken = new URL(url, base);
+  withToken.searchParams.set('token', token);
+  return { url: withToken.toString(), protocols };
+}
