@@ -25,7 +25,9 @@ export type ClientErrorType =
   /** The call was aborted through its `signal`; it was cancelled on the server. */
   | 'Aborted'
   /** More would wait for the connection than `maxQueuedBytes` allows; nothing was queued. */
-  | 'QueueFull';
+  | 'QueueFull'
+  /** `launch()` of `igor-client/node` failed: the error is a `LaunchError`, whose `reason` says how. */
+  | 'LaunchFailed';
 
 /** The fields of an error message on the wire (`{"streamId", "error", "code", "type", "traceback"}`). */
 export interface WireError {

@@ -18,7 +18,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 
-import { IgorClient } from './index.js';
+import { IgorClient, IgorError } from './index.js';
 import type { IgorClientOptions } from './index.js';
 import { spawnServer, watchEnd } from './launch/child.js';
 import type { Child, ChildEnd, ExitStatus } from './launch/child.js';
@@ -147,8 +147,11 @@ export type LaunchFailure =
  * The error {@link launch} rejects with. Its message ends with the child's own
  * output, so a Python traceback (a bad import, a syntax error, a port already
  * in use) shows up in the error a developer sees instead of being lost.
+ *
+ * It is an {@link IgorError} (`code` `0`, `type` `'LaunchFailed'`), so one
+ * `instanceof IgorError` check covers a failed launch and a failed call.
  */
-export class LaunchError extends Error {
+export class LaunchError extends IgorError {
   /** What went wrong. */
   readonly reason: LaunchFailure;
   /** Everything the child wrote to stderr and stdout, in arrival order (the last 64 KiB). */
@@ -169,7 +172,7 @@ export class LaunchError extends Error {
     },
   ) {
     const tail = details.output.trim();
-    super(tail ? `${message}\n--- server output ---\n${tail}` : message, { cause: details.cause });
+    super(tail ? `${message}\n--- server output ---\n${tail}` : message, 0, 'LaunchFailed', { cause: details.cause });
     this.name = 'LaunchError';
     this.reason = details.reason;
     this.output = details.output;

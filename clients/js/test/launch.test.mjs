@@ -163,6 +163,7 @@ test('a program that does not exist rejects with reason "spawn"', { timeout: 10_
   assert.ok(error instanceof LaunchError);
   assert.equal(error.reason, 'spawn');
   assert.match(error.message, /ENOENT/);
+  assert.equal(error.cause?.code, 'ENOENT', "spawn's error is the cause");
 });
 
 test('a malformed IGOR_READY line rejects with reason "ready-line"', { timeout: 30_000 }, async (t) => {
@@ -495,4 +496,24 @@ test('LaunchError.output keeps the last 64 KiB of a chatty failure', { timeout: 
   assert.equal(error.output.length, 64 * 1024);
   assert.ok(error.output.endsWith('xxxTHE END\n'), 'the end is what is kept');
   assert.match(error.message, /THE END$/);
+});
+
+test('LaunchError is an IgorError (code 0, type "LaunchFailed") that keeps its own fields', { timeout: 30_000 }, async (t) => {
+  const dir = await scratch(t, { 'fails.py': 'import sys\nprint("no luck", file=sys.stderr)\nsys.exit(2)\n' });
+  const error = await launch(python, ['fails.py'], { cwd: dir, env, stderr: 'ignore' }).then(
+    () => assert.fail('launch should reject'),
+    (e) => e,
+  );
+  assert.ok(error instanceof IgorError, 'one instanceof IgorError check covers launches too');
+  assert.ok(error instanceof LaunchError);
+  assert.ok(error instanceof Error);
+  assert.equal(error.name, 'LaunchError');
+  assert.equal(error.code, 0);
+  assert.equal(error.type, 'LaunchFailed');
+  assert.equal(error.reason, 'exit');
+  assert.equal(error.exitCode, 2);
+  assert.equal(error.signal, null);
+  assert.equal(error.output, 'no luck\n');
+  assert.match(error.message, /exited with code 2 before printing its IGOR_READY line\n--- server output ---\nno luck$/);
+  assert.match(error.stack, /^LaunchError: /);
 });
