@@ -38,6 +38,9 @@ def count(out, data, **kwargs):
 API = {'hello': hello, 'count': count}
 `;
 
+// A ready line for a server that is not there: for tests that never connect.
+const READY_9 = 'print("IGOR_READY " + json.dumps({"url": "ws://127.0.0.1:9/", "port": 9, "token": None}), flush=True)';
+
 /** A fresh temporary folder with the given files, removed after the test. */
 async function scratch(t, files) {
   const dir = await mkdtemp(path.join(tmpdir(), 'igor-launch-'));
@@ -276,6 +279,30 @@ test("a parent's normal exit kills a child that does not watch stdin (exit hook)
   assert.ok(gone, `the Python child ${report.pid} outlived its parent's normal exit by 5 s; its log:\n${parentLog()}`);
 });
 
+test('killOnExit: false leaves the child running when the parent exits normally', { timeout: 60_000 }, async (t) => {
+  const dir = await scratch(t, { 'deaf.py': ['import json, time', READY_9, 'time.sleep(60)', ''].join('\n') });
+  const parent = spawn(process.execPath, [path.join(here, 'fixtures', 'parent.mjs'), 'exit', 'noconnect', python, 'deaf.py'], {
+    cwd: dir,
+    env: { ...env, IGOR_TEST_KILL_ON_EXIT: '0' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.after(() => parent.kill('SIGKILL'));
+  const report = JSON.parse(await firstLine(parent, 30_000));
+  assert.equal(report.error, undefined, report.error);
+  t.after(() => {
+    try {
+      process.kill(-report.pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  });
+  await once(parent, 'exit');
+  // No event says "no signal came": the hook, had it run, signalled the child
+  // before the parent's exit seen here, and SIGTERM's default action takes
+  // far less than the half second the child is watched for.
+  assert.equal(await waitGone(report.pid, 500), false, 'the child outlives its parent, as asked');
+});
+
 // A wrapper (a shell script, `uv run`, `poetry run`) between launch() and
 // Python: the Python grandchild must not outlive close() or a failed launch.
 const posixOnly = process.platform === 'win32' ? 'POSIX shell wrapper' : false;
@@ -333,9 +360,6 @@ test('close() ends the Python grandchild of a wrapper script, even one that igno
   assert.equal(await isAlive(server.process.pid), false, 'the wrapper is gone');
   assert.equal(await isAlive(pid), false, 'the Python grandchild is gone once close() resolves');
 });
-
-// A ready line for a server that is not there: for tests that never connect.
-const READY_9 = 'print("IGOR_READY " + json.dumps({"url": "ws://127.0.0.1:9/", "port": 9, "token": None}), flush=True)';
 
 test('stdout reaches its target without the ready line, before and after it; a throwing stderr logger changes nothing', { timeout: 30_000 }, async (t) => {
   const dir = await scratch(t, {
