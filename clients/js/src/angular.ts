@@ -5,8 +5,7 @@
  *
  * ```ts
  * // app.module.ts (or bootstrapApplication's providers)
- * providers: [{ provide: IGOR_CONFIG, useValue: { url: 'ws://127.0.0.1:5678', token, clientId: 'main-window', reconnect: true } }]
- * // or: providers: [provideIgor({ url, token })]
+ * providers: [provideIgor({ url: 'ws://127.0.0.1:5678', token, clientId: 'main-window', reconnect: true })]
  *
  * // a component
  * constructor(private igor: IgorService) {}
@@ -14,22 +13,23 @@
  * this.counter$ = this.igor.on<{ counter: number }>('counter_increment');
  * ```
  *
- * Why no `@Injectable()` decorator: this file is compiled by plain `tsc`, not
- * by the Angular compiler. A decorated class compiled that way only becomes
- * injectable at run time through Angular's JIT compiler, which AOT
- * applications do not ship ("needs to be compiled using the JIT compiler").
- * Instead the class carries the static `ɵprov` / `ɵfac` definitions that the
- * Angular compiler itself would generate for `@Injectable({ providedIn:
- * 'root' })` (the same shape since Angular 8), so it works in AOT and JIT
- * applications alike, needs no `experimentalDecorators`, and can also be
- * constructed directly with `new IgorService(config)` (in tests, or outside
- * Angular).
+ * Why a provider function and no `@Injectable()` decorator: this file is
+ * compiled by plain `tsc`, not by the Angular compiler. A decorated class
+ * compiled that way only becomes injectable at run time through Angular's
+ * JIT compiler, which AOT applications do not ship, and the static
+ * definitions the Angular compiler would add instead are private API, whose
+ * names changed between versions (Angular 8 reads `ngInjectableDef`, 9 and
+ * later a renamed field, so such a class is not injectable in one or the
+ * other). A factory provider with `deps` is public API in every
+ * version, in AOT and JIT applications alike; the class stays a plain class
+ * that can also be built with `new IgorService(config)` (in tests, or
+ * outside Angular).
  *
  * @packageDocumentation
  */
 
-import { InjectionToken, ɵɵdefineInjectable, ɵɵinject } from '@angular/core';
-import type { OnDestroy, Provider } from '@angular/core';
+import { InjectionToken } from '@angular/core';
+import type { FactoryProvider, OnDestroy, ValueProvider } from '@angular/core';
 import type { Observable } from 'rxjs';
 
 import { IgorClient } from './client.js';
@@ -46,15 +46,37 @@ export interface IgorConfig extends IgorClientOptions {
 /** Provide an {@link IgorConfig} (or a ready {@link IgorClient}) under this token to configure {@link IgorService}. */
 export const IGOR_CONFIG = new InjectionToken<IgorConfig | IgorClient>('IGOR_CONFIG');
 
-/** The providers that configure {@link IgorService}: `providers: [provideIgor({ url, token })]`. */
-export function provideIgor(config: IgorConfig | IgorClient): Provider[] {
-  return [{ provide: IGOR_CONFIG, useValue: config }];
+/**
+ * The providers of {@link IgorService}: `providers: [provideIgor({ url, token })]`.
+ *
+ * With a config (or an existing client) they provide it under
+ * {@link IGOR_CONFIG} too; without one (`provideIgor()`) they use the
+ * `IGOR_CONFIG` provided elsewhere, e.g. by a factory that reads it at start.
+ * The service lives, and is closed, with the injector they are listed in:
+ * the application's (`bootstrapApplication`, the root `NgModule`) for one
+ * connection for the whole app, or a component's for one per component.
+ * They are static providers too, so `Injector.create` takes them.
+ */
+export function provideIgor(config?: IgorConfig | IgorClient): Array<ValueProvider | FactoryProvider> {
+  const service: FactoryProvider = { provide: IgorService, useFactory: igorServiceFactory, deps: [IGOR_CONFIG] };
+  return config === undefined ? [service] : [{ provide: IGOR_CONFIG, useValue: config }, service];
 }
 
 /**
- * Igor for Angular: one {@link IgorClient} per injector (application-wide
- * with the default `providedIn: 'root'`), closed when the injector is
- * destroyed. Every method returns a cold Observable: nothing is sent until
+ * The factory of {@link provideIgor}'s service provider, for the one case
+ * that cannot call `provideIgor`: the metadata of an `@NgModule` compiled by
+ * Angular 8's View Engine AOT compiler, which evaluates no function calls.
+ * There write the provider itself:
+ * `{ provide: IgorService, useFactory: igorServiceFactory, deps: [IGOR_CONFIG] }`.
+ */
+export function igorServiceFactory(config: IgorConfig | IgorClient): IgorService {
+  return new IgorService(config);
+}
+
+/**
+ * Igor for Angular: one {@link IgorClient} per injector that lists
+ * {@link provideIgor} (application-wide when that is the application's),
+ * closed when the injector is destroyed. Every method returns a cold Observable: nothing is sent until
  * it is subscribed, each subscription makes its own call, and unsubscribing
  * (for example through the `async` pipe when a component goes away) cancels
  * the call on the server.
@@ -125,14 +147,4 @@ export class IgorService<A = any> implements OnDestroy {
   ngOnDestroy(): void {
     this.client.close();
   }
-
-  /** @nocollapse The definition Angular's compiler would emit for `@Injectable({ providedIn: 'root' })`. */
-  static ɵprov = ɵɵdefineInjectable({
-    token: IgorService,
-    providedIn: 'root',
-    factory: () => new IgorService(ɵɵinject(IGOR_CONFIG)),
-  });
-
-  /** @nocollapse The factory Angular uses when the class is listed in a `providers` array. */
-  static ɵfac = (): IgorService => new IgorService(ɵɵinject(IGOR_CONFIG));
 }

@@ -36,7 +36,9 @@ export type ClientErrorType =
   /** The `signal` reason of an exposed function whose call the server stopped waiting for. */
   | 'Cancelled'
   /** The server sent a message that is not JSON (the server uses this type too, code 400, for what it cannot read). */
-  | 'ProtocolError';
+  | 'ProtocolError'
+  /** `launch()` of `igor-client/node` failed: the error is a `LaunchError`, whose `reason` says how. */
+  | 'LaunchFailed';
 
 /** The fields of an error message on the wire (`{"streamId", "error", "code", "type", "traceback"}`). */
 export interface WireError {

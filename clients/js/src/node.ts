@@ -16,21 +16,18 @@
  *
  * @packageDocumentation
  */
-import { spawn, spawnSync } from 'node:child_process';
-import type { ChildProcess, ChildProcessByStdio } from 'node:child_process';
-import type { Readable, Writable } from 'node:stream';
+import type { ChildProcess } from 'node:child_process';
 
-import { IgorClient } from './index.js';
+import { IgorClient, IgorError } from './index.js';
 import type { IgorClientOptions } from './index.js';
+import { spawnServer, watchEnd } from './launch/child.js';
+import type { Child, ChildEnd, ExitStatus } from './launch/child.js';
+import { OutputLog, ReadyLineReader, sink } from './launch/output.js';
+import type { OutputTarget } from './launch/output.js';
+import { killAtOnce, stopGracefully } from './launch/stop.js';
+import { tieToParent } from './launch/tree.js';
 
-/** Where a stream of the child's output goes once {@link launch} has read it. */
-export type OutputTarget =
-  /** Write it to this process's own stream (`process.stderr` / `process.stdout`). */
-  | 'inherit'
-  /** Drop it (it is still kept for {@link LaunchError.output}). */
-  | 'ignore'
-  /** Hand each decoded chunk of text to a function (e.g. a logger). */
-  | ((text: string) => void);
+export type { ExitStatus, OutputTarget };
 
 /** Options of {@link launch}. Every one is optional. */
 export interface LaunchOptions {
@@ -104,14 +101,6 @@ export interface LaunchOptions {
   killOnExit?: boolean;
 }
 
-/** The exit status of the child. */
-export interface ExitStatus {
-  /** The exit code, or `null` when the child was ended by a signal. */
-  code: number | null;
-  /** The signal that ended the child, or `null`. */
-  signal: NodeJS.Signals | null;
-}
-
 /** A running server started by {@link launch}. */
 export interface LaunchedServer<C extends IgorClient | null = IgorClient> {
   /** The WebSocket URL from the `IGOR_READY` line, e.g. `ws://127.0.0.1:49152/`. */
@@ -158,8 +147,11 @@ export type LaunchFailure =
  * The error {@link launch} rejects with. Its message ends with the child's own
  * output, so a Python traceback (a bad import, a syntax error, a port already
  * in use) shows up in the error a developer sees instead of being lost.
+ *
+ * It is an {@link IgorError} (`code` `0`, `type` `'LaunchFailed'`), so one
+ * `instanceof IgorError` check covers a failed launch and a failed call.
  */
-export class LaunchError extends Error {
+export class LaunchError extends IgorError {
   /** What went wrong. */
   readonly reason: LaunchFailure;
   /** Everything the child wrote to stderr and stdout, in arrival order (the last 64 KiB). */
@@ -180,117 +172,13 @@ export class LaunchError extends Error {
     },
   ) {
     const tail = details.output.trim();
-    super(tail ? `${message}\n--- server output ---\n${tail}` : message, { cause: details.cause });
+    super(tail ? `${message}\n--- server output ---\n${tail}` : message, 0, 'LaunchFailed', { cause: details.cause });
     this.name = 'LaunchError';
     this.reason = details.reason;
     this.output = details.output;
     this.exitCode = details.exitCode ?? null;
     this.signal = details.signal ?? null;
   }
-}
-
-const READY_PREFIX = 'IGOR_READY ';
-const OUTPUT_LIMIT = 64 * 1024;
-/** How long to wait after 'exit' for the pipes to deliver their last bytes. */
-const DRAIN_LIMIT_MS = 1000;
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-/**
- * Children still alive, killed by one shared `process.on('exit')` hook (one
- * hook rather than one per launch, so that many launches do not trip Node's
- * MaxListeners warning).
- */
-const liveChildren = new Set<ChildProcess>();
-let exitHookInstalled = false;
-const WINDOWS = process.platform === 'win32';
-
-/**
- * Send `signal` to the child and everything it started. On POSIX the child
- * leads its own process group (it is spawned `detached`), so a wrapper (a
- * shell script, `uv run`, `poetry run`) and the Python it runs are signalled
- * together; if the group is gone, the child itself. On Windows only a kill is
- * possible, of the whole tree, with `taskkill /T /F`.
- */
-function signalTree(child: ChildProcess, signal: NodeJS.Signals, sync = false): void {
-  const pid = child.pid;
-  if (pid === undefined) return;
-  if (WINDOWS) {
-    if (signal !== 'SIGKILL') return; // SIGTERM is TerminateProcess on Windows: no cleanup either
-    const args = ['/T', '/F', '/PID', String(pid)];
-    try {
-      if (sync) spawnSync('taskkill', args, { stdio: 'ignore', windowsHide: true });
-      else spawn('taskkill', args, { stdio: 'ignore', windowsHide: true }).on('error', () => child.kill('SIGKILL'));
-    } catch {
-      try {
-        child.kill('SIGKILL');
-      } catch {
-        // Already gone.
-      }
-    }
-    return;
-  }
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    try {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-    } catch {
-      // Already gone.
-    }
-  }
-}
-
-/** Whether anything of the child's process group is still running (POSIX; on Windows: the child itself). */
-function treeAlive(child: ChildProcess): boolean {
-  const pid = child.pid;
-  if (pid === undefined) return false;
-  if (WINDOWS) return child.exitCode === null && child.signalCode === null;
-  try {
-    process.kill(-pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function killLiveChildren(): void {
-  for (const child of liveChildren) {
-    // Only synchronous work is possible in an 'exit' hook, so there is no
-    // grace period here. SIGTERM ends a Python that has no handler at once and
-    // lets one that has a handler clean up; the stdin pipe closes with this
-    // process anyway, which stops an `exit_with_parent` server too. On
-    // Windows the tree is killed with `taskkill /T /F`.
-    signalTree(child, WINDOWS ? 'SIGKILL' : 'SIGTERM', true);
-  }
-}
-
-function track(child: ChildProcess): void {
-  liveChildren.add(child);
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    process.on('exit', killLiveChildren);
-  }
-}
-
-function sink(target: OutputTarget, own: NodeJS.WriteStream): (text: string) => void {
-  if (target === 'ignore') return () => {};
-  if (target === 'inherit') {
-    return (text) => {
-      own.write(text);
-    };
-  }
-  return (text) => {
-    try {
-      target(text);
-    } catch {
-      // A throwing logger must not break the pipe reading.
-    }
-  };
-}
-
-function describe(command: string, args: readonly string[]): string {
-  return [command, ...args].map((part) => (/\s/.test(part) ? JSON.stringify(part) : part)).join(' ');
 }
 
 /**
@@ -336,37 +224,11 @@ export function launch(
   args: readonly string[] = [],
   options: LaunchOptions = {},
 ): Promise<LaunchedServer<IgorClient | null>> {
-  const timeout = options.timeout ?? 20_000;
-  const gracePeriod = Math.max(0, options.gracePeriod ?? 5_000);
-  const termDelay = Math.min(Math.max(0, options.termDelay ?? 1_000), gracePeriod);
-  const connect = options.connect ?? true;
-  const killOnExit = options.killOnExit ?? true;
-  const toStderr = sink(options.stderr ?? 'inherit', process.stderr);
-  const toStdout = sink(options.stdout ?? 'inherit', process.stdout);
+  const settings = settingsOf(options);
   const commandLine = describe(command, args);
-
-  const env: NodeJS.ProcessEnv = { ...(options.env ?? process.env) };
-  if (!('PYTHONUNBUFFERED' in env)) env.PYTHONUNBUFFERED = '1';
-
-  let output = '';
-  const collect = (text: string): void => {
-    output += text;
-    if (output.length > OUTPUT_LIMIT) output = output.slice(output.length - OUTPUT_LIMIT);
-  };
-
-  let child: ChildProcessByStdio<Writable, Readable, Readable>;
+  let child: Child;
   try {
-    child = spawn(command, [...args], {
-      cwd: options.cwd,
-      env,
-      stdio: ['pipe', 'pipe', 'pipe'],
-      windowsHide: true,
-      // Its own process group on POSIX, so that close() and a failed launch
-      // can signal a wrapper and the Python it started together. It no
-      // longer gets the terminal's Ctrl-C, but it sees EOF on its stdin when
-      // this process dies, however it dies (and the exit hook kills it).
-      detached: !WINDOWS,
-    });
+    child = spawnServer(command, args, { cwd: options.cwd, env: childEnv(options.env) });
   } catch (error) {
     // spawn throws synchronously for bad arguments (e.g. a missing cwd on some platforms).
     return Promise.reject(
@@ -377,245 +239,222 @@ export function launch(
       }),
     );
   }
+  if (settings.killOnExit) tieToParent(child);
+  const end = watchEnd(child);
+  const log = new OutputLog();
+  const reader = readOutput(child, log, settings);
+  return startUp({ child, end, log, reader, commandLine, settings });
+}
 
-  if (killOnExit) track(child);
+/** The options of {@link launch} with their defaults applied. */
+interface Settings {
+  timeout: number;
+  gracePeriod: number;
+  termDelay: number;
+  connect: boolean;
+  killOnExit: boolean;
+  client: IgorClientOptions | undefined;
+  toStderr: (text: string) => void;
+  toStdout: (text: string) => void;
+}
 
-  // The stdin pipe is only there to close; a child that exits first makes
-  // writes and ends fail with EPIPE, which is expected and harmless.
-  child.stdin.on('error', () => {});
-
-  // --- exit bookkeeping -------------------------------------------------
-  let exitStatus: ExitStatus | null = null;
-  let resolveExited!: (status: ExitStatus) => void;
-  const exited = new Promise<ExitStatus>((resolve) => {
-    resolveExited = resolve;
-  });
-  // Resolves when both output pipes have ended, so that an early exit is
-  // reported with its last lines (the traceback comes last).
-  let pipesOpen = 2;
-  let resolveDrained!: () => void;
-  const drained = new Promise<void>((resolve) => {
-    resolveDrained = resolve;
-  });
-  const pipeEnded = (): void => {
-    pipesOpen -= 1;
-    if (pipesOpen === 0) resolveDrained();
+function settingsOf(options: LaunchOptions): Settings {
+  const gracePeriod = Math.max(0, options.gracePeriod ?? 5_000);
+  return {
+    timeout: options.timeout ?? 20_000,
+    gracePeriod,
+    termDelay: Math.min(Math.max(0, options.termDelay ?? 1_000), gracePeriod),
+    connect: options.connect ?? true,
+    killOnExit: options.killOnExit ?? true,
+    client: options.client,
+    toStderr: sink(options.stderr ?? 'inherit', process.stderr),
+    toStdout: sink(options.stdout ?? 'inherit', process.stdout),
   };
-  child.stdout.on('close', pipeEnded);
-  child.stderr.on('close', pipeEnded);
+}
 
-  let killTimer: NodeJS.Timeout | undefined;
-  let termTimer: NodeJS.Timeout | undefined;
-  const markExited = (code: number | null, signal: NodeJS.Signals | null): void => {
-    if (exitStatus) return;
-    exitStatus = { code, signal };
-    liveChildren.delete(child);
-    clearTimeout(termTimer);
-    clearTimeout(killTimer);
-    resolveExited(exitStatus);
-  };
-  child.on('exit', markExited);
-  // A program that cannot be started emits 'error' and never 'exit'.
-  child.on('error', () => {
-    if (child.pid === undefined) markExited(null, null);
-  });
+/** The environment as given, unbuffered unless it says otherwise, so that log lines arrive when written. */
+function childEnv(env: NodeJS.ProcessEnv | undefined): NodeJS.ProcessEnv {
+  const result: NodeJS.ProcessEnv = { ...(env ?? process.env) };
+  if (!('PYTHONUNBUFFERED' in result)) result.PYTHONUNBUFFERED = '1';
+  return result;
+}
 
-  // --- stderr: forward and collect ---------------------------------------
+function describe(command: string, args: readonly string[]): string {
+  return [command, ...args].map((part) => (/\s/.test(part) ? JSON.stringify(part) : part)).join(' ');
+}
+
+/**
+ * Drain both pipes from the start (a child whose pipe is never read blocks on
+ * its next write), keep everything for a LaunchError, forward it, and pick
+ * the ready line out of stdout.
+ */
+function readOutput(child: Child, log: OutputLog, settings: Settings): ReadyLineReader {
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (text: string) => {
-    collect(text);
-    toStderr(text);
+    log.add(text);
+    settings.toStderr(text);
   });
-
-  // --- stdout: find the ready line, forward everything else ---------------
-  let ready: Record<string, unknown> | null = null;
-  let readyError: string | null = null;
-  let pending = '';
-  let resolveReadyLine!: () => void;
-  const readyLine = new Promise<void>((resolve) => {
-    resolveReadyLine = resolve;
+  const reader = new ReadyLineReader((text) => {
+    log.add(text);
+    settings.toStdout(text);
   });
   child.stdout.setEncoding('utf8');
-  child.stdout.on('data', (text: string) => {
-    if (ready || readyError) {
-      collect(text);
-      toStdout(text);
-      return;
-    }
-    pending += text;
-    let newline: number;
-    while (!ready && !readyError && (newline = pending.indexOf('\n')) !== -1) {
-      const line = pending.slice(0, newline + 1);
-      pending = pending.slice(newline + 1);
-      const trimmed = line.trim();
-      if (trimmed.startsWith(READY_PREFIX)) {
-        try {
-          const parsed: unknown = JSON.parse(trimmed.slice(READY_PREFIX.length));
-          if (
-            parsed === null ||
-            typeof parsed !== 'object' ||
-            typeof (parsed as Record<string, unknown>).url !== 'string' ||
-            typeof (parsed as Record<string, unknown>).port !== 'number'
-          ) {
-            readyError = `the IGOR_READY line lacks "url" or "port": ${trimmed}`;
-          } else {
-            ready = parsed as Record<string, unknown>;
-          }
-        } catch {
-          readyError = `the IGOR_READY line is not valid JSON: ${trimmed}`;
-        }
-        resolveReadyLine();
-      } else {
-        collect(line);
-        toStdout(line);
-      }
-    }
-    if ((ready || readyError) && pending) {
-      collect(pending);
-      toStdout(pending);
-      pending = '';
-    }
+  child.stdout.on('data', (text: string) => reader.feed(text));
+  return reader;
+}
+
+/** Why a launch failed, before the child is ended and its output gathered into a LaunchError. */
+class Failure {
+  constructor(
+    readonly reason: LaunchFailure,
+    readonly message: string,
+    readonly cause?: unknown,
+  ) {}
+}
+
+/** One timer for the whole launch, the ready line and the connection together. */
+function startupDeadline(ms: number): { expired: Promise<void>; cancel(): void } {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
   });
+  return { expired, cancel: () => clearTimeout(timer) };
+}
 
-  // --- close(): the graceful-then-forceful stop -----------------------------
-  let client: IgorClient | null = null;
-  let closing: Promise<ExitStatus> | null = null;
-  const stopChild = (): Promise<ExitStatus> => {
-    if (closing) return closing;
-    closing = (async () => {
-      if (client) {
-        try {
-          client.close();
-        } catch {
-          // The connection may already be gone.
-        }
-      }
-      if (exitStatus && !treeAlive(child)) return exitStatus;
-      const deadline = Date.now() + gracePeriod;
-      child.stdin.end();
-      const signal = (name: NodeJS.Signals) => () => signalTree(child, name);
-      // On Windows "SIGTERM" is TerminateProcess, as abrupt as a kill: only
-      // closing stdin is graceful there, so it gets the whole grace period.
-      if (!WINDOWS) {
-        if (termDelay === 0) signal('SIGTERM')();
-        else termTimer = setTimeout(signal('SIGTERM'), termDelay);
-      }
-      killTimer = setTimeout(signal('SIGKILL'), gracePeriod);
-      const status = await exited;
-      // The child (a wrapper) may be gone while what it started still runs:
-      // give that the rest of the grace period, then kill it too.
-      while (treeAlive(child) && Date.now() < deadline) await sleep(25);
-      if (treeAlive(child)) {
-        signalTree(child, 'SIGKILL');
-        const killedAt = Date.now();
-        while (treeAlive(child) && Date.now() - killedAt < DRAIN_LIMIT_MS) await sleep(25);
-      }
-      clearTimeout(termTimer);
-      clearTimeout(killTimer);
-      return status;
-    })();
-    return closing;
-  };
+interface Startup {
+  child: Child;
+  end: ChildEnd;
+  log: OutputLog;
+  reader: ReadyLineReader;
+  commandLine: string;
+  settings: Settings;
+}
 
-  const failure = async (
-    reason: LaunchFailure,
-    message: string,
-    cause?: unknown,
-  ): Promise<never> => {
-    // Stop the child, then wait (bounded) for its pipes so that the error
-    // carries its last words.
-    if (!exitStatus) {
-      // No point waiting for a graceful exit of a server that is not working.
-      child.stdin.end();
-      signalTree(child, 'SIGKILL');
+type Deadline = ReturnType<typeof startupDeadline>;
+
+/**
+ * Wait for the ready line, then for the connection; whatever comes first of
+ * those, the child's end and the deadline decides. A failure ends the child
+ * before the LaunchError is thrown, so a failed launch leaves nothing running.
+ */
+async function startUp(startup: Startup): Promise<LaunchedServer<IgorClient | null>> {
+  const { child, end, log, reader, settings } = startup;
+  const deadline = startupDeadline(settings.timeout);
+  const attempt: { client: IgorClient | null } = { client: null };
+  let outcome: Record<string, unknown> | Failure;
+  try {
+    outcome = await readyLine(startup, deadline);
+    if (!(outcome instanceof Failure) && settings.connect) {
+      const connected = await connectClient(startup, deadline, outcome, attempt);
+      if (connected instanceof Failure) outcome = connected;
     }
-    const status = await exited;
-    // A wrapper's children are in the same group: make sure none survives.
-    if (treeAlive(child)) signalTree(child, 'SIGKILL');
-    await Promise.race([drained, new Promise((r) => setTimeout(r, DRAIN_LIMIT_MS).unref())]);
-    if (pending) {
-      collect(pending);
-      pending = '';
-    }
-    throw new LaunchError(message, {
-      reason,
-      output,
+  } finally {
+    deadline.cancel();
+  }
+  if (outcome instanceof Failure) {
+    closeQuietly(attempt.client);
+    const status = await killAtOnce(child, end);
+    const unfinished = reader.takePending();
+    if (unfinished) log.add(unfinished);
+    throw new LaunchError(outcome.message, {
+      reason: outcome.reason,
+      output: log.text,
       exitCode: status.code,
       signal: status.signal,
-      cause,
+      cause: outcome.cause,
     });
+  }
+  return launchedServer(child, end, outcome, attempt.client, settings);
+}
+
+async function readyLine(startup: Startup, deadline: Deadline): Promise<Record<string, unknown> | Failure> {
+  const { commandLine, settings } = startup;
+  const first = await Promise.race([
+    startup.reader.line,
+    startup.end.exited.then(() => endedEarly(startup, 'before printing its IGOR_READY line')),
+    deadline.expired.then(
+      () => new Failure('timeout', `${commandLine} printed no IGOR_READY line within ${settings.timeout} ms (it was killed)`),
+    ),
+  ]);
+  if (first instanceof Failure) return first;
+  return first.ok ? first.fields : new Failure('ready-line', first.problem);
+}
+
+/** Connect with the token of the ready line unless the client options have one. */
+async function connectClient(
+  startup: Startup,
+  deadline: Deadline,
+  fields: Record<string, unknown>,
+  attempt: { client: IgorClient | null },
+): Promise<IgorClient | Failure> {
+  const { settings } = startup;
+  const url = fields.url as string;
+  const token = tokenOf(fields);
+  const clientOptions: IgorClientOptions = { ...settings.client };
+  if (clientOptions.token === undefined && token !== null) clientOptions.token = token;
+  const refused = (error: unknown): Failure => {
+    const why = error instanceof Error ? error.message : String(error);
+    return new Failure('connect', `could not connect to ${url}: ${why}`, error);
   };
+  let client: IgorClient;
+  try {
+    client = new IgorClient(url, clientOptions);
+  } catch (error) {
+    return refused(error);
+  }
+  // Kept where startUp sees it, so that a failure closes the half-made connection.
+  attempt.client = client;
+  return Promise.race([
+    client.ready.then(() => client, refused),
+    startup.end.exited.then(() => endedEarly(startup, 'before it could be connected to')),
+    deadline.expired.then(
+      () => new Failure('connect', `could not connect to ${url} within ${settings.timeout} ms (the server was killed)`),
+    ),
+  ]);
+}
 
-  return new Promise<LaunchedServer<IgorClient | null>>((resolve, reject) => {
-    // Exactly one of fail() and the final resolve() wins; later events are ignored.
-    let settled = false;
-    const fail = (reason: LaunchFailure, message: string, cause?: unknown): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      try {
-        client?.close();
-      } catch {
-        // Nothing to close.
-      }
-      failure(reason, message, cause).catch(reject);
-    };
+function endedEarly(startup: Startup, when: string): Failure {
+  const { end, commandLine } = startup;
+  if (end.startError) {
+    return new Failure('spawn', `could not start ${commandLine}: ${end.startError.message}`, end.startError);
+  }
+  const status = end.status as ExitStatus;
+  const how = status.signal ? `was killed by ${status.signal}` : `exited with code ${status.code}`;
+  return new Failure('exit', `${commandLine} ${how} ${when}`);
+}
 
-    // One deadline for the whole launch: the ready line and the connection.
-    const timer = setTimeout(() => {
-      if (ready) {
-        fail('connect', `could not connect to ${String(ready.url)} within ${timeout} ms (the server was killed)`);
-      } else {
-        fail('timeout', `${commandLine} printed no IGOR_READY line within ${timeout} ms (it was killed)`);
-      }
-    }, timeout);
+function tokenOf(fields: Record<string, unknown>): string | null {
+  return typeof fields.token === 'string' ? fields.token : null;
+}
 
-    child.once('error', (error) => {
-      if (child.pid !== undefined) return; // a failed kill(), not a failed start
-      fail('spawn', `could not start ${commandLine}: ${error.message}`, error);
-    });
+function closeQuietly(client: IgorClient | null): void {
+  try {
+    client?.close();
+  } catch {
+    // The connection may already be gone.
+  }
+}
 
-    void exited.then((status) => {
-      const how = status.signal ? `was killed by ${status.signal}` : `exited with code ${status.code}`;
-      const when = ready ? 'before it could be connected to' : 'before printing its IGOR_READY line';
-      fail('exit', `${commandLine} ${how} ${when}`);
-    });
-
-    void readyLine.then(async () => {
-      if (settled) return;
-      if (readyError || !ready) {
-        fail('ready-line', readyError ?? 'no IGOR_READY line');
-        return;
-      }
-      const info = ready;
-      const url = info.url as string;
-      const port = info.port as number;
-      const token = typeof info.token === 'string' ? info.token : null;
-      if (connect) {
-        const clientOptions: IgorClientOptions = { ...options.client };
-        if (clientOptions.token === undefined && token !== null) clientOptions.token = token;
-        try {
-          client = new IgorClient(url, clientOptions);
-          await client.ready;
-        } catch (error) {
-          const why = error instanceof Error ? error.message : String(error);
-          fail('connect', `could not connect to ${url}: ${why}`, error);
-          return;
-        }
-      }
-      if (settled) return; // the deadline or an exit came first; fail() closed the client
-      settled = true;
-      clearTimeout(timer);
-      resolve({
-        url,
-        port,
-        token,
-        ready: info,
-        process: child,
-        client,
-        exited,
-        close: stopChild,
-      });
-    });
-  });
+function launchedServer(
+  child: Child,
+  end: ChildEnd,
+  fields: Record<string, unknown>,
+  client: IgorClient | null,
+  settings: Settings,
+): LaunchedServer<IgorClient | null> {
+  let closing: Promise<ExitStatus> | null = null;
+  const close = async (): Promise<ExitStatus> => {
+    closeQuietly(client);
+    return stopGracefully(child, end, settings);
+  };
+  return {
+    url: fields.url as string,
+    port: fields.port as number,
+    token: tokenOf(fields),
+    ready: fields,
+    process: child as ChildProcess,
+    client,
+    exited: end.exited,
+    close: () => (closing ??= close()),
+  };
 }

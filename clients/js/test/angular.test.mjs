@@ -1,12 +1,13 @@
 // The Angular service, with RxJS, without bootstrapping an application.
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { Injector } from '@angular/core';
 import { firstValueFrom, lastValueFrom, Observable, of } from 'rxjs';
 import { take, toArray } from 'rxjs/operators';
 import WebSocket from 'ws';
 
-import { IGOR_CONFIG, IgorService, provideIgor } from '../dist/angular.js';
+import { IGOR_CONFIG, IgorService, igorServiceFactory, provideIgor } from '../dist/angular.js';
 import { IgorClient, IgorError } from '../dist/index.js';
 import { startServer, within } from './helpers.mjs';
 
@@ -82,10 +83,8 @@ describe('IgorService constructed directly', () => {
 });
 
 describe('IgorService through Angular dependency injection', () => {
-  it('is injectable with IGOR_CONFIG (class provider, no JIT compiler needed)', async () => {
-    const injector = Injector.create({
-      providers: [{ provide: IGOR_CONFIG, useValue: { url: server.url, WebSocket } }, IgorService],
-    });
+  it('provideIgor(config) provides one service per injector, without a JIT compiler', async () => {
+    const injector = Injector.create({ providers: provideIgor({ url: server.url, WebSocket }) });
     const igor = injector.get(IgorService);
     try {
       assert.ok(igor instanceof IgorService);
@@ -96,9 +95,42 @@ describe('IgorService through Angular dependency injection', () => {
     }
   });
 
+  it('destroying the injector closes the connection', async () => {
+    const injector = Injector.create({ providers: provideIgor({ url: server.url, WebSocket }) });
+    const igor = injector.get(IgorService);
+    await within(5000, igor.ready, 'ready');
+    const statuses = lastValueFrom(igor.status$.pipe(toArray()));
+    injector.destroy();
+    assert.deepEqual(await within(5000, statuses, 'statuses'), ['open', 'closed']);
+  });
+
+  it('provideIgor() with no argument uses the IGOR_CONFIG provided beside it', async () => {
+    const injector = Injector.create({
+      providers: [{ provide: IGOR_CONFIG, useValue: { url: server.url, WebSocket, clientId: 'ng-token' } }, ...provideIgor()],
+    });
+    try {
+      assert.equal(await within(5000, firstValueFrom(injector.get(IgorService).call('whoami')), 'whoami'), 'ng-token');
+    } finally {
+      injector.destroy();
+    }
+  });
+
+  it('a child injector that lists provideIgor gets its own service; one that does not shares its parent\'s', () => {
+    const parent = Injector.create({ providers: provideIgor({ url: server.url, WebSocket }) });
+    const own = Injector.create({ providers: provideIgor({ url: server.url, WebSocket }), parent });
+    const sharing = Injector.create({ providers: [], parent });
+    try {
+      assert.notEqual(own.get(IgorService), parent.get(IgorService));
+      assert.equal(sharing.get(IgorService), parent.get(IgorService));
+    } finally {
+      own.destroy();
+      parent.destroy();
+    }
+  });
+
   it('provideIgor() can hand over an existing client', async () => {
     const client = new IgorClient(server.url, { WebSocket });
-    const injector = Injector.create({ providers: [...provideIgor(client), IgorService] });
+    const injector = Injector.create({ providers: provideIgor(client) });
     const igor = injector.get(IgorService);
     try {
       assert.equal(igor.client, client);
@@ -108,9 +140,30 @@ describe('IgorService through Angular dependency injection', () => {
     }
   });
 
-  it("declares itself providedIn: 'root' as Angular's compiler would", () => {
-    assert.equal(IgorService.ɵprov.providedIn, 'root');
-    assert.equal(typeof IgorService.ɵprov.factory, 'function');
-    assert.equal(typeof IgorService.ɵfac, 'function');
+  it('the literal provider with igorServiceFactory works as provideIgor does', async () => {
+    const injector = Injector.create({
+      providers: [
+        { provide: IGOR_CONFIG, useValue: { url: server.url, WebSocket } },
+        { provide: IgorService, useFactory: igorServiceFactory, deps: [IGOR_CONFIG] },
+      ],
+    });
+    try {
+      assert.equal(await within(5000, firstValueFrom(injector.get(IgorService).call('hello', { name: 'literal' })), 'call'), 'Hello literal');
+    } finally {
+      injector.destroy();
+    }
+  });
+});
+
+describe('the adapter uses only public Angular API', () => {
+  it('has no \u0275 (private API) identifier in src/angular.ts', async () => {
+    const source = await readFile(new URL('../src/angular.ts', import.meta.url), 'utf8');
+    const found = source.split('\n').map((line, i) => [i + 1, line]).filter(([, line]) => line.includes('\u0275'));
+    assert.deepEqual(found, [], 'Angular marks its private API with \u0275; the adapter must not use it');
+  });
+
+  it('adds no Angular definitions to the class', () => {
+    const statics = Object.getOwnPropertyNames(IgorService).filter((name) => !['length', 'name', 'prototype'].includes(name));
+    assert.deepEqual(statics, []);
   });
 });

@@ -12,7 +12,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import WebSocket from 'ws';
+
+import { IgorError } from '../dist/index.js';
 import { launch, LaunchError } from '../dist/node.js';
+import { within } from './helpers.mjs';
 import { collectStderr, firstLine, isAlive, waitGone } from './processes.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -33,6 +37,9 @@ def count(out, data, **kwargs):
 
 API = {'hello': hello, 'count': count}
 `;
+
+// A ready line for a server that is not there: for tests that never connect.
+const READY_9 = 'print("IGOR_READY " + json.dumps({"url": "ws://127.0.0.1:9/", "port": 9, "token": None}), flush=True)';
 
 /** A fresh temporary folder with the given files, removed after the test. */
 async function scratch(t, files) {
@@ -159,6 +166,7 @@ test('a program that does not exist rejects with reason "spawn"', { timeout: 10_
   assert.ok(error instanceof LaunchError);
   assert.equal(error.reason, 'spawn');
   assert.match(error.message, /ENOENT/);
+  assert.equal(error.cause?.code, 'ENOENT', "spawn's error is the cause");
 });
 
 test('a malformed IGOR_READY line rejects with reason "ready-line"', { timeout: 30_000 }, async (t) => {
@@ -271,6 +279,30 @@ test("a parent's normal exit kills a child that does not watch stdin (exit hook)
   assert.ok(gone, `the Python child ${report.pid} outlived its parent's normal exit by 5 s; its log:\n${parentLog()}`);
 });
 
+test('killOnExit: false leaves the child running when the parent exits normally', { timeout: 60_000 }, async (t) => {
+  const dir = await scratch(t, { 'deaf.py': ['import json, time', READY_9, 'time.sleep(60)', ''].join('\n') });
+  const parent = spawn(process.execPath, [path.join(here, 'fixtures', 'parent.mjs'), 'exit', 'noconnect', python, 'deaf.py'], {
+    cwd: dir,
+    env: { ...env, IGOR_TEST_KILL_ON_EXIT: '0' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.after(() => parent.kill('SIGKILL'));
+  const report = JSON.parse(await firstLine(parent, 30_000));
+  assert.equal(report.error, undefined, report.error);
+  t.after(() => {
+    try {
+      process.kill(-report.pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  });
+  await once(parent, 'exit');
+  // No event says "no signal came": the hook, had it run, signalled the child
+  // before the parent's exit seen here, and SIGTERM's default action takes
+  // far less than the half second the child is watched for.
+  assert.equal(await waitGone(report.pid, 500), false, 'the child outlives its parent, as asked');
+});
+
 // A wrapper (a shell script, `uv run`, `poetry run`) between launch() and
 // Python: the Python grandchild must not outlive close() or a failed launch.
 const posixOnly = process.platform === 'win32' ? 'POSIX shell wrapper' : false;
@@ -327,4 +359,185 @@ test('close() ends the Python grandchild of a wrapper script, even one that igno
   await server.close();
   assert.equal(await isAlive(server.process.pid), false, 'the wrapper is gone');
   assert.equal(await isAlive(pid), false, 'the Python grandchild is gone once close() resolves');
+});
+
+test('stdout reaches its target without the ready line, before and after it; a throwing stderr logger changes nothing', { timeout: 30_000 }, async (t) => {
+  const dir = await scratch(t, {
+    'chatty.py': [
+      'import json, sys',
+      'print("to stderr", file=sys.stderr, flush=True)',
+      'sys.stdout.write("before 1\\nbefore 2\\n")',
+      'sys.stdout.write("IGOR_READY " + json.dumps({"url": "ws://127.0.0.1:9/", "port": 9, "extra": [1, 2]}) + "\\nafter, same write\\n")',
+      'sys.stdout.flush()',
+      'print("later", flush=True)',
+      'sys.stdin.read()',
+      '',
+    ].join('\n'),
+  });
+  let stdout = '';
+  let sawLater;
+  const later = new Promise((resolve) => {
+    sawLater = resolve;
+  });
+  const server = await launch(python, ['chatty.py'], {
+    cwd: dir,
+    env,
+    connect: false,
+    stdout: (text) => {
+      stdout += text;
+      if (stdout.includes('later\n')) sawLater();
+    },
+    stderr: () => {
+      throw new Error('a broken logger');
+    },
+  });
+  t.after(() => server.close());
+  assert.deepEqual(server.ready.extra, [1, 2], 'fields this module does not know are kept');
+  await within(10_000, later, 'the line printed after the ready line');
+  assert.equal(stdout, 'before 1\nbefore 2\nafter, same write\nlater\n');
+  assert.deepEqual(await server.close(), { code: 0, signal: null }, 'it ended on the closed stdin');
+});
+
+test('PYTHONUNBUFFERED=1 is added to the environment unless it is there', { timeout: 30_000 }, async (t) => {
+  const dir = await scratch(t, {
+    'env_ready.py': [
+      'import json, os, sys',
+      'print("IGOR_READY " + json.dumps({"url": "ws://127.0.0.1:9/", "port": 9, "unbuffered": os.environ.get("PYTHONUNBUFFERED")}), flush=True)',
+      'sys.stdin.read()',
+      '',
+    ].join('\n'),
+  });
+  const { PYTHONUNBUFFERED: _ignored, ...without } = env;
+  for (const [given, expected] of [[without, '1'], [{ ...without, PYTHONUNBUFFERED: 'kept' }, 'kept']]) {
+    const server = await launch(python, ['env_ready.py'], { cwd: dir, env: given, connect: false, stderr: 'ignore' });
+    await server.close();
+    assert.equal(server.ready.unbuffered, expected);
+  }
+});
+
+test('a ready line without "url" or "port" rejects with reason "ready-line"', { timeout: 30_000 }, async (t) => {
+  const dir = await scratch(t, {
+    'no_port.py': 'import json, time\nprint("IGOR_READY " + json.dumps({"url": "ws://127.0.0.1:9/"}), flush=True)\ntime.sleep(60)\n',
+  });
+  const error = await launch(python, ['no_port.py'], { cwd: dir, env, stderr: 'ignore' }).then(
+    () => assert.fail('launch should reject'),
+    (e) => e,
+  );
+  assert.equal(error.reason, 'ready-line');
+  assert.match(error.message, /lacks "url" or "port"/);
+  assert.equal(error.signal, 'SIGKILL', 'the child was ended');
+});
+
+test('a token in the client options is used instead of the ready line\'s', { timeout: 60_000 }, async (t) => {
+  const dir = await scratch(t, { 'launch_api.py': API_MODULE });
+  const error = await launch(python, ['-m', 'igor', 'launch_api:API', '--port', '0', '--token', 'the-right-token'], {
+    cwd: dir,
+    env,
+    stderr: 'ignore',
+    client: { token: 'a-wrong-token', WebSocket },
+  }).then(
+    () => assert.fail('launch should reject'),
+    (e) => e,
+  );
+  assert.equal(error.reason, 'connect');
+  assert.ok(error.cause instanceof IgorError, `the client's error is the cause: ${error.cause}`);
+  assert.equal(error.cause.code, 401, 'the server refused the wrong token');
+});
+
+test('a server that exits after its ready line, while the client connects, rejects with reason "exit"', { timeout: 30_000 }, async (t) => {
+  // The "server" is a TCP socket here that accepts and never answers the
+  // handshake; when the client reaches it, the child is told to exit.
+  const { createServer } = await import('node:net');
+  const sockets = [];
+  const control = createServer((socket) => sockets.push(socket));
+  const told = once(control, 'connection');
+  const silent = createServer((socket) => {
+    sockets.push(socket);
+    void told.then(([child]) => child.write('x'));
+  });
+  for (const server of [control, silent]) await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => {
+    for (const socket of sockets) socket.destroy();
+    control.close();
+    silent.close();
+  });
+  const dir = await scratch(t, {
+    'quitter.py': [
+      'import json, socket, sys',
+      'port, control = int(sys.argv[1]), int(sys.argv[2])',
+      'told = socket.create_connection(("127.0.0.1", control))',
+      'print("IGOR_READY " + json.dumps({"url": f"ws://127.0.0.1:{port}/", "port": port}), flush=True)',
+      'told.recv(1)',
+      'sys.exit(3)',
+      '',
+    ].join('\n'),
+  });
+  const error = await launch(python, ['quitter.py', String(silent.address().port), String(control.address().port)], {
+    cwd: dir,
+    env,
+    stderr: 'ignore',
+    client: { WebSocket },
+  }).then(
+    () => assert.fail('launch should reject'),
+    (e) => e,
+  );
+  assert.equal(error.reason, 'exit');
+  assert.match(error.message, /exited with code 3 before it could be connected to/);
+  assert.equal(error.exitCode, 3);
+});
+
+test('termDelay 0 sends SIGTERM as soon as stdin is closed', { timeout: 30_000 }, async (t) => {
+  const dir = await scratch(t, { 'deaf.py': ['import json, time', READY_9, 'time.sleep(60)', ''].join('\n') });
+  const server = await launch(python, ['deaf.py'], { cwd: dir, env, connect: false, termDelay: 0, gracePeriod: 10_000 });
+  t.after(() => server.close());
+  const started = Date.now();
+  const status = await server.close();
+  const elapsed = Date.now() - started;
+  assert.deepEqual(status, { code: null, signal: 'SIGTERM' });
+  // The default termDelay (1000 ms) would be the other way to get a SIGTERM.
+  assert.ok(elapsed < 900, `SIGTERM came after ${elapsed} ms`);
+});
+
+test('exited resolves when the server dies by itself, and close() then reports that end', { timeout: 30_000 }, async (t) => {
+  const dir = await scratch(t, { 'deaf.py': ['import json, time', READY_9, 'time.sleep(60)', ''].join('\n') });
+  const server = await launch(python, ['deaf.py'], { cwd: dir, env, connect: false });
+  t.after(() => server.close());
+  process.kill(server.process.pid, 'SIGTERM');
+  const status = await within(10_000, server.exited, 'exited');
+  assert.deepEqual(status, { code: null, signal: 'SIGTERM' });
+  assert.deepEqual(await server.close(), status);
+});
+
+test('LaunchError.output keeps the last 64 KiB of a chatty failure', { timeout: 30_000 }, async (t) => {
+  const dir = await scratch(t, {
+    'chatty_failure.py': 'import sys\nsys.stderr.write("x" * 100_000)\nsys.stderr.write("THE END\\n")\nsys.exit(1)\n',
+  });
+  const error = await launch(python, ['chatty_failure.py'], { cwd: dir, env, stderr: 'ignore' }).then(
+    () => assert.fail('launch should reject'),
+    (e) => e,
+  );
+  assert.equal(error.reason, 'exit');
+  assert.equal(error.output.length, 64 * 1024);
+  assert.ok(error.output.endsWith('xxxTHE END\n'), 'the end is what is kept');
+  assert.match(error.message, /THE END$/);
+});
+
+test('LaunchError is an IgorError (code 0, type "LaunchFailed") that keeps its own fields', { timeout: 30_000 }, async (t) => {
+  const dir = await scratch(t, { 'fails.py': 'import sys\nprint("no luck", file=sys.stderr)\nsys.exit(2)\n' });
+  const error = await launch(python, ['fails.py'], { cwd: dir, env, stderr: 'ignore' }).then(
+    () => assert.fail('launch should reject'),
+    (e) => e,
+  );
+  assert.ok(error instanceof IgorError, 'one instanceof IgorError check covers launches too');
+  assert.ok(error instanceof LaunchError);
+  assert.ok(error instanceof Error);
+  assert.equal(error.name, 'LaunchError');
+  assert.equal(error.code, 0);
+  assert.equal(error.type, 'LaunchFailed');
+  assert.equal(error.reason, 'exit');
+  assert.equal(error.exitCode, 2);
+  assert.equal(error.signal, null);
+  assert.equal(error.output, 'no luck\n');
+  assert.match(error.message, /exited with code 2 before printing its IGOR_READY line\n--- server output ---\nno luck$/);
+  assert.match(error.stack, /^LaunchError: /);
 });
