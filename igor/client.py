@@ -22,7 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Union
 from urllib.parse import urlsplit, urlunsplit
 
-import websocket
+try:
+    import websocket
+except ImportError as exc:  # the optional "client" extra is not installed
+    raise ImportError("igor's Python client needs websocket-client: pip install 'igor[client]'",
+                      name=exc.name) from exc
 
 from .exceptions import CallTimeout, ConnectionClosed, ConnectionFailed, RemoteError, StreamClosed
 from .handshake import SUBPROTOCOL_V2
