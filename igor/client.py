@@ -29,7 +29,16 @@ except ImportError as exc:  # the optional "client" extra is not installed
                       name=exc.name) from exc
 
 from .exceptions import CallTimeout, ConnectionClosed, ConnectionFailed, RemoteError, StreamClosed
-from .handshake import SUBPROTOCOL_V2
+from .protocol import (
+    CLIENT_SUBPROTOCOL,
+    client_call_message,
+    client_cancel_message,
+    client_end_message,
+    client_input_message,
+    client_process_input_message,
+    client_reply_error_message,
+    client_reply_message,
+)
 
 __all__ = ["IgorClient", "ClientStream"]
 
@@ -156,7 +165,7 @@ class ClientStream:
         with a :class:`~igor.RemoteError` of code 429 on iteration.
         """
         self._check_input("send to")
-        self.client._send({"streamId": self.stream_id, "data": data})
+        self.client._send(client_input_message(self.stream_id, data))
 
     def end(self) -> None:
         """Tell the handler no more input comes; the stream stays open until the handler finishes.
@@ -167,7 +176,7 @@ class ClientStream:
             return
         self._check_input("end")
         self.input_ended = True
-        self.client._send({"streamId": self.stream_id, "end": True})
+        self.client._send(client_end_message(self.stream_id))
 
     def cancel(self) -> None:
         """Ask the server to stop this stream; iteration ends at once. A no-op once it ended."""
@@ -176,7 +185,7 @@ class ClientStream:
         self.cancelled = True
         self._end()
         try:
-            self.client._send({"streamId": self.stream_id, "cancel": True})
+            self.client._send(client_cancel_message(self.stream_id))
         except ConnectionClosed:
             pass
 
@@ -273,7 +282,7 @@ class IgorClient:
         """
         if not isinstance(process_id, str) or not process_id:
             raise ValueError(f"a process id is a non-empty string, not {process_id!r}")
-        self._send({"process": process_id, "data": data})
+        self._send(client_process_input_message(process_id, data))
 
     # -- pushes and server calls ----------------------------------------------
 
@@ -380,7 +389,7 @@ class IgorClient:
                 raise ConnectionClosed("the connection is closed")
             self._streams[stream.stream_id] = stream
         try:
-            self._send({"streamId": stream.stream_id, "action": action, "data": data})
+            self._send(client_call_message(stream.stream_id, action, data))
         except BaseException:
             self._forget(stream.stream_id)
             raise
@@ -500,15 +509,15 @@ class IgorClient:
 
     def _answer(self, call_id: Any, action: Any, fn: Optional[Callable[[Any], Any]], data: Any) -> None:
         if fn is None:
-            answer = {"callId": call_id, "error": f"this client exposes no function {action!r}",
-                      "code": 404, "type": "UnknownAction"}
+            answer = client_reply_error_message(call_id, f"this client exposes no function {action!r}", 404,
+                                                "UnknownAction")
         else:
             try:
-                answer = {"callId": call_id, "data": fn(data)}
+                answer = client_reply_message(call_id, fn(data))
                 json.dumps(answer)  # a result that is not JSON is the function's error, not the connection's
             except Exception as exc:
                 log.debug("exposed function %r failed", action, exc_info=True)
-                answer = {"callId": call_id, "error": str(exc) or type(exc).__name__, "type": type(exc).__name__}
+                answer = client_reply_error_message(call_id, str(exc) or type(exc).__name__, 500, type(exc).__name__)
         with self._lock:
             if call_id not in self._server_calls:
                 return  # the server stopped waiting (timeout): it wants no answer
@@ -533,7 +542,7 @@ def _connect(url: str, timeout: Optional[float], header: List[str]) -> _WebSocke
     where = _without_query(url)  # the query may hold the token
     try:
         return websocket.create_connection(url, timeout=timeout, header=header, enable_multithread=True,
-                                           class_=_WebSocket, subprotocols=[SUBPROTOCOL_V2])
+                                           class_=_WebSocket, subprotocols=[CLIENT_SUBPROTOCOL])
     except websocket.WebSocketBadStatusException as exc:
         status = exc.status_code
         hint = _STATUS_HINTS.get(status, "the server refused the WebSocket handshake")

@@ -69,3 +69,19 @@ def test_every_name_in_all_resolves():
 
     for name in igor.__all__:
         assert getattr(igor, name) is not None, name
+
+
+SERVER_MODULES = ("config", "connection", "core", "dispatch", "frames", "handshake", "lifecycle", "process",
+                  "registry", "server", "static", "stream", "transport", "typescript")
+
+
+def test_the_client_imports_nothing_of_the_server():
+    out = run_python(
+        "import sys, json\n"
+        "import igor.client\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m == 'igor' or m.startswith('igor.'))))\n"
+    )
+    loaded = json.loads(out)
+    assert loaded == ["igor", "igor.client", "igor.exceptions", "igor.protocol"]
+    # Named too, so that a new module cannot slip in under a name this test forgot.
+    assert not {f"igor.{name}" for name in SERVER_MODULES} & set(loaded)
