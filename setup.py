@@ -15,6 +15,8 @@ setup(
     long_description=long_description,
     long_description_content_type="text/markdown",
     packages=find_packages(include=["igor", "igor.*"]),
+    # PEP 561: the package's annotations are meant for its users' type checkers.
+    package_data={"igor": ["py.typed"]},
     python_requires=">=3.9",
     install_requires=["websocket-server==0.6.4"],
     extras_require={

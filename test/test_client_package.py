@@ -85,3 +85,19 @@ def test_the_client_imports_nothing_of_the_server():
     assert loaded == ["igor", "igor.client", "igor.exceptions", "igor.protocol"]
     # Named too, so that a new module cannot slip in under a name this test forgot.
     assert not {f"igor.{name}" for name in SERVER_MODULES} & set(loaded)
+
+
+def test_the_built_package_carries_its_py_typed_marker(tmp_path):
+    """What setuptools puts in the wheel: built from a copy, so the tree gets no build/ or egg-info."""
+    import shutil
+
+    source = tmp_path / "src"
+    shutil.copytree(os.path.join(ROOT, "igor"), source / "igor", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.py", "README.md"):
+        shutil.copy(os.path.join(ROOT, name), source / name)
+    result = subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path / "lib")],
+                            cwd=source, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    built = tmp_path / "lib" / "igor"
+    assert (built / "client.py").is_file()  # the build did run
+    assert (built / "py.typed").is_file()
