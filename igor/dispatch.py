@@ -531,14 +531,15 @@ class Dispatcher:
                          call.stream_id)
             return
         old_id = client.id
+        resume = data.get("resume")
         try:
-            self.registry.rename(client, new_id)
+            secret = self.registry.rename(client, new_id, resume if isinstance(resume, str) else None)
         except IgorError as exc:
             log.warning("client %r: %s", old_id, exc)
             self._refuse(client, exc, call.stream_id)
             return
         log.info("client %r is now %r", old_id, new_id)
-        self._send(client, data_message(call.stream_id, {"client_id": new_id}))
+        self._send(client, data_message(call.stream_id, {"client_id": new_id, "resume": secret}))
         self._send(client, close_message(call.stream_id))
 
     # -- input ----------------------------------------------------------------

@@ -7,7 +7,9 @@ the id table and the parked sessions, never a network write.
 
 from __future__ import annotations
 
+import hmac
 import itertools
+import secrets
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
@@ -50,6 +52,9 @@ class Client:
         #: 2 when the client chose the ``igor.v2`` subprotocol: a stream's
         #: last message may then carry its close, saving a message per call.
         self.protocol = 1
+        #: The secret that claims this client's id and session back after a
+        #: reconnect; set when it introduces itself (see ClientRegistry.rename).
+        self.resume: Optional[str] = None
         self._link = link
 
     def send(self, frame: Frame, wait: Optional[bool] = True, abandon: Optional[threading.Event] = None,
@@ -81,7 +86,8 @@ class ClientRegistry:
         self._clock = clock
         self._lock = threading.Lock()
         self._clients: Dict[ClientId, Client] = {}
-        self._parked: Dict[ClientId, Tuple[Dict[str, Any], float]] = {}
+        # A parked session: its dict, when it expires, and the secret that claims it back.
+        self._parked: Dict[ClientId, Tuple[Dict[str, Any], float, Optional[str]]] = {}
         self._ids = itertools.count(1)
 
     def add(self, client: Client) -> ClientId:
@@ -99,22 +105,39 @@ class ClientRegistry:
         with self._lock:
             if self._clients.get(client.id) is client:
                 del self._clients[client.id]
-                self._parked[client.id] = (client.session, self._clock() + self.session_timeout)
+                self._parked[client.id] = (client.session, self._clock() + self.session_timeout, client.resume)
 
-    def rename(self, client: Client, new_id: ClientId) -> None:
-        """Give ``client`` the id it asked for, handing back a parked session."""
+    def rename(self, client: Client, new_id: ClientId, resume: Optional[str] = None) -> str:
+        """Give ``client`` the id it asked for; returns the secret that resumes its session next time.
+
+        An id whose client left less than ``session_timeout`` ago is parked:
+        it, and its session, go only to a connection that presents the secret
+        that client was last given. Ids are easy to guess (integers count from
+        1, windows name themselves), so the id alone must not hand over a
+        session. The secret changes on every rename, so an old one is useless.
+        """
         with self._lock:
             holder = self._clients.get(new_id)
-            if holder is client:
-                return
-            if holder is not None:
-                raise ClientIdTaken(f"client id {new_id!r} is already connected")
-            del self._clients[client.id]
-            self._clients[new_id] = client
-            client.id = new_id
-            parked = self._parked.pop(new_id, None)
-            if parked is not None and parked[1] > self._clock():
+            if holder is not None and holder is not client:
+                raise ClientIdTaken(f"client id {_short(new_id)} is already connected")
+            parked = self._parked.get(new_id)
+            if parked is not None and parked[1] <= self._clock():
+                del self._parked[new_id]
+                parked = None
+            if parked is not None:
+                expected = parked[2]
+                if expected is None or not isinstance(resume, str) or not hmac.compare_digest(
+                        expected.encode(), resume.encode()):
+                    raise ClientIdTaken(f"client id {_short(new_id)} belongs to a client that left moments ago "
+                                        "and may come back: only its resume secret claims it")
+                del self._parked[new_id]
                 client.session = parked[0]
+            if holder is None:
+                del self._clients[client.id]
+                self._clients[new_id] = client
+                client.id = new_id
+            client.resume = secrets.token_urlsafe(18)
+            return client.resume
 
     def get(self, client_id: ClientId) -> Client:
         with self._lock:
@@ -136,5 +159,11 @@ class ClientRegistry:
         """Drop parked sessions whose time is up."""
         now = self._clock()
         with self._lock:
-            for client_id in [cid for cid, (_, expiry) in self._parked.items() if expiry <= now]:
+            for client_id in [cid for cid, (_, expiry, _) in self._parked.items() if expiry <= now]:
                 del self._parked[client_id]
+
+
+def _short(client_id: ClientId, limit: int = 64) -> str:
+    """An id for a message: a client may send one of any length, and the error echoes it."""
+    text = repr(client_id)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"

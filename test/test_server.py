@@ -506,11 +506,20 @@ def test_session_is_handed_back_after_reconnect(start_server, connect):
         return session["items"]
 
     server = start_server({"remember": remember})
-    first = connect(server, client_id="w")
+    first = connect(server)
+    secret = first.call("introduce_self", {"client_id": "w"})["resume"]
     assert first.call("remember", 1) == [1]
     first.close()
     wait_for(lambda: len(server.registry) == 0)
-    again = connect(server, client_id="w")
+    thief = connect(server)
+    for claim in ({"client_id": "w"}, {"client_id": "w", "resume": "guess"}, {"client_id": "w", "resume": 7}):
+        with pytest.raises(RemoteError) as info:
+            thief.call("introduce_self", claim)
+        assert (info.value.code, info.value.type) == (409, "ClientIdTaken")
+    assert thief.call("remember", "x") == ["x"]  # its own session, not w's
+    again = connect(server)
+    answer = again.call("introduce_self", {"client_id": "w", "resume": secret})
+    assert answer["client_id"] == "w" and answer["resume"] != secret
     assert again.call("remember", 2) == [1, 2]
     stranger = connect(server, client_id="other")
     assert stranger.call("remember", 3) == [3]

@@ -185,8 +185,8 @@ def test_registry_ids_rename_and_sessions():
     registry = ClientRegistry(session_timeout=10, clock=lambda: now[0])
     first, second = make_client(), make_client()
     assert (registry.add(first), registry.add(second)) == (1, 2)
-    registry.rename(first, "w")
-    assert registry.get("w") is first
+    secret = registry.rename(first, "w")
+    assert registry.get("w") is first and first.resume == secret
     with pytest.raises(ClientIdTaken):
         registry.rename(second, "w")
     with pytest.raises(UnknownClient):
@@ -196,15 +196,35 @@ def test_registry_ids_rename_and_sessions():
     now[0] = 5
     third = make_client()
     registry.add(third)
-    registry.rename(third, "w")
-    assert third.session == {"k": "v"}
+    # While parked, the id and its session go only to the one who has the secret.
+    for wrong in (None, "", secret[:-1] + "x", "nope"):
+        with pytest.raises(ClientIdTaken):
+            registry.rename(third, "w", wrong)
+        assert third.session == {} and third.id == 3
+    newer = registry.rename(third, "w", secret)
+    assert third.session == {"k": "v"} and newer != secret
     registry.remove(third)
+    with pytest.raises(ClientIdTaken):
+        registry.rename(make_client(), "w", secret)  # the old secret was used up
     now[0] = 20
     registry.purge_sessions()
     fourth = make_client()
     registry.add(fourth)
     registry.rename(fourth, "w")
     assert fourth.session == {}
+
+
+def test_registry_parks_integer_ids_too():
+    registry = ClientRegistry(session_timeout=10, clock=lambda: 0.0)
+    first = make_client()
+    registry.add(first)
+    first.session["secret"] = 1
+    registry.remove(first)
+    thief = make_client()
+    registry.add(thief)
+    with pytest.raises(ClientIdTaken):
+        registry.rename(thief, 1)
+    assert thief.session == {}
 
 
 # -- large messages: orjson where it gives the standard library's answer ------------------------
