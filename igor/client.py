@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
 from urllib.parse import urlsplit, urlunsplit
 
 try:
@@ -50,6 +50,9 @@ Listener = Callable[[Any], None]
 # How long close() waits for the server to answer its close frame before it
 # cuts the socket anyway.
 CLOSE_TIMEOUT = 3.0
+# RFC 6455's names for a close with no code in its frame, and for no close frame at all.
+CLOSE_NO_STATUS = 1005
+CLOSE_NO_FRAME = 1006
 # Exposed functions run on at most this many threads: a slow one holds up only
 # its own thread, never the reader, and a server cannot make the client spawn
 # a thread per call.
@@ -215,6 +218,10 @@ class IgorClient:
     ``errors`` collects the server's errors that belong to no call: protocol
     errors, input for a stream that was not open, and the failures of
     processes (also given to ``on(process_id, error=...)``).
+
+    Once the connection has ended, calls raise :class:`~igor.ConnectionClosed`
+    (a ``ConnectionError`` too) whose ``code`` and ``reason`` are the close
+    frame's, as are :attr:`close_code` and :attr:`close_reason`.
     """
 
     def __init__(self, url: str, token: Optional[str] = None, client_id: Union[str, int, None] = None,
@@ -236,7 +243,10 @@ class IgorClient:
         self._send_lock = threading.Lock()
         self._closed = threading.Event()
         self._closing = False
+        #: The WebSocket close code and reason, once the connection has ended
+        #: (1005: a close frame with no code; 1006: no close frame at all).
         self.close_code: Optional[int] = None
+        self.close_reason = ""
         self.errors: queue.SimpleQueue[RemoteError] = queue.SimpleQueue()
         self._reader = threading.Thread(target=self._read_loop, name="igor-client-reader", daemon=True)
         self._reader.start()
@@ -364,7 +374,7 @@ class IgorClient:
                 self._reader.join(CLOSE_TIMEOUT)
             self._shut()
         # else: called by a listener; the reader reads the answer and shuts the socket itself.
-        self._fail_all(ConnectionClosed("the client closed the connection"))
+        self._fail_all(self._closed_error())
         with self._lock:
             workers, self._workers = self._workers, None
         if workers is not None:
@@ -386,7 +396,7 @@ class IgorClient:
         stream = ClientStream(self, next(self._ids), action, timeout, whole)
         with self._lock:
             if self._closed.is_set():
-                raise ConnectionClosed("the connection is closed")
+                raise self._closed_error()
             self._streams[stream.stream_id] = stream
         try:
             self._send(client_call_message(stream.stream_id, action, data))
@@ -399,11 +409,13 @@ class IgorClient:
         text = json.dumps(message)
         with self._send_lock:
             if self._closed.is_set():
-                raise ConnectionClosed("the connection is closed")
+                raise self._closed_error()
             try:
                 self._ws.send(text)
             except (websocket.WebSocketException, OSError) as exc:
-                raise ConnectionClosed(f"could not send: {exc}") from exc
+                # The reader may not have seen the end yet: without its close frame, the drop is all we know.
+                code = CLOSE_NO_FRAME if self.close_code is None else self.close_code
+                raise ConnectionClosed(f"could not send: {exc}", code, self.close_reason) from exc
 
     def _forget(self, stream_id: int) -> None:
         with self._lock:
@@ -416,18 +428,30 @@ class IgorClient:
                 if opcode == websocket.ABNF.OPCODE_CLOSE:
                     # recv_data has answered it (once: see _WebSocket), or it
                     # is the answer to the close frame close() sent.
-                    if len(payload) >= 2:
-                        self.close_code = int.from_bytes(payload[:2], "big")
+                    self.close_code, self.close_reason = _close_status(payload)
                     break
                 if opcode == websocket.ABNF.OPCODE_TEXT:
                     self._dispatch(json.loads(payload.decode("utf-8")))
         except (websocket.WebSocketException, OSError, ValueError) as exc:
             log.debug("reader stopped: %s", exc)
         finally:
-            why = f"the connection closed (code {self.close_code})"
-            self._fail_all(ConnectionClosed("the client closed the connection" if self._closing else why))
+            if self.close_code is None:
+                self.close_code = CLOSE_NO_FRAME
+            self._fail_all(self._closed_error())
             if self._closing:
                 self._shut()
+
+    def _closed_error(self) -> ConnectionClosed:
+        """What a call meets once the connection has ended (a fresh one each time: threads raise it at once)."""
+        code, reason = self.close_code, self.close_reason
+        if self._closing:
+            # Asked for by close(), maybe on the reader thread before the server's answer came.
+            return ConnectionClosed("the client closed the connection",
+                                    websocket.STATUS_NORMAL if code is None else code, reason)
+        if code is None:
+            code = CLOSE_NO_FRAME
+        why = f"code {code}: {reason}" if reason else f"code {code}"
+        return ConnectionClosed(f"the connection closed ({why})", code, reason)
 
     def _shut(self) -> None:
         # Under the send lock, so that no send is half way through the socket.
@@ -558,6 +582,13 @@ def _without_query(url: str) -> str:
     except ValueError:
         return repr(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _close_status(payload: bytes) -> Tuple[int, str]:
+    """The code and reason of a close frame's payload."""
+    if len(payload) < 2:
+        return CLOSE_NO_STATUS, ""
+    return int.from_bytes(payload[:2], "big"), payload[2:].decode("utf-8", "replace")
 
 
 def _remote_error(message: dict) -> RemoteError:
