@@ -12,14 +12,16 @@ to a small pool of worker threads; calls block the calling thread only::
 
 from __future__ import annotations
 
+import enum
 import itertools
 import json
 import logging
+import math
 import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Final, Iterator, List, Literal, Optional, Set, Tuple, Union
 from urllib.parse import urlsplit, urlunsplit
 
 try:
@@ -40,12 +42,23 @@ from .protocol import (
     client_reply_message,
 )
 
-__all__ = ["IgorClient", "ClientStream"]
+__all__ = ["IgorClient", "ClientStream", "DEFAULT", "Timeout"]
 
 log = logging.getLogger("igor.client")
 
 _CLOSED = object()
 Listener = Callable[[Any], None]
+
+
+class _Default(enum.Enum):
+    DEFAULT = "DEFAULT"
+
+
+#: ``timeout=DEFAULT`` means the client's own timeout, as leaving the argument
+#: out does; for code that passes a timeout on, since None means no timeout.
+DEFAULT: Final = _Default.DEFAULT
+#: A call's timeout: seconds, None or ``float('inf')`` for none, or :data:`DEFAULT`.
+Timeout = Union[float, None, Literal[_Default.DEFAULT]]
 
 # How long close() waits for the server to answer its close frame before it
 # cuts the socket anyway.
@@ -210,8 +223,9 @@ class IgorClient:
     """A connection to an Igor server.
 
     ``token`` is sent as ``Authorization: Bearer``; ``client_id``, if given, is
-    claimed with ``introduce_self`` right after connecting; ``timeout`` is the
-    default for calls (None waits for ever). A connection that cannot be made
+    claimed with ``introduce_self`` right after connecting; ``timeout`` bounds
+    the connecting and is the default for calls (None or ``float('inf')``
+    waits for ever). A connection that cannot be made
     raises :class:`~igor.ConnectionFailed` (``status`` is the HTTP status when
     the server refused the handshake: 401, 403, 503).
 
@@ -227,11 +241,11 @@ class IgorClient:
     def __init__(self, url: str, token: Optional[str] = None, client_id: Union[str, int, None] = None,
                  timeout: Optional[float] = 10.0, headers: Optional[Dict[str, str]] = None):
         self.url = url
-        self.timeout = timeout
+        self.timeout = timeout  # checked, and infinity made None, by the property
         header = [f"{name}: {value}" for name, value in (headers or {}).items()]
         if token is not None:
             header.append(f"Authorization: Bearer {token}")
-        self._ws = _connect(url, timeout, header)
+        self._ws = _connect(url, self.timeout, header)
         self._ws.settimeout(None)
         self._ids = itertools.count(1)
         self._streams: Dict[int, ClientStream] = {}
@@ -260,23 +274,37 @@ class IgorClient:
 
     # -- calls --------------------------------------------------------------
 
-    def stream(self, action: str, data: Any = None, timeout: Optional[float] = None) -> ClientStream:
+    @property
+    def timeout(self) -> Optional[float]:
+        """The default timeout of calls, in seconds; None for none."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: Optional[float]) -> None:
+        self._timeout = _seconds(value)
+
+    def stream(self, action: str, data: Any = None, timeout: Timeout = DEFAULT) -> ClientStream:
         """Start ``action`` and return its values as a :class:`ClientStream`.
 
-        ``timeout`` (default: the client's) bounds the wait for each value.
+        ``timeout`` bounds the wait for each value: the client's unless given;
+        None or ``float('inf')`` waits for ever.
         """
-        return self._open(action, data, self.timeout if timeout is None else timeout, whole=False)
+        return self._open(action, data, self._timeout_of(timeout), whole=False)
 
-    def call(self, action: str, data: Any = None, timeout: Optional[float] = None) -> Any:
+    def call(self, action: str, data: Any = None, timeout: Timeout = DEFAULT) -> Any:
         """Run ``action`` and return its last value (None if it sent none).
 
-        ``timeout`` (default: the client's) bounds the whole call; past it the
-        call is cancelled and :class:`~igor.CallTimeout` raised.
+        ``timeout`` bounds the whole call: the client's unless given; None or
+        ``float('inf')`` waits for ever. Past it the call is cancelled and
+        :class:`~igor.CallTimeout` raised.
         """
         result = None
-        for value in self._open(action, data, self.timeout if timeout is None else timeout, whole=True):
+        for value in self._open(action, data, self._timeout_of(timeout), whole=True):
             result = value
         return result
+
+    def _timeout_of(self, timeout: Timeout) -> Optional[float]:
+        return self._timeout if timeout is DEFAULT else _seconds(timeout)
 
     def introduce_self(self, client_id: Union[str, int]) -> None:
         """Take ``client_id`` as this connection's id (and its parked session)."""
@@ -382,7 +410,7 @@ class IgorClient:
 
     def wait_closed(self, timeout: Optional[float] = None) -> bool:
         """Wait until the connection has ended; False if ``timeout`` passed first."""
-        return self._closed.wait(timeout)
+        return self._closed.wait(_seconds(timeout))
 
     def __enter__(self) -> IgorClient:
         return self
@@ -582,6 +610,21 @@ def _without_query(url: str) -> str:
     except ValueError:
         return repr(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _seconds(timeout: Any) -> Optional[float]:
+    """A timeout as the standard library takes it: None for no timeout, which infinity means too.
+
+    Infinity would overflow the lock waits underneath, and a negative or NaN
+    timeout is a mistake better raised here than as an odd error later.
+    """
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"a timeout is a number of seconds or None, not {timeout!r}")
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"a timeout is a number of seconds at least 0, or None, not {timeout!r}")
+    return None if math.isinf(timeout) else float(timeout)
 
 
 def _close_status(payload: bytes) -> Tuple[int, str]:

@@ -237,3 +237,58 @@ def test_on_needs_something_to_call(start_server, connect):
     client = connect(start_server())
     with pytest.raises(TypeError):
         client.on("x")
+
+
+def held_until(release):
+    """A handler that answers only once the test says so."""
+    def held(out, data):
+        release.wait(10)
+        out.send("done")
+    return held
+
+
+@pytest.mark.parametrize("forever", [None, float("inf")])
+def test_no_timeout_outlasts_the_clients_default(start_server, connect, forever):
+    release = threading.Event()
+    client = connect(start_server({"held": held_until(release)}), timeout=0.2)
+    results = queue.Queue()
+    waiting = threading.Thread(target=lambda: results.put(client.call("held", timeout=forever)))
+    waiting.start()
+    stream = client.stream("held", timeout=forever)
+    # A call on the client's default gives up meanwhile: the two above have waited past it.
+    with pytest.raises(CallTimeout):
+        client.call("held")
+    release.set()
+    waiting.join(5)
+    assert results.get(timeout=5) == "done"
+    assert list(stream) == ["done"]
+
+
+def test_default_says_the_clients_own_timeout(start_server, connect):
+    from igor.client import DEFAULT
+
+    client = connect(start_server({"held": held_until(threading.Event())}), timeout=0.2)
+    with pytest.raises(CallTimeout) as info:
+        client.call("held", timeout=DEFAULT)
+    assert "0.2s" in str(info.value)
+    with pytest.raises(CallTimeout):
+        next(client.stream("held", timeout=DEFAULT))
+
+
+def test_an_infinite_client_timeout_connects_and_means_none(start_server, connect):
+    client = connect(start_server({"count": count}), timeout=float("inf"))
+    assert client.timeout is None
+    assert client.call("count", 2) == 1
+    client.timeout = float("inf")
+    assert client.timeout is None
+    client.close()
+    assert client.wait_closed(float("inf"))
+
+
+@pytest.mark.parametrize(("timeout", "error"), [(-1, ValueError), (float("nan"), ValueError), ("1", TypeError),
+                                                (True, TypeError)])
+def test_a_timeout_that_is_no_duration_is_refused_at_once(start_server, connect, timeout, error):
+    client = connect(start_server({"count": count}))
+    with pytest.raises(error):
+        client.call("count", 1, timeout=timeout)
+    assert client.call("count", 2) == 1  # nothing was sent for the refused call
