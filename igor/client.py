@@ -37,6 +37,7 @@ from .protocol import (
     client_cancel_message,
     client_end_message,
     client_input_message,
+    client_introduce_data,
     client_process_input_message,
     client_reply_error_message,
     client_reply_message,
@@ -223,7 +224,9 @@ class IgorClient:
     """A connection to an Igor server.
 
     ``token`` is sent as ``Authorization: Bearer``; ``client_id``, if given, is
-    claimed with ``introduce_self`` right after connecting; ``timeout`` bounds
+    claimed with ``introduce_self`` right after connecting, presenting
+    ``resume``, the secret of an earlier connection of that id (its
+    :attr:`resume`), which a session the server parked for it needs; ``timeout`` bounds
     the connecting and is the default for calls (None or ``float('inf')``
     waits for ever). A connection that cannot be made
     raises :class:`~igor.ConnectionFailed` (``status`` is the HTTP status when
@@ -239,7 +242,8 @@ class IgorClient:
     """
 
     def __init__(self, url: str, token: Optional[str] = None, client_id: Union[str, int, None] = None,
-                 timeout: Optional[float] = 10.0, headers: Optional[Dict[str, str]] = None):
+                 timeout: Optional[float] = 10.0, headers: Optional[Dict[str, str]] = None,
+                 resume: Optional[str] = None):
         self.url = url
         self.timeout = timeout  # checked, and infinity made None, by the property
         header = [f"{name}: {value}" for name, value in (headers or {}).items()]
@@ -265,9 +269,12 @@ class IgorClient:
         self._reader = threading.Thread(target=self._read_loop, name="igor-client-reader", daemon=True)
         self._reader.start()
         self.client_id: Union[str, int, None] = None
+        #: The latest secret the server gave for :attr:`client_id`: a later
+        #: connection presents it (``resume=``) to get the id and its session back.
+        self.resume: Optional[str] = None
         if client_id is not None:
             try:
-                self.introduce_self(client_id)
+                self.introduce_self(client_id, resume)
             except BaseException:
                 self.close()
                 raise
@@ -306,10 +313,22 @@ class IgorClient:
     def _timeout_of(self, timeout: Timeout) -> Optional[float]:
         return self._timeout if timeout is DEFAULT else _seconds(timeout)
 
-    def introduce_self(self, client_id: Union[str, int]) -> None:
-        """Take ``client_id`` as this connection's id (and its parked session)."""
-        self.call("introduce_self", {"client_id": client_id})
+    def introduce_self(self, client_id: Union[str, int], resume: Optional[str] = None) -> None:
+        """Take ``client_id`` as this connection's id, and its parked session.
+
+        A session the server parked (its client left less than
+        ``session_timeout`` ago) goes only to the holder of its latest secret:
+        ``resume``, or by default the one this client got for the same id.
+        The server answers with a new secret, kept in :attr:`resume`. A
+        refusal (409 ``ClientIdTaken``: the id is connected, or parked and the
+        secret missing or stale) raises :class:`~igor.RemoteError`.
+        """
+        if resume is None and client_id == self.client_id:
+            resume = self.resume
+        answer = self.call("introduce_self", client_introduce_data(client_id, resume))
         self.client_id = client_id
+        # A server from before resume secrets answers without one.
+        self.resume = answer.get("resume") if isinstance(answer, dict) else None
 
     def send_to_process(self, process_id: str, data: Any = None) -> None:
         """Put ``data`` in the inbox of background process ``process_id``.

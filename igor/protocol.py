@@ -409,3 +409,14 @@ def client_reply_message(call_id: int, data: Any) -> dict:
 def client_reply_error_message(call_id: int, error: str, code: int = 500, type: str = "Error") -> dict:
     """Answer the server's call ``call_id`` with an error (parsed as a :class:`Reply` with ``error`` set)."""
     return {"callId": call_id, "error": error, "code": code, "type": type}
+
+
+def client_introduce_data(client_id: StreamId, resume: Optional[str] = None) -> dict:
+    """The data of an ``introduce_self`` call: the id to take, and the secret that claims its parked session."""
+    data: dict = {"client_id": client_id}
+    if resume is not None:
+        data["resume"] = resume
+    return data
+
+
+__all__ += ["client_introduce_data"]

@@ -292,3 +292,52 @@ def test_a_timeout_that_is_no_duration_is_refused_at_once(start_server, connect,
     with pytest.raises(error):
         client.call("count", 1, timeout=timeout)
     assert client.call("count", 2) == 1  # nothing was sent for the refused call
+
+
+def remember(out, data, session):
+    session.setdefault("items", []).append(data)
+    return session["items"]
+
+
+def test_a_new_client_resumes_a_parked_session_with_the_last_secret(start_server, connect):
+    from conftest import wait_for
+
+    server = start_server({"remember": remember})
+    first = connect(server, client_id="w")
+    assert isinstance(first.resume, str) and first.resume
+    assert first.call("remember", 1) == [1]
+    first.introduce_self("w")  # again, as the same id: it presents its secret and gets a new one
+    secret = first.resume
+    first.close()
+    wait_for(lambda: len(server.registry) == 0, message="the server to park w's session")
+    for claim in (None, "guessed"):
+        with pytest.raises(RemoteError) as info:
+            connect(server, client_id="w", resume=claim)
+        assert (info.value.code, info.value.type) == (409, "ClientIdTaken")
+    second = connect(server, client_id="w", resume=secret)
+    assert second.call("remember", 2) == [1, 2]  # w's session, handed back
+    assert second.resume not in (None, secret)  # rotated on every introduction
+    stale, secret = secret, second.resume
+    second.close()
+    wait_for(lambda: len(server.registry) == 0, message="the server to park w's session")
+    with pytest.raises(RemoteError):
+        connect(server, client_id="w", resume=stale)
+    third = connect(server)
+    third.introduce_self("w", secret)
+    assert third.call("remember", 3) == [1, 2, 3]
+
+
+def test_introducing_again_presents_the_latest_secret(start_server, connect):
+    server = start_server({"remember": remember})
+    client = connect(server, client_id="w")
+    sent = []
+    send = client._send
+    client._send = lambda message: (sent.append(message), send(message))[1]
+    for _ in range(2):
+        secret = client.resume
+        client.introduce_self("w")
+        assert sent[-1]["data"] == {"client_id": "w", "resume": secret}
+        assert client.resume != secret
+    client.introduce_self("other")  # a new id: the old id's secret is not for it
+    assert sent[-1]["data"] == {"client_id": "other"}
+    assert client.client_id == "other" and client.resume

@@ -15,6 +15,7 @@ from igor.protocol import (
     client_cancel_message,
     client_end_message,
     client_input_message,
+    client_introduce_data,
     client_process_input_message,
     client_reply_error_message,
     client_reply_message,
@@ -42,3 +43,9 @@ def test_each_builder_parses_back_to_its_message():
 
 def test_the_client_asks_for_the_protocol_the_server_speaks():
     assert CLIENT_SUBPROTOCOL == SUBPROTOCOL_V2
+
+
+def test_an_introduction_carries_the_secret_only_when_there_is_one():
+    assert parsed(client_call_message(1, "introduce_self", client_introduce_data("w", "s3cret"))) == Call(
+        1, "introduce_self", {"client_id": "w", "resume": "s3cret"})
+    assert client_introduce_data(5) == {"client_id": 5}
