@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, Final, Iterator, List, Literal, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Final, Iterator, List, Literal, Optional, Set, Tuple, Union, cast
 from urllib.parse import urlsplit, urlunsplit
 
 try:
@@ -49,6 +49,7 @@ log = logging.getLogger("igor.client")
 
 _CLOSED = object()
 Listener = Callable[[Any], None]
+Message = Dict[str, Any]
 
 
 class _Default(enum.Enum):
@@ -417,7 +418,7 @@ class IgorClient:
             self._reader.join(CLOSE_TIMEOUT)
             if self._reader.is_alive():
                 log.debug("no close answer within %ss; cutting the connection", CLOSE_TIMEOUT)
-                self._ws.abort()  # wakes the reader's blocking recv
+                self._ws.abort()  # type: ignore[no-untyped-call]  # wakes the reader's blocking recv
                 self._reader.join(CLOSE_TIMEOUT)
             self._shut()
         # else: called by a listener; the reader reads the answer and shuts the socket itself.
@@ -452,7 +453,7 @@ class IgorClient:
             raise
         return stream
 
-    def _send(self, message: dict) -> None:
+    def _send(self, message: Message) -> None:
         text = json.dumps(message)
         with self._send_lock:
             if self._closed.is_set():
@@ -503,9 +504,9 @@ class IgorClient:
     def _shut(self) -> None:
         # Under the send lock, so that no send is half way through the socket.
         with self._send_lock:
-            self._ws.shutdown()
+            self._ws.shutdown()  # type: ignore[no-untyped-call]
 
-    def _dispatch(self, message: dict) -> None:
+    def _dispatch(self, message: Message) -> None:
         if "callId" in message:
             self._server_call(message)
             return
@@ -547,7 +548,7 @@ class IgorClient:
             # dict.fromkeys: a push whose action is its process id counts once
             return [o for name in dict.fromkeys(names) for o in self._listeners.get(name, ())]
 
-    def _push(self, message: dict, process_id: Any) -> None:
+    def _push(self, message: Message, process_id: Any) -> None:
         names = [message["action"]] + ([process_id] if isinstance(process_id, str) else [])
         for observer in self._observers(*names):
             if observer.next is not None:
@@ -562,7 +563,7 @@ class IgorClient:
             if observer.error is not None:
                 _safely(observer.error, error)
 
-    def _server_call(self, message: dict) -> None:
+    def _server_call(self, message: Message) -> None:
         call_id = message["callId"]
         if message.get("cancel"):
             with self._lock:
@@ -571,7 +572,8 @@ class IgorClient:
         with self._lock:
             if self._closed.is_set():
                 return
-            fn = self._exposed.get(message.get("action"))
+            action = message.get("action")
+            fn = self._exposed.get(action) if isinstance(action, str) else None
             self._server_calls.add(call_id)
             if self._workers is None:
                 self._workers = ThreadPoolExecutor(EXPOSED_WORKERS, thread_name_prefix="igor-client-exposed")
@@ -612,8 +614,8 @@ def _connect(url: str, timeout: Optional[float], header: List[str]) -> _WebSocke
     """Open the WebSocket, turning every way that can fail into ConnectionFailed."""
     where = _without_query(url)  # the query may hold the token
     try:
-        return websocket.create_connection(url, timeout=timeout, header=header, enable_multithread=True,
-                                           class_=_WebSocket, subprotocols=[CLIENT_SUBPROTOCOL])
+        ws = websocket.create_connection(url, timeout=timeout, header=header, enable_multithread=True,
+                                         class_=_WebSocket, subprotocols=[CLIENT_SUBPROTOCOL])
     except websocket.WebSocketBadStatusException as exc:
         status = exc.status_code
         hint = _STATUS_HINTS.get(status, "the server refused the WebSocket handshake")
@@ -621,6 +623,7 @@ def _connect(url: str, timeout: Optional[float], header: List[str]) -> _WebSocke
     except (websocket.WebSocketException, OSError, ValueError) as exc:
         reason = str(exc) or type(exc).__name__
         raise ConnectionFailed(f"cannot connect to {where}: {reason}") from exc
+    return cast(_WebSocket, ws)  # create_connection is typed as making a plain WebSocket, whatever class_ is
 
 
 def _without_query(url: str) -> str:
@@ -653,7 +656,7 @@ def _close_status(payload: bytes) -> Tuple[int, str]:
     return int.from_bytes(payload[:2], "big"), payload[2:].decode("utf-8", "replace")
 
 
-def _remote_error(message: dict) -> RemoteError:
+def _remote_error(message: Message) -> RemoteError:
     return RemoteError(message["error"], message.get("code", 500), message.get("type", "Error"),
                        message.get("traceback"))
 
