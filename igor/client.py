@@ -224,14 +224,14 @@ class ClientStream:
 class IgorClient:
     """A connection to an Igor server.
 
-    ``token`` is sent as ``Authorization: Bearer``; ``client_id``, if given, is
+    ``token`` is sent as ``Authorization: Bearer``. ``client_id``, if given, is
     claimed with ``introduce_self`` right after connecting, presenting
-    ``resume``, the secret of an earlier connection of that id (its
-    :attr:`resume`), which a session the server parked for it needs; ``timeout`` bounds
-    the connecting and is the default for calls (None or ``float('inf')``
-    waits for ever). A connection that cannot be made
-    raises :class:`~igor.ConnectionFailed` (``status`` is the HTTP status when
-    the server refused the handshake: 401, 403, 503).
+    ``resume``: the secret an earlier connection of that id was last given
+    (its :attr:`resume`), without which a session the server parked for the
+    id is refused. ``timeout`` bounds the connecting and is the default for
+    calls (None or ``float('inf')`` waits for ever). A connection that cannot
+    be made raises :class:`~igor.ConnectionFailed` (``status`` is the HTTP
+    status when the server refused the handshake: 401, 403, 503).
 
     ``errors`` collects the server's errors that belong to no call: protocol
     errors, input for a stream that was not open, and the failures of

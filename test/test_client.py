@@ -267,12 +267,16 @@ def test_no_timeout_outlasts_the_clients_default(start_server, connect, forever)
 def test_default_says_the_clients_own_timeout(start_server, connect):
     from igor.client import DEFAULT
 
-    client = connect(start_server({"held": held_until(threading.Event())}), timeout=0.2)
-    with pytest.raises(CallTimeout) as info:
-        client.call("held", timeout=DEFAULT)
-    assert "0.2s" in str(info.value)
-    with pytest.raises(CallTimeout):
-        next(client.stream("held", timeout=DEFAULT))
+    release = threading.Event()
+    client = connect(start_server({"held": held_until(release)}), timeout=0.2)
+    try:
+        with pytest.raises(CallTimeout) as info:
+            client.call("held", timeout=DEFAULT)
+        assert "0.2s" in str(info.value)
+        with pytest.raises(CallTimeout):
+            next(client.stream("held", timeout=DEFAULT))
+    finally:
+        release.set()  # the handlers end now, not 10 s into later tests
 
 
 def test_an_infinite_client_timeout_connects_and_means_none(start_server, connect):
