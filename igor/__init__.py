@@ -24,6 +24,7 @@ from .exceptions import (
     InboxFull,
     InputEnded,
     InputTimeout,
+    OverBudget,
     ProtocolError,
     RemoteError,
     StreamCancelled,
@@ -40,12 +41,13 @@ from .exceptions import (
 if TYPE_CHECKING:
     # What the lazy names below resolve to, for type checkers; "as" re-exports
     # IgorClient, which __all__ leaves out.
+    from .api import flatten
     from .client import IgorClient as IgorClient
     from .config import Config
-    from .process import IgorProcess, Inbound
+    from .process import IgorProcess, Inbound, ProcessOutput
     from .registry import Client
     from .server import CONFIG, IgorServer
-    from .stream import ProcessOutput, Stream, flatten
+    from .stream import Stream
 
 # The application decides where log records go; without its say, none are printed.
 logging.getLogger("igor").addHandler(logging.NullHandler())
@@ -77,6 +79,7 @@ __all__ = [
     "ConnectionFailed",
     "TooManyStreams",
     "InboxFull",
+    "OverBudget",
     "UnknownStream",
     "UnknownProcess",
     "UnknownCall",
@@ -89,15 +92,15 @@ __all__ = [
 # client (igor.client, which needs only the protocol and the exceptions) can
 # be imported without the server, and the server without websocket-client.
 _LAZY = {
+    "flatten": "api",
     "Config": "config",
     "IgorProcess": "process",
     "Inbound": "process",
+    "ProcessOutput": "process",
     "Client": "registry",
     "CONFIG": "server",
     "IgorServer": "server",
-    "ProcessOutput": "stream",
     "Stream": "stream",
-    "flatten": "stream",
     # Not in __all__: it needs the optional websocket-client, and "from igor
     # import *" must work without it. igor.client's ImportError says what to install.
     "IgorClient": "client",

@@ -1,9 +1,9 @@
-"""Command line: ``python -m igor module:attribute`` serves that API.
+"""Command line: ``python -m igor [serve] MODULE:API`` serves that API, ``igor types`` declares it.
 
 Made to be spawned by a UI process: it prints the ``IGOR_READY`` line once
 listening, generates a token unless given one, and by default exits with its
 parent when its stdin is a pipe. The mistakes a new user makes (a wrong
-``module:attribute``, a port in use, an open host without a token, a handler
+``MODULE:API``, a port in use, an open host without a token, a handler
 the server refuses) are one line on stderr and exit status 2, not a traceback.
 """
 
@@ -11,95 +11,25 @@ from __future__ import annotations
 
 import argparse
 import errno
-import importlib
-import inspect
 import ipaddress
 import logging
 import os
 import sys
-import threading
-from collections.abc import Mapping
-from typing import Any, List, NoReturn, Optional, Tuple
+from typing import List, NoReturn, Optional
+from urllib.parse import quote
 
-from . import __version__
 from .core import flatten
 from .exceptions import ConfigError
 from .lifecycle import stdin_is_pipe
+from .loader import UsageError, check_package, load_api, load_callable, load_process
 from .server import IgorServer
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _ADDRESS_IN_USE = {errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", errno.EADDRINUSE)}
 
 
-class UsageError(SystemExit):
-    """A mistake in what the command line asks for, told in one line (and, uncaught, an exit)."""
-
-    def __init__(self, message: str):
-        super().__init__(f"igor: {message}")
-
-
 def _fail(message: str) -> NoReturn:
     raise UsageError(message)
-
-
-def _resolve(spec: str, option: str = "the API") -> Any:
-    """The object ``module:attribute`` names; a :class:`UsageError` saying what is missing."""
-    module_name, colon, attribute = spec.partition(":")
-    if not colon or not module_name or not attribute:
-        _fail(f"expected module:attribute for {option} (e.g. myapp.api:API), got {spec!r}")
-    # Like `python -m`, let the current folder's modules be found (the `igor` script's own folder is not it).
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        # Only the named module (or its package) missing is the user's spelling; a module
-        # that fails to import something of its own gets its traceback.
-        if exc.name is None or not (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise
-        if module_name.endswith(".py"):
-            _fail(f"no module named {module_name!r}: write the module's name without .py, "
-                  f"e.g. {module_name[:-3]}:{attribute}")
-        _fail(f"no module named {exc.name!r} (in {spec!r}): run igor from the folder that holds it, "
-              f"or add that folder to PYTHONPATH")
-    value: Any = module
-    parts = attribute.split(".")
-    for depth, part in enumerate(parts):
-        if not hasattr(value, part):
-            owner = f"module {module_name!r}" if depth == 0 else f"{module_name}:{'.'.join(parts[:depth])}"
-            _fail(f"{owner} has no attribute {part!r} (in {spec!r})")
-        value = getattr(value, part)
-    return value
-
-
-def _load(spec: str) -> Mapping:
-    """The API dict ``module:attribute`` names (``igor types`` uses it too)."""
-    api = _resolve(spec)
-    if not isinstance(api, Mapping):
-        _fail(f"{spec} is a {type(api).__name__}, not a dict of actions")
-    return api
-
-
-def _load_process(option: str) -> Tuple[str, threading.Thread]:
-    """``NAME=module:Class`` as (NAME, a new instance of Class), which must be a ``threading.Thread``."""
-    name, equals, spec = option.partition("=")
-    if not equals or not name or not spec:
-        _fail(f"--process must be given as NAME=module:Class, got {option!r}")
-    factory = _resolve(spec, f"--process {name}")
-    if isinstance(factory, type) and not issubclass(factory, threading.Thread):
-        _fail(f"--process {name}: {spec} is not a threading.Thread subclass (subclass igor.IgorProcess)")
-    if not callable(factory):
-        _fail(f"--process {name}: {spec} is a {type(factory).__name__}, not a class")
-    try:
-        inspect.signature(factory).bind()
-    except TypeError:
-        _fail(f"--process {name}: {spec} needs arguments, but it is created with none")
-    except ValueError:
-        pass  # no signature to check: just call it
-    thread = factory()
-    if not isinstance(thread, threading.Thread):
-        _fail(f"--process {name}: {spec}() made a {type(thread).__name__}, not a threading.Thread")
-    return name, thread
 
 
 def _is_loopback(host: str) -> bool:
@@ -109,34 +39,70 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+_USAGE = """igor [serve] MODULE:API [options]
+       igor types MODULE:API [-o FILE]"""
+
+_DESCRIPTION = """\
+Serve a Python API to a web UI over one localhost WebSocket, or write TypeScript
+declarations of its actions.
+
+commands:
+  serve    serve the API (the default command: igor MODULE:API is igor serve MODULE:API)
+  types    write TypeScript declarations of the API's actions (see igor types --help)
+
+MODULE:API names the dict of actions, nested or flat: an attribute of a module
+(myapp.api:API) or of a file (path/to/api.py:API). Modules are looked for in the
+current folder first."""
+
+_EPILOG = """\
+Once listening, serve writes one line to stdout, IGOR_READY {"url": ..., "port": ..., "token": ...},
+and nothing else; with --static it writes the page's address, token included, to stderr.
+A mistake in the command is one line on stderr and exit status 2."""
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="igor", description="Serve a Python API to a web UI over WebSocket.")
-    parser.add_argument("api", help="the API to serve, as module:attribute (a dict of actions, nested or flat)")
+    from . import __version__  # not at the top: check_package() must be able to run first
+
+    parser = argparse.ArgumentParser(prog="igor", usage=_USAGE, description=_DESCRIPTION, epilog=_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("api", metavar="MODULE:API", help="the API to serve (see above)")
     parser.add_argument("--version", action="version", version=f"igor {__version__}")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default 0)")
-    parser.add_argument("--token", help="the token clients must present (default: IGOR_TOKEN, else a new one)")
-    parser.add_argument("--no-token", action="store_true", help="accept clients without a token (loopback only)")
-    parser.add_argument("--static", metavar="DIR", help="also serve the files of DIR over plain HTTP")
-    parser.add_argument("--process", metavar="NAME=module:Class", action="append", default=[],
-                        help="run a background process: a threading.Thread subclass (e.g. an igor.IgorProcess), "
-                             "created with no arguments, under the id NAME; repeatable")
-    parser.add_argument("--exit-with-parent", dest="exit_with_parent", action="store_true", default=None,
-                        help="shut down when stdin closes or the parent process dies (default: when stdin is a pipe)")
-    parser.add_argument("--no-exit-with-parent", dest="exit_with_parent", action="store_false")
-    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
-                        help="log to stderr from this level on (default INFO, DEBUG with --debug)")
-    parser.add_argument("--debug", action="store_true", help="send tracebacks to clients and log at DEBUG level")
+    # Apart from --help and --version: these belong to serve, and types has options of its own.
+    serve = parser.add_argument_group("serve options")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default 0)")
+    serve.add_argument("--token", help="the token clients must present (default: IGOR_TOKEN, else a new one)")
+    serve.add_argument("--no-token", action="store_true", help="accept clients without a token (loopback only)")
+    serve.add_argument("--static", metavar="DIR", help="also serve the files of DIR over plain HTTP")
+    serve.add_argument("--process", metavar="NAME=module:Class", action="append", default=[],
+                       help="run a background process: a threading.Thread subclass (e.g. an igor.IgorProcess), "
+                            "created with no arguments, under the id NAME; repeatable")
+    serve.add_argument("--json-default", metavar="module:function",
+                       help="encode the values JSON cannot hold (datetime, set, your classes) with this function, "
+                            "as json.dumps(default=...) does: the config's json_default")
+    serve.add_argument("--exit-with-parent", dest="exit_with_parent", action="store_true", default=None,
+                       help="shut down when stdin closes or the parent process dies (default: when stdin is a pipe)")
+    serve.add_argument("--no-exit-with-parent", dest="exit_with_parent", action="store_false",
+                       help="keep serving when stdin closes")
+    serve.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
+                       help="log to stderr from this level on (default INFO, DEBUG with --debug)")
+    serve.add_argument("--debug", action="store_true", help="send tracebacks to clients and log at DEBUG level")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        check_package()
+    except UsageError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
     if argv[:1] == ["types"]:  # `python -m igor types module:API`: TypeScript declarations
         from .typescript import main as types_main
 
         return types_main(argv[1:])
-    args = _parser().parse_args(argv)
+    # A subcommand of its own, and the default: `igor app:API` has always served.
+    args = _parser().parse_args(argv[1:] if argv[:1] == ["serve"] else argv)
     try:
         return _serve(args)
     except UsageError as exc:
@@ -150,8 +116,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.no_token and not _is_loopback(args.host):
         _fail(f"--no-token would let anyone who can reach {args.host} drive this backend: drop --no-token "
               f"(a token is then generated) or bind --host 127.0.0.1")
-    api = _load(args.api)
-    processes = [_load_process(option) for option in args.process]
+    api = load_api(args.api)
+    processes = [load_process(option) for option in args.process]
+    json_default = load_callable(args.json_default, "--json-default") if args.json_default else None
     token = False if args.no_token else args.token or os.environ.get("IGOR_TOKEN") or True
     config = {
         "host": args.host,
@@ -161,6 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
         "ready_line": True,
         "exit_with_parent": stdin_is_pipe() if args.exit_with_parent is None else args.exit_with_parent,
         "debug": args.debug,
+        "json_default": json_default,
     }
     try:
         server = IgorServer(api=flatten(api), config=config)
@@ -174,7 +142,18 @@ def _serve(args: argparse.Namespace) -> int:
         if exc.errno in _ADDRESS_IN_USE:
             _fail(f"port {args.port} is in use: pick another with --port, or --port 0 for a free one")
         _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+    if args.static:
+        # For a person running it by hand: the page takes its token from the address's fragment, which a browser
+        # never sends, so this is the address to open. stdout stays the ready line's alone, for the UI process.
+        sys.stderr.write(f"igor: open {_page_url(server)}\n")
+        sys.stderr.flush()
     return server.run_forever() or 0
+
+
+def _page_url(server: IgorServer) -> str:
+    """The address of the --static page, with the token in the fragment where the demo page looks for it."""
+    address = "http" + server.url[len("ws"):]
+    return f"{address}#token={quote(server.token, safe='')}" if server.token else address
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import difflib
 import logging
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
@@ -73,8 +74,10 @@ class Config:
     allowed_origins: Optional[Tuple[str, ...]] = None
     allowed_hosts: Optional[Tuple[str, ...]] = None
     max_clients: int = 64
-    max_message_size: int = 64 * MiB
-    max_streams: int = 256
+    max_message_size: int = 16 * MiB
+    max_streams: int = 128
+    max_workers: int = 256
+    max_client_memory: int = 64 * MiB
     inbox_size: int = 100
     ping_interval: Optional[float] = 20.0
     ping_timeout: float = 20.0
@@ -91,6 +94,8 @@ class Config:
     debug: bool = False
     logging: Optional[Mapping[str, Any]] = field(default=None)
     json_default: Optional[Callable[[Any], Any]] = None
+    #: The original Igor's separate file server: ``{"enable", "port", "root_directory"}``, read-only here.
+    file_server_config: Optional[Mapping[str, Any]] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str):
@@ -105,9 +110,11 @@ class Config:
                                   f"True, False or None, got {token!r}")
         for key in ("allowed_origins", "allowed_hosts"):
             object.__setattr__(self, key, _string_list(key, getattr(self, key)))
-        for key in ("max_clients", "max_message_size", "max_streams", "inbox_size", "send_queue_size",
-                    "send_queue_bytes"):
+        for key in ("max_clients", "max_message_size", "max_streams", "max_workers", "max_client_memory",
+                    "inbox_size", "send_queue_size", "send_queue_bytes"):
             _positive_int(key, getattr(self, key))
+        if self.max_workers > MAX_WORKERS:
+            raise ConfigError(f"config 'max_workers' must be at most {MAX_WORKERS}, got {self.max_workers!r}")
         _positive_number("ping_interval", self.ping_interval, allow_none=True)
         for key in ("ping_timeout", "send_timeout", "handshake_timeout", "session_timeout", "worker_idle_timeout",
                     "shutdown_timeout"):
@@ -122,6 +129,8 @@ class Config:
             raise ConfigError(f"config 'json_default' must be a function, got {self.json_default!r}")
         if self.logging is not None:
             object.__setattr__(self, "logging", MappingProxyType(_logging_settings(self.logging)))
+        if self.file_server_config is not None:
+            object.__setattr__(self, "file_server_config", _file_server_settings(self.file_server_config))
 
     @classmethod
     def from_mapping(cls, config: Union[Mapping[str, Any], Config, None] = None, **overrides: Any) -> Config:
@@ -139,6 +148,11 @@ class Config:
         else:
             raise ConfigError(f"config must be a dict or a Config, got {type(config).__name__}")
         values.update(overrides)
+        for key, replacement in _ORIGINAL_ONLY.items():
+            if key in values:
+                value = values.pop(key)
+                if value not in (None, False):
+                    _deprecated(f"config {key!r} is the original Igor's and does nothing here: {replacement}")
         known = [f.name for f in dataclasses.fields(cls)]
         for key in values:
             if key not in known:
@@ -148,7 +162,15 @@ class Config:
         return cls(**values)
 
 
+def _deprecated(message: str) -> None:
+    warnings.warn(message, DeprecationWarning, stacklevel=4)
+    logging.getLogger("igor").warning("%s", message)
+
+
 def _logging_settings(value: Any) -> Dict[str, Any]:
+    if isinstance(value, Mapping) and "file_name" in value:
+        _deprecated("config 'logging' key 'file_name' is the original Igor's name: write 'file'")
+        value = {("file" if key == "file_name" else key): item for key, item in value.items()}
     if not isinstance(value, Mapping) or set(value) - {"level", "file"}:
         raise ConfigError("config 'logging' must be a dict with 'level' and/or 'file'")
     level = value.get("level", logging.WARNING)
@@ -164,5 +186,34 @@ def _logging_settings(value: Any) -> Dict[str, Any]:
     return {"level": level, "file": path}
 
 
-#: The defaults, read-only (``Config()`` as a mapping), kept for code that read ``igor.server.CONFIG``.
-CONFIG: Mapping[str, Any] = MappingProxyType({f.name: f.default for f in dataclasses.fields(Config)})
+def _file_server_settings(value: Any) -> Optional[Mapping[str, Any]]:
+    if not isinstance(value, Mapping) or set(value) - {"enable", "port", "root_directory"}:
+        raise ConfigError("config 'file_server_config' must be a dict with 'enable', 'port' and 'root_directory'")
+    enable, port, root = value.get("enable", False), value.get("port", 8080), value.get("root_directory")
+    _bool("file_server_config['enable']", enable)
+    if not enable:
+        return None
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"config 'file_server_config' port must be an integer from 0 to 65535, got {port!r}")
+    if root is None:
+        raise ConfigError("config 'file_server_config' needs a 'root_directory': the original Igor served the "
+                          "whole disk when it had none, which Igor does not do")
+    if not isinstance(root, (str, os.PathLike)) or not os.path.isdir(root):
+        raise ConfigError(f"config 'file_server_config' root_directory must be an existing folder, got {root!r}")
+    _deprecated("config 'file_server_config' is the original Igor's file server: Igor serves its root_directory "
+                "read-only, on 127.0.0.1, with no CORS; it takes no POST writes (send the data to a handler "
+                "instead), and static_dir serves files on the server's own port")
+    return MappingProxyType({"port": port, "root_directory": os.fspath(root)})
+
+
+# Keys only the original Igor had, and what replaces them.
+_ORIGINAL_ONLY = {
+    "file_server": "file_server_config's 'enable' turns its file server on (or use static_dir)",
+}
+
+#: The most ``max_workers`` may be: past it, threads cost more than they give on any desktop.
+MAX_WORKERS = 512
+
+#: The defaults, as the original Igor's ``CONFIG`` dict: code written for it sets keys here before
+#: constructing ``IgorServer()`` without a config, and they are used (and checked by :class:`Config`).
+CONFIG: Dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Config)}

@@ -117,6 +117,9 @@ class Connection:
         self._writing = False           # a writer thread owns the socket's write side
         self._progress = time.monotonic()
         self._closing = False  # set once, read without the lock: a plain flag is cheapest
+        #: False until the client sends its first message: a full server may evict one that never does.
+        self.spoke = False
+        self.admitted_at = 0.0
 
     @property
     def name(self) -> str:
@@ -225,6 +228,7 @@ class Connection:
             for event in events:
                 if type(event) is TextMessage:  # the usual event, without the questions below
                     if not self._closing:
+                        self.spoke = True
                         received(self.client, event.text)
                 elif not self._on_event(event):
                     return

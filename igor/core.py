@@ -1,5 +1,7 @@
-"""Kept for the seed's imports (``from igor.core import flatten``); the code lives in :mod:`igor.stream`."""
+"""Kept for the original Igor's imports (``from igor.core import flatten``)."""
 
-from .stream import ProcessOutput, Stream, flatten
+from .api import flatten
+from .process import ProcessOutput
+from .stream import Stream
 
 __all__ = ["flatten", "Stream", "ProcessOutput"]

@@ -4,37 +4,44 @@ The :class:`Dispatcher` alone owns every client's stream table. Connections
 talk to it through three calls (:meth:`~Dispatcher.connected`,
 :meth:`~Dispatcher.received`, :meth:`~Dispatcher.disconnected`), and it talks
 back through :class:`~igor.registry.Client` (send a frame, close), so neither
-side reaches into the other. It runs each call's handler on a worker thread
+side reaches into the other. It runs each call's handler on the worker pool
 (several streams of one client stay concurrent), or an ``async def`` one as a
 task on the event loop every async handler shares, routes input into open
 calls and process inboxes, and carries the server's own calls to clients.
 
-Everything a client can make it hold is bounded per client: ``max_streams``
-open calls (so at most that many worker threads), ``inbox_size`` unread
-inputs per call and ``max_message_size`` bytes of unread input in all.
+What holds, after any sequence of messages (the invariants docs/protocol.md
+states, and test_bounds.py's adversary checks):
+
+- a client has at most ``max_streams`` handlers whose code still runs,
+  cancelled ones included, and at most ``max_streams`` threads (its sync
+  handlers and its async handlers' ``to_thread`` work); all clients together
+  at most ``max_workers`` threads;
+- what a client's messages hold once parsed (call data of running handlers,
+  unread input, unread process messages) stays within ``max_client_memory``,
+  counted before parsing by :func:`~igor.protocol.parsed_cost`;
+- a client's mistakes are logged cut short, and at most a few per window.
 """
 
 from __future__ import annotations
 
-# asyncio is imported where async handlers need it, not here: it adds about
-# 8 MiB to every process, which an app with only sync handlers need not pay.
-import concurrent.futures
 import inspect
 import itertools
 import logging
-import queue
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import AsyncGenerator, Generator
-from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from .api import Handler
 from .exceptions import (
     CallTimeout,
     ConfigError,
     ConnectionClosed,
     IgorError,
     InboxFull,
+    OverBudget,
     ProtocolError,
     RemoteError,
     StreamCancelled,
@@ -44,15 +51,17 @@ from .exceptions import (
     UnknownAction,
     UnknownCall,
     UnknownClient,
-    UnknownProcess,
     UnknownStream,
 )
+from .executor import EventLoop, WorkerPool, current_slots, off_loop
 from .frames import text_frame
+from .lifecycle import exit_code
 from .protocol import (
     Call,
     Cancel,
     EndInput,
     Input,
+    MessageEncoder,
     ProcessInput,
     Reply,
     call_cancel_message,
@@ -60,230 +69,34 @@ from .protocol import (
     close_message,
     data_message,
     error_message,
+    for_protocol,
     is_valid_id,
     make_encoder,
     parse_message,
+    parsed_cost,
+    short,
+    sniff_stream_id,
 )
 from .registry import Client, ClientId, ClientRegistry
 from .stream import Stream
 
 if TYPE_CHECKING:
-    import asyncio
-
     from .config import Config
+    from .process import Processes
 
-__all__ = ["Dispatcher", "Handler", "HANDLER_KEYWORDS"]
+__all__ = ["Dispatcher"]
 
 log = logging.getLogger("igor")
 
 INTRODUCE = "introduce_self"
-#: The keyword arguments a handler may declare.
-HANDLER_KEYWORDS = frozenset({"session", "scope", "client_id", "stream_id", "server", "client"})
 
 # What a handler usually returns: sent as its one value without asking the
 # (slow, abc-based) questions a generator or a coroutine needs.
 _PLAIN_RESULTS = frozenset({dict, list, str, int, float, bool, tuple})
 
-
-def exit_code(code: Any) -> int:
-    """``sys.exit(code)``'s code as a process exit status."""
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code
-    log.error("exit requested: %s", code)
-    return 1
-
-
-class Handler:
-    """An action's function, checked once: which keyword arguments it takes, and how it runs."""
-
-    def __init__(self, name: str, function: Callable):
-        if isinstance(function, Mapping):
-            raise ConfigError(f"action {name!r} is a dict, not a handler: nested APIs must go through "
-                              f"igor.flatten(api) first")
-        if not callable(function):
-            raise ConfigError(f"action {name!r} is not callable: {function!r}")
-        self.name = name
-        self.function = function
-        self.is_async = inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
-        self.accepts: Optional[frozenset] = None
-        # False for a plain handler(out, data): it is called without building any keywords.
-        self.takes_keywords = True
-        try:
-            parameters = list(inspect.signature(function).parameters.values())
-        except (TypeError, ValueError):
-            return  # a builtin without a signature: call it with everything
-        positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        if len(positional) < 2 and not any(p.kind is p.VAR_POSITIONAL for p in parameters):
-            raise ConfigError(f"handler {name!r} must take (out, data, ...), but its signature is "
-                              f"{inspect.signature(function)}")
-        for p in positional[2:] + [p for p in parameters if p.kind is p.KEYWORD_ONLY]:
-            if p.default is p.empty and p.name not in HANDLER_KEYWORDS:
-                raise ConfigError(f"handler {name!r} requires a parameter {p.name!r} that Igor cannot fill; "
-                                  f"it passes only {', '.join(sorted(HANDLER_KEYWORDS))}")
-        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
-            self.accepts = frozenset(p.name for p in parameters
-                                     if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)) & HANDLER_KEYWORDS
-            self.takes_keywords = bool(self.accepts)
-
-    def __call__(self, out: Stream, data: Any, kwargs: Dict[str, Any]) -> Any:
-        if self.accepts is not None:
-            kwargs = {key: value for key, value in kwargs.items() if key in self.accepts}
-        return self.function(out, data, **kwargs)
-
-
-class _WorkerPool:
-    """Threads for handlers: an idle one takes the call, else a new one starts.
-
-    No fixed size, so long streams never queue behind each other (the
-    dispatcher's ``max_streams`` bounds them per client); idle threads are
-    reused, and end after ``idle_timeout`` seconds without work, except
-    ``keep`` of them, started with the server, so that a call after a quiet
-    spell does not wait for a thread to start.
-    """
-
-    def __init__(self, idle_timeout: float, keep: int = 1):
-        self.idle_timeout = idle_timeout
-        self.keep = keep
-        self._tasks: queue.SimpleQueue[Optional[Callable[[], None]]] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._idle = 0
-        self._threads: set = set()
-
-    def start(self) -> None:
-        """Start the ``keep`` workers that wait for calls from the first one on."""
-        for _ in range(self.keep):
-            with self._lock:
-                self._idle += 1
-            self._spawn(None)
-
-    def submit(self, task: Callable[[], None]) -> None:
-        with self._lock:
-            if self._idle:
-                self._idle -= 1
-                self._tasks.put(task)
-                return
-        self._spawn(task)
-
-    def _spawn(self, task: Optional[Callable[[], None]]) -> None:
-        thread = threading.Thread(target=self._work, args=(task,), name="igor-worker", daemon=True)
-        with self._lock:
-            self._threads.add(thread)
-        thread.start()
-
-    def _work(self, task: Optional[Callable[[], None]]) -> None:
-        while True:
-            if task is not None:
-                task()
-                task = None  # drop the finished call's references before waiting for the next
-                with self._lock:
-                    self._idle += 1
-            task = self._next_task()
-            if task is None:
-                break
-        with self._lock:
-            self._threads.discard(threading.current_thread())
-
-    def _next_task(self) -> Optional[Callable[[], None]]:
-        """Wait for work as an idle worker; None once idle for too long (or stopped)."""
-        while True:
-            try:
-                return self._tasks.get(timeout=self.idle_timeout)
-            except queue.Empty:
-                with self._lock:
-                    # submit() counts on idle workers under this lock: leave
-                    # only if it has not handed this worker a task meanwhile,
-                    # and never below the workers kept.
-                    if self._tasks.empty() and len(self._threads) > self.keep:
-                        self._idle -= 1
-                        self._threads.discard(threading.current_thread())
-                        return None
-
-    def owns(self, thread: threading.Thread) -> bool:
-        with self._lock:
-            return thread in self._threads
-
-    def stop(self, timeout: float) -> None:
-        """End idle workers now and wait up to ``timeout`` for busy ones."""
-        with self._lock:
-            for _ in range(self._idle):
-                self._tasks.put(None)
-            self._idle = 0
-            threads = list(self._threads)
-        deadline = time.monotonic() + timeout
-        for thread in threads:
-            if thread is not threading.current_thread():
-                thread.join(max(0.0, deadline - time.monotonic()))
-
-
-class _EventLoop:
-    """One asyncio loop on a thread of its own, started on the first ``async def`` call.
-
-    Every async handler runs on it, so they interleave at their awaits. Its
-    default executor (which ``asyncio.to_thread``, and so ``out.asend``, use)
-    is not asyncio's usual one of ``cpus + 4`` threads: a few sends blocked on
-    clients that do not read would take them all and stall every other async
-    handler. Threads start only as needed and are bounded by how many streams
-    could be open at once.
-    """
-
-    def __init__(self, max_threads: int) -> None:
-        self._lock = threading.Lock()
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._thread: Optional[threading.Thread] = None
-        self._stopped = False
-        self._max_threads = max_threads
-
-    def run(self, coroutine: Any) -> bool:
-        """Schedule ``coroutine`` as a task; False (and it is closed) once the loop has stopped."""
-        import asyncio
-
-        with self._lock:
-            if self._stopped:
-                coroutine.close()
-                return False
-            if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-                self._loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
-                    self._max_threads, thread_name_prefix="igor-async-io"))
-                self._thread = threading.Thread(target=self._loop.run_forever, name="igor-asyncio", daemon=True)
-                self._thread.start()
-            asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-            return True
-
-    def owns(self, thread: threading.Thread) -> bool:
-        return thread is self._thread
-
-    def stop(self, timeout: float) -> None:
-        """Cancel what still runs (a handler that ignored its cancel), then stop and close the loop."""
-        with self._lock:
-            loop, thread = self._loop, self._thread
-            self._stopped = True
-        if loop is None:
-            return
-        import asyncio
-
-        async def drain() -> None:
-            tasks = asyncio.all_tasks() - {asyncio.current_task()}
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                _, pending = await asyncio.wait(tasks, timeout=timeout)
-                if pending:
-                    log.warning("%d async handlers did not end when cancelled at shutdown", len(pending))
-            await loop.shutdown_asyncgens()
-            # Threads blocked in a send end within send_timeout; do not wait that long here.
-            await asyncio.wait({asyncio.ensure_future(loop.shutdown_default_executor())}, timeout=timeout)
-
-        try:
-            asyncio.run_coroutine_threadsafe(drain(), loop).result(3 * timeout)
-        except (concurrent.futures.TimeoutError, RuntimeError):
-            log.warning("async handlers did not stop within %ss", timeout)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout)
-        if not thread.is_alive():
-            loop.close()
+#: A client's mistakes logged per window; the rest are counted and told as "N more".
+COMPLAINTS_PER_WINDOW = 5
+COMPLAINT_WINDOW = 10.0
 
 
 class _PendingCall:
@@ -296,43 +109,77 @@ class _PendingCall:
 
 
 class _Peer:
-    """What the dispatcher keeps for one client: its open streams, unread input, calls waiting on it."""
+    """What the dispatcher keeps for one client: its streams, its shares, calls waiting on it.
 
-    def __init__(self) -> None:
+    ``running`` counts handlers whose code has not returned (queued ones and
+    cancelled ones included), ``threads`` the threads they hold or wait for,
+    and ``held`` the parsed cost of the data they and the inboxes keep. Only
+    the client's reader thread adds to them; anyone may give back.
+    """
+
+    def __init__(self, max_threads: int) -> None:
         self.lock = threading.Lock()
         self.streams: Dict[Any, Stream] = {}
-        self.input_bytes = 0
+        # Each running handler: what to call it in a warning, and whether it is async.
+        self.running: Dict[Stream, Tuple[str, bool]] = {}
+        self.threads = 0
+        self.max_threads = max_threads
+        self.held = 0
         self.calls: Dict[int, _PendingCall] = {}
         self.call_ids = itertools.count(1)
+        self.complaints = 0
+        self.window_start = 0.0
+        self.untold = 0
+
+    # The Slots protocol, for an async handler's to_thread calls.
+    def take_thread(self) -> bool:
+        with self.lock:
+            if self.threads >= self.max_threads:
+                return False
+            self.threads += 1
+            return True
+
+    def give_thread(self) -> None:
+        with self.lock:
+            self.threads -= 1
+
+    def give(self, cost: int) -> None:
+        with self.lock:
+            self.held -= cost
 
 
 class Dispatcher:
-    """Routes every client message; owns streams, inboxes and the server's calls to clients."""
+    """Routes every client message; owns streams and the server's calls to clients."""
 
     def __init__(self, api: Mapping[str, Callable], config: Config, registry: ClientRegistry,
-                 processes: Mapping[str, threading.Thread], scope: Dict[str, Any],
-                 server: Any, on_exit: Callable[[int], None]):
+                 processes: Processes, scope: Dict[str, Any], server: Any, on_exit: Callable[[int], None],
+                 encode: Optional[MessageEncoder] = None):
         api = dict(api)
         if INTRODUCE in api:
             raise ConfigError(f"{INTRODUCE!r} is a built-in action and cannot be replaced")
         self.handlers = {name: Handler(name, function) for name, function in api.items()}
         self.config = config
         self.registry = registry
-        self.encode = make_encoder(config.json_default)
+        self.encode = encode or make_encoder(config.json_default)
         self._processes = processes
         self._scope = scope
         self._server = server
         self._on_exit = on_exit
-        self._pool = _WorkerPool(config.worker_idle_timeout)
-        self._loop = _EventLoop(config.max_clients * config.max_streams)
+        self._pool = WorkerPool(config.max_workers, config.worker_idle_timeout)
+        self._loop = EventLoop(self._pool, lambda: TooManyStreams(
+            f"the client has {config.max_streams} threads working for it, the most max_streams allows"))
         self._lock = threading.Lock()
         self._peers: Dict[Client, _Peer] = {}
+        # Peers live on in their handlers after they disconnect: a shutdown names those still running.
+        self._every_peer: weakref.WeakSet[_Peer] = weakref.WeakSet()
 
     # -- the connection's side ------------------------------------------------
 
     def connected(self, client: Client) -> None:
+        peer = _Peer(self.config.max_streams)
         with self._lock:
-            self._peers[client] = _Peer()
+            self._peers[client] = peer
+            self._every_peer.add(peer)
         self.registry.add(client)
         log.info("client %r connected from %s", client.id, client.address)
 
@@ -343,75 +190,105 @@ class Dispatcher:
         if peer is None:
             return
         self._cancel_streams(peer)
+        self._pool.drop(peer)  # its calls still waiting for a worker: they will not run now
+        self._processes.forget(client)
         with peer.lock:
             calls = list(peer.calls.values())
             peer.calls.clear()
         for call in calls:
             call.error = ConnectionClosed(f"client {client.id!r} disconnected before answering")
             call.done.set()
+        if peer.untold:
+            log.warning("client %r: %d more mistakes were not logged", client.id, peer.untold)
         log.info("client %r left", client.id)
 
     def received(self, client: Client, text: str) -> None:
         peer = self._peer(client)
         if peer is None:
             return
+        cost = parsed_cost(text)
+        # Only this thread adds to `held`, so it can only shrink between this check and the charge.
+        if peer.held + cost > self.config.max_client_memory:
+            self._over_budget(client, peer, text, cost)
+            return
         try:
             message = parse_message(text)
         except ProtocolError as exc:
-            log.warning("client %r sent a malformed message: %s", client.id, exc)
+            self._complain(client, peer, "sent a malformed message: %s", exc)
             with peer.lock:
                 open_ = exc.stream_id in peer.streams
             # An error on a stream that is still open would end it: send that one untied.
             self._refuse(client, exc, None if open_ else exc.stream_id)
             return
         if isinstance(message, Call):
-            self._call(client, peer, message)
+            self._call(client, peer, message, cost)
         elif isinstance(message, Cancel):
             stream = self._stream(peer, message.stream_id)
             if stream is not None:
                 stream.cancel()
         elif isinstance(message, (Input, EndInput)):
-            self._input(client, peer, message, len(text))
+            self._input(client, peer, message, cost)
         elif isinstance(message, ProcessInput):
-            self._process_input(client, message)
+            self._process_input(client, peer, message, cost)
         else:
             self._reply(client, peer, message)
 
+    def _over_budget(self, client: Client, peer: _Peer, text: str, cost: int) -> None:
+        """Refuse a message too costly to parse, tied to its stream when its first key names one."""
+        error = OverBudget(f"a message that may hold {cost} bytes once parsed would take the client past "
+                           f"max_client_memory ({self.config.max_client_memory} bytes, {peer.held} held now)")
+        self._complain(client, peer, "%s", error)
+        stream_id = sniff_stream_id(text)
+        stream = self._stream(peer, stream_id) if stream_id is not None else None
+        if stream is not None:
+            stream.fail(InboxFull(f"stream {short(stream_id)}: {error}"))  # input to an open call
+        else:
+            self._refuse(client, error, stream_id)
+
     # -- calls ----------------------------------------------------------------
 
-    def _call(self, client: Client, peer: _Peer, call: Call) -> None:
+    def _call(self, client: Client, peer: _Peer, call: Call, cost: int) -> None:
         handler = self.handlers.get(call.action)
+        limit = self.config.max_streams
         with peer.lock:
             if call.stream_id in peer.streams:
                 error: Optional[IgorError] = StreamIdInUse(
-                    f"streamId {call.stream_id!r} names a stream that is still open")
+                    f"streamId {short(call.stream_id)} names a stream that is still open")
             elif call.action == INTRODUCE:
                 error = None
             elif handler is None:
-                error = UnknownAction(f"unknown action {call.action!r}")
-            elif len(peer.streams) >= self.config.max_streams:
-                error = TooManyStreams(f"client has {len(peer.streams)} open calls, the most max_streams allows")
+                error = UnknownAction(f"unknown action {short(call.action)}")
+            elif len(peer.running) >= limit or (not handler.is_async and peer.threads >= limit):
+                error = TooManyStreams(f"the client has {len(peer.running)} handlers still running and "
+                                       f"{peer.threads} threads (cancelled calls count until their handler "
+                                       f"returns); max_streams allows {limit}")
             else:
                 error = None
                 stream = Stream(client, call.stream_id, self.encode, lambda s: self._forget(peer, s),
-                                lambda size: self._consumed(peer, size), debug=self.config.debug)
+                                peer.give, debug=self.config.debug)
                 peer.streams[call.stream_id] = stream
+                peer.running[stream] = (f"action {short(call.action)} of client {short(client.id)}",
+                                        handler.is_async)
+                peer.held += cost
+                if not handler.is_async:
+                    peer.threads += 1
         if isinstance(error, StreamIdInUse):
-            log.warning("client %r reused open stream id %r", client.id, call.stream_id)
+            self._complain(client, peer, "reused open stream id %s", short(call.stream_id))
             # Answered untied, so the stream that holds the id is left alone.
             self._refuse(client, error, None)
             return
         if error is not None:
-            log.warning("client %r: %s", client.id, error)
+            self._complain(client, peer, "%s", error)
             self._refuse(client, error, call.stream_id)
             return
         if call.action == INTRODUCE:
-            self._introduce(client, call)
+            self._introduce(client, peer, call)
             return
         if handler.is_async:
-            self._run_async(client, stream, handler, call)
+            self._run_async(client, peer, stream, handler, call, cost)
         else:
-            self._pool.submit(lambda: self._run_call(client, stream, handler, call))
+            self._pool.submit(lambda: self._run_call(client, peer, stream, handler, call, cost), peer,
+                              lambda: self._ended(peer, stream, cost, thread=True))
 
     def _kwargs(self, client: Client, call: Call) -> Dict[str, Any]:
         return {
@@ -423,8 +300,20 @@ class Dispatcher:
             "client": client,
         }
 
-    def _run_call(self, client: Client, stream: Stream, handler: Handler, call: Call) -> None:
+    def _ended(self, peer: _Peer, stream: Stream, cost: int, thread: bool) -> None:
+        """A handler's code returned: its slot, its thread and its call data's cost are free."""
+        with peer.lock:
+            peer.running.pop(stream, None)
+            peer.held -= cost
+            if thread:
+                peer.threads -= 1
+
+    def _run_call(self, client: Client, peer: _Peer, stream: Stream, handler: Handler, call: Call,
+                  cost: int) -> None:
+        handed_on = False
         try:
+            if stream.cancelled:
+                return  # cancelled while it waited for a worker: its close has gone out already
             if handler.takes_keywords:
                 result = handler(stream, call.data, self._kwargs(client, call))
             else:
@@ -433,7 +322,8 @@ class Dispatcher:
                 pass  # one value, sent below
             elif inspect.iscoroutine(result) or isinstance(result, AsyncGenerator):
                 # A sync function that made one (a decorator without async def): run it on the loop all the same.
-                self._run_async(client, stream, handler, call, result)
+                handed_on = True
+                self._run_async(client, peer, stream, handler, call, cost, result)
                 return
             elif isinstance(result, Generator):
                 try:
@@ -448,14 +338,22 @@ class Dispatcher:
             stream.close()
         except BaseException as exc:  # noqa: B036 - every way out must close the stream
             self._handler_ended(stream, call, client, exc)
+        finally:
+            if handed_on:
+                peer.give_thread()  # the slot and the cost go with the task
+            else:
+                self._ended(peer, stream, cost, thread=True)
 
-    def _run_async(self, client: Client, stream: Stream, handler: Handler, call: Call, made: Any = None) -> None:
+    def _run_async(self, client: Client, peer: _Peer, stream: Stream, handler: Handler, call: Call, cost: int,
+                   made: Any = None) -> None:
         """Run an async handler as a task on the loop; ``made`` is its coroutine or generator if already called."""
         import asyncio
 
         async def run() -> None:
             loop = asyncio.get_running_loop()
             task = asyncio.current_task()
+            task.set_name(f"async handler {peer.running.get(stream, (short(call.action),))[0]}")
+            current_slots.set(peer)  # its to_thread calls count against this client's threads
 
             def cancel() -> None:
                 # From the connection's reader thread; the loop may already be closed at shutdown.
@@ -467,38 +365,47 @@ class Dispatcher:
             # A cancel (or the client leaving) cancels the task, which the handler sees at its next
             # await. Set before reading `cancelled`, so a cancel arriving meanwhile is seen one way or the other.
             stream._on_cancel = cancel
-            if stream.cancelled:
-                if inspect.iscoroutine(made):
-                    made.close()  # it will not run: no "never awaited" warning
-                return
             try:
-                result = handler(stream, call.data, self._kwargs(client, call)) if made is None else made
-                if isinstance(result, AsyncGenerator):
-                    try:
-                        async for value in result:
-                            await stream.asend(value)
-                    finally:
-                        await result.aclose()
-                else:
-                    value = await result
-                    if value is not None and not stream.closed:
-                        await stream._asend_last(value)
-                        return
-                await stream.aclose()
-            except asyncio.CancelledError:
-                # A stream's cancel sends its own close; anything else that cancelled the task did not.
-                if not stream.cancelled:
-                    await stream.aclose()
-            except GeneratorExit:
-                raise  # the loop is gone (a handler that ignored its cancel at shutdown): nothing to await
-            except BaseException as exc:  # noqa: B036 - every way out must close the stream
-                # Sending the error may wait for a slow client: never on the loop's thread.
-                await asyncio.to_thread(self._handler_ended, stream, call, client, exc)
+                if stream.cancelled:
+                    if inspect.iscoroutine(made):
+                        made.close()  # it will not run: no "never awaited" warning
+                    return
+                await self._run_task(client, stream, handler, call, made)
+            finally:
+                self._ended(peer, stream, cost, thread=False)
 
         if not self._loop.run(run()):
             stream.cancel()  # the server is shutting down
+            self._ended(peer, stream, cost, thread=False)
             if inspect.iscoroutine(made):
                 made.close()
+
+    async def _run_task(self, client: Client, stream: Stream, handler: Handler, call: Call, made: Any) -> None:
+        import asyncio
+
+        try:
+            result = handler(stream, call.data, self._kwargs(client, call)) if made is None else made
+            if isinstance(result, AsyncGenerator):
+                try:
+                    async for value in result:
+                        await stream.asend(value)
+                finally:
+                    await result.aclose()
+            else:
+                value = await result
+                if value is not None and not stream.closed:
+                    await stream._asend_last(value)
+                    return
+            await stream.aclose()
+        except asyncio.CancelledError:
+            # A stream's cancel sends its own close; anything else that cancelled the task did not.
+            if not stream.cancelled:
+                await stream.aclose()
+        except GeneratorExit:
+            raise  # the loop is gone (a handler that ignored its cancel at shutdown): nothing to await
+        except BaseException as exc:  # noqa: B036 - every way out must close the stream
+            # Sending the error may wait for a slow client: never on the loop's thread.
+            await off_loop(self._handler_ended, stream, call, client, exc)
 
     def _handler_ended(self, stream: Stream, call: Call, client: Client, exc: BaseException) -> None:
         if isinstance(exc, StreamCancelled):
@@ -523,19 +430,19 @@ class Dispatcher:
             log.error("action %r ended abnormally for client %r", call.action, client.id, exc_info=exc)
             stream.close()
 
-    def _introduce(self, client: Client, call: Call) -> None:
+    def _introduce(self, client: Client, peer: _Peer, call: Call) -> None:
         data = call.data
         new_id = data.get("client_id") if isinstance(data, dict) else None
         if not is_valid_id(new_id):
-            self._refuse(client, ProtocolError("introduce_self needs data {\"client_id\": <string or integer>}"),
-                         call.stream_id)
+            self._refuse(client, ProtocolError("introduce_self needs data {\"client_id\": <string of at most "
+                                               "256 characters, or integer>}"), call.stream_id)
             return
         old_id = client.id
         resume = data.get("resume")
         try:
             secret = self.registry.rename(client, new_id, resume if isinstance(resume, str) else None)
         except IgorError as exc:
-            log.warning("client %r: %s", old_id, exc)
+            self._complain(client, peer, "%s", exc)
             self._refuse(client, exc, call.stream_id)
             return
         log.info("client %r is now %r", old_id, new_id)
@@ -544,50 +451,42 @@ class Dispatcher:
 
     # -- input ----------------------------------------------------------------
 
-    def _input(self, client: Client, peer: _Peer, message: Any, size: int) -> None:
+    def _input(self, client: Client, peer: _Peer, message: Any, cost: int) -> None:
         stream = self._stream(peer, message.stream_id)
         if stream is None or not stream.accepts_input:
-            self._not_open_for_input(client, message.stream_id)
+            self._not_open_for_input(client, peer, message.stream_id)
             return
         if isinstance(message, EndInput):
             stream._end_input()
             return
         with peer.lock:
-            over_budget = peer.input_bytes + size > self.config.max_message_size
-            if not over_budget:
-                peer.input_bytes += size
+            peer.held += cost
         try:
-            fed = not over_budget and stream._feed(message.data, size, self.config.inbox_size)
+            fed = stream._feed(message.data, cost, self.config.inbox_size)
         except StreamClosed:
-            self._consumed(peer, size)
-            self._not_open_for_input(client, message.stream_id)
+            peer.give(cost)
+            self._not_open_for_input(client, peer, message.stream_id)
             return
         if not fed:
-            if not over_budget:
-                self._consumed(peer, size)
-            log.warning("client %r flooded stream %r with input its handler does not read", client.id,
-                        message.stream_id)
-            stream.fail(InboxFull(f"stream {message.stream_id!r} has more unread input than its inbox holds "
-                                  f"({self.config.inbox_size} messages, {self.config.max_message_size} bytes)"))
+            peer.give(cost)
+            self._complain(client, peer, "flooded stream %s with input its handler does not read",
+                           short(message.stream_id))
+            stream.fail(InboxFull(f"stream {short(message.stream_id)} has {self.config.inbox_size} unread "
+                                  f"inputs, as many as inbox_size allows"))
 
-    def _not_open_for_input(self, client: Client, stream_id: Any) -> None:
+    def _not_open_for_input(self, client: Client, peer: _Peer, stream_id: Any) -> None:
+        self._complain(client, peer, "sent input to stream %s, which is not open", short(stream_id))
         # Untied: the id may already name the client's next call.
-        self._refuse(client, UnknownStream(f"stream {stream_id!r} is not open for input"), None)
+        self._refuse(client, UnknownStream(f"stream {short(stream_id)} is not open for input"), None)
 
-    def _consumed(self, peer: _Peer, size: int) -> None:
+    def _process_input(self, client: Client, peer: _Peer, message: ProcessInput, cost: int) -> None:
         with peer.lock:
-            peer.input_bytes -= size
-
-    def _process_input(self, client: Client, message: ProcessInput) -> None:
-        process = self._processes.get(message.process_id)
-        deliver = getattr(process, "deliver", None)
-        if not callable(deliver):
-            error: IgorError = UnknownProcess(f"no process {message.process_id!r} takes input")
-        elif not deliver(client.id, message.data):
-            error = InboxFull(f"the inbox of process {message.process_id!r} is full")
-        else:
+            peer.held += cost
+        error = self._processes.deliver(client, message.process_id, message.data, cost, peer.give)
+        if error is None:
             return
-        log.warning("client %r: %s", client.id, error)
+        peer.give(cost)
+        self._complain(client, peer, "%s", error)
         self._send(client, {"process": message.process_id, **error_message(error)})
 
     # -- the server's calls to clients ---------------------------------------
@@ -598,11 +497,16 @@ class Dispatcher:
         peer = self._peer(client)
         if peer is None:
             raise UnknownClient(f"no connected client has id {client_id!r}")
+        call_id = next(peer.call_ids)
+        try:
+            frame = text_frame(self.encode(call_message(call_id, action, data)))
+        except ValueError as exc:
+            # Before anything is registered: a call that cannot be sent leaves nothing behind.
+            raise TypeError(f"call_client({action!r}): {exc}") from None
         pending = _PendingCall()
         with peer.lock:
-            call_id = next(peer.call_ids)
             peer.calls[call_id] = pending
-        if not self._send(client, call_message(call_id, action, data), wait=True):
+        if not client.send(frame, True):
             with peer.lock:
                 peer.calls.pop(call_id, None)
             raise ConnectionClosed(f"client {client_id!r} is gone")
@@ -625,6 +529,7 @@ class Dispatcher:
         with peer.lock:
             pending = peer.calls.pop(reply.call_id, None)
         if pending is None:
+            self._complain(client, peer, "answered callId %s, which names no pending call", reply.call_id)
             self._refuse(client, UnknownCall(f"callId {reply.call_id} names no pending call"), None)
             return
         pending.reply = reply
@@ -645,9 +550,24 @@ class Dispatcher:
     def start(self) -> None:
         self._pool.start()
 
-    def stop(self, timeout: float) -> None:
-        self._pool.stop(timeout)
-        self._loop.stop(timeout)
+    def tick(self, now: float) -> None:
+        """The heartbeat's visit: name an async handler that blocks the loop."""
+        self._loop.check(now)
+
+    def stop(self, deadline: float) -> List[str]:
+        """Stop the workers and the loop by ``deadline``; returns the handlers abandoned still running."""
+        self._pool.stop(deadline)
+        left = self._loop.stop(deadline)
+        sync = [name for peer in list(self._every_peer) for name, is_async in list(peer.running.values())
+                if not is_async]
+        return sync + left
+
+    def threads(self) -> int:
+        """Threads the pool holds now (busy and idle)."""
+        return self._pool.threads()
+
+    def busy_threads(self) -> int:
+        return self._pool.busy()
 
     def open_streams(self, client: Client) -> int:
         peer = self._peer(client)
@@ -682,7 +602,22 @@ class Dispatcher:
 
     def _send(self, client: Client, message: dict, wait: bool = False) -> bool:
         # wait=False on the reader thread: never wait for a client that does not read.
-        return client.send(text_frame(self.encode(message)), wait)
+        return client.send(text_frame(self.encode(for_protocol(message, client.protocol))), wait)
+
+    @staticmethod
+    def _complain(client: Client, peer: _Peer, text: str, *args: Any) -> None:
+        """Log a client's mistake: a few per window, the rest counted, so a flood of them is a few lines."""
+        now = time.monotonic()
+        if now - peer.window_start > COMPLAINT_WINDOW:
+            if peer.untold:
+                log.warning("client %r: %d more mistakes in %ds were not logged", client.id, peer.untold,
+                            int(COMPLAINT_WINDOW))
+            peer.window_start, peer.complaints, peer.untold = now, 0, 0
+        if peer.complaints < COMPLAINTS_PER_WINDOW:
+            peer.complaints += 1
+            log.warning("client %r " + text, client.id, *args)
+        else:
+            peer.untold += 1
 
     def _refuse(self, client: Client, error: IgorError, stream_id: Any) -> None:
         self._send(client, error_message(error, stream_id))

@@ -23,6 +23,7 @@ __all__ = [
     "ConnectionFailed",
     "TooManyStreams",
     "InboxFull",
+    "OverBudget",
     "UnknownStream",
     "UnknownProcess",
     "UnknownCall",
@@ -81,6 +82,16 @@ class TooManyStreams(IgorError):
 
 class InboxFull(IgorError):
     """Input arrived for a stream or process whose inbox is full (429)."""
+
+    code = 429
+
+
+class OverBudget(IgorError):
+    """A client's message would make the server hold more of its data than ``max_client_memory`` allows (429).
+
+    What counts is what the client's running calls, unread input and unread
+    process messages hold once parsed, not their size on the wire.
+    """
 
     code = 429
 

@@ -12,11 +12,21 @@ import logging
 import os
 import sys
 import threading
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 log = logging.getLogger("igor")
 
 READY_PREFIX = "IGOR_READY "
+
+
+def exit_code(code: Any) -> int:
+    """``sys.exit(code)``'s code as a process exit status."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    log.error("exit requested: %s", code)
+    return 1
 
 
 def announce_ready(url: str, port: int, token: Optional[str]) -> None:

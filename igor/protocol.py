@@ -7,6 +7,7 @@ rule of docs/protocol.md can be tested with plain values.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from json.encoder import c_make_encoder, encode_basestring
 from typing import Any, Callable, Optional, Tuple, Union
@@ -34,7 +35,11 @@ __all__ = [
     "ProcessInput",
     "Reply",
     "Message",
+    "MAX_NAME",
     "parse_message",
+    "parsed_cost",
+    "sniff_stream_id",
+    "short",
     "encode",
     "make_encoder",
     "MessageEncoder",
@@ -42,12 +47,16 @@ __all__ = [
     "error_message",
     "close_message",
     "with_close",
+    "for_protocol",
     "push_message",
     "call_message",
     "call_cancel_message",
 ]
 
 StreamId = Union[str, int]
+
+#: The longest action, process, stream or client name (in characters) a client may send.
+MAX_NAME = 256
 
 #: A server message's UTF-8 JSON: whole, or for a large value in pieces
 #: (opening, value, closing brace) that the connection writes with one
@@ -113,7 +122,7 @@ def is_valid_id(value: Any) -> bool:
     """Stream and client ids are non-empty strings or integers (not booleans)."""
     if isinstance(value, bool):
         return False
-    return isinstance(value, int) or (isinstance(value, str) and value != "")
+    return isinstance(value, int) or (isinstance(value, str) and 0 < len(value) <= MAX_NAME)
 
 
 def parse_message(text: str) -> Message:
@@ -129,6 +138,8 @@ def parse_message(text: str) -> Message:
         # A deeply nested document exhausts the parser's stack; it is the
         # client's fault, not the server's.
         raise ProtocolError("message is nested too deeply") from None
+    except _NotJson as exc:
+        raise ProtocolError(str(exc), sniff_stream_id(text)) from None
     except ValueError:
         raise ProtocolError("message is not valid JSON") from None
     if not isinstance(message, dict):
@@ -139,11 +150,15 @@ def parse_message(text: str) -> Message:
         process_id = message["process"]
         if not isinstance(process_id, str) or not process_id:
             raise ProtocolError("process must be a non-empty string")
+        if len(process_id) > MAX_NAME:
+            raise ProtocolError(f"process name is {len(process_id)} characters long, over {MAX_NAME}")
         return ProcessInput(process_id, message.get("data"))
     if "streamId" not in message:
         raise ProtocolError("message has no streamId")
     stream_id = message["streamId"]
     if not is_valid_id(stream_id):
+        if isinstance(stream_id, str) and len(stream_id) > MAX_NAME:
+            raise ProtocolError(f"streamId is {len(stream_id)} characters long, over {MAX_NAME}")
         raise ProtocolError("streamId must be a non-empty string or an integer")
 
     if ("action" in message) + ("cancel" in message) + ("end" in message) > 1:
@@ -165,6 +180,8 @@ def parse_message(text: str) -> Message:
     action = message["action"]
     if not isinstance(action, str) or not action:
         raise ProtocolError("action must be a non-empty string", stream_id)
+    if len(action) > MAX_NAME:
+        raise ProtocolError(f"action name is {len(action)} characters long, over {MAX_NAME}", stream_id)
     return Call(stream_id, action, message.get("data"))
 
 
@@ -181,10 +198,58 @@ def _loads(text: str) -> Any:
         end = -1  # json.loads below gives the error, or the answer for leading whitespace
     if end == len(text):
         return value
-    return json.loads(text)
+    return _DECODER.decode(text)
 
 
-_scan = json.JSONDecoder().scan_once
+class _NotJson(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    # json.loads takes NaN and Infinity, which no JSON parser elsewhere
+    # (JavaScript's included) reads back, and json.dumps then refuses to write.
+    raise _NotJson(f"{name} is not a JSON value (JSON has no NaN or Infinity)")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+_scan = _DECODER.scan_once
+
+# What parsing may cost beyond the text itself, per value it can hold: an
+# empty dict is 64 bytes and its place in a list 8, a one-key dict about 190
+# for its 8 characters; 96 per opening bracket or comma bounds every shape
+# measured (docs/protocol.md, "Memory").
+_COST_PER_VALUE = 96
+
+
+def parsed_cost(text: str) -> int:
+    """An upper bound of the bytes :func:`parse_message` makes of ``text``, found without parsing it.
+
+    The wire size alone would let a client make the server hold 24 times
+    what it sent (``[{},{},...]``): the bound counts the values the text can
+    hold (every ``{``, ``[`` and ``,``; those inside strings only make it
+    higher), and the characters at four bytes each unless the text is
+    ASCII without escapes, whose strings are one byte a character.
+    """
+    width = 1 if text.isascii() and "\\u" not in text else 4
+    return width * len(text) + _COST_PER_VALUE * (text.count("{") + text.count("[") + text.count(","))
+
+
+_LEADING_ID = re.compile(r'\s*\{\s*"streamId"\s*:\s*(-?[0-9]{1,19}|"[^"\\]{1,256}")\s*[,}]')
+
+
+def sniff_stream_id(text: str) -> Optional[StreamId]:
+    """The ``streamId`` a message starts with, read without parsing the rest (which may be too costly to)."""
+    match = _LEADING_ID.match(text, 0, 400)
+    if match is None:
+        return None
+    token = match.group(1)
+    return token[1:-1] if token.startswith('"') else int(token)
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for log lines and errors about what a client sent."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _parse_reply(message: dict) -> Reply:
@@ -308,6 +373,17 @@ def _encode_value(value: Any, encoder: _Encode, default: Optional[Callable[[Any]
         return text.encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(value, separators=(",", ":"), allow_nan=False, default=default).encode("ascii")
+
+
+def for_protocol(message: dict, protocol: int) -> dict:
+    """``message`` as a client of ``protocol`` reads it: under protocol 1 every message has a ``data`` key.
+
+    The original Igor sent ``"data": null`` on closes and errors, and code
+    written for it reads ``message['data']`` of whatever arrives.
+    """
+    if protocol < 2 and "data" not in message:
+        return {**message, "data": None}
+    return message
 
 
 def data_message(stream_id: StreamId, data: Any) -> dict:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 from .exceptions import ClientIdTaken, UnknownClient
 from .frames import Frame
-from .protocol import StreamId
+from .protocol import StreamId, short
 
 __all__ = ["Client", "ClientRegistry", "ClientId"]
 
@@ -119,7 +119,7 @@ class ClientRegistry:
         with self._lock:
             holder = self._clients.get(new_id)
             if holder is not None and holder is not client:
-                raise ClientIdTaken(f"client id {_short(new_id)} is already connected")
+                raise ClientIdTaken(f"client id {short(new_id, 64)} is already connected")
             parked = self._parked.get(new_id)
             if parked is not None and parked[1] <= self._clock():
                 del self._parked[new_id]
@@ -128,7 +128,7 @@ class ClientRegistry:
                 expected = parked[2]
                 if expected is None or not isinstance(resume, str) or not hmac.compare_digest(
                         expected.encode(), resume.encode()):
-                    raise ClientIdTaken(f"client id {_short(new_id)} belongs to a client that left moments ago "
+                    raise ClientIdTaken(f"client id {short(new_id, 64)} belongs to a client that left moments ago "
                                         "and may come back: only its resume secret claims it")
                 del self._parked[new_id]
                 client.session = parked[0]
@@ -162,8 +162,3 @@ class ClientRegistry:
             for client_id in [cid for cid, (_, expiry, _) in self._parked.items() if expiry <= now]:
                 del self._parked[client_id]
 
-
-def _short(client_id: ClientId, limit: int = 64) -> str:
-    """An id for a message: a client may send one of any length, and the error echoes it."""
-    text = repr(client_id)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"

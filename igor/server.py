@@ -15,15 +15,17 @@ import secrets
 import signal
 import threading
 import time
-from typing import Any, Callable, Dict, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 from .config import CONFIG, Config
-from .dispatch import Dispatcher, exit_code
+from .dispatch import Dispatcher
 from .exceptions import ConfigError
+from .files import LegacyFileServer
 from .handshake import LOOPBACK_HOSTS, SecurityPolicy, default_origins
 from .lifecycle import announce_ready, watch_parent
+from .process import Processes
+from .protocol import make_encoder
 from .registry import ClientId, ClientRegistry
-from .stream import ProcessOutput
 from .transport import IgorTransport
 
 __all__ = ["IgorServer", "CONFIG"]
@@ -43,7 +45,8 @@ class IgorServer:
 
     def __init__(self, api: Optional[Mapping[str, Callable]] = None,
                  config: Union[Mapping[str, Any], Config, None] = None, **options: Any):
-        self.config: Config = Config.from_mapping(config, **options)
+        # No config: the module's CONFIG dict, as the original Igor read it (an app may have set keys in it).
+        self.config: Config = Config.from_mapping(CONFIG if config is None else config, **options)
         _configure_logging(self.config.logging)
         self.token: Optional[str] = _resolve_token(self.config.token)
         if not _is_loopback(self.config.host) and self.token is None:
@@ -51,9 +54,14 @@ class IgorServer:
                               "(config 'token', or True to generate one)")
         self.scope: Dict[str, Any] = {}
         self.registry = ClientRegistry(self.config.session_timeout)
-        self.processes: Dict[str, threading.Thread] = {}
-        self.dispatcher = Dispatcher(api or {}, self.config, self.registry, self.processes, self.scope, self,
-                                     on_exit=lambda code: self._request_stop(code, from_exit=True))
+        on_exit = lambda code: self._request_stop(code, from_exit=True)  # noqa: E731
+        encode = make_encoder(self.config.json_default)
+        self._processes = Processes(self.registry, encode, self.scope, self, self.config.inbox_size, on_exit)
+        #: The background processes by id (see :meth:`add_process`).
+        self.processes: Dict[str, threading.Thread] = self._processes.mapping()
+        self.dispatcher = Dispatcher(api or {}, self.config, self.registry, self._processes, self.scope, self,
+                                     on_exit=on_exit, encode=encode)
+        self._file_server: Optional[LegacyFileServer] = None
         self.api = dict(api or {})
         self.exit_code: Optional[int] = None
         self._transport: Optional[IgorTransport] = None
@@ -62,6 +70,8 @@ class IgorServer:
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()
         self._exit_requested = False
+        self._abandoned = False
+        self._restore_signals: Optional[Callable[[], None]] = None
         self._threads: list = []
         self._parent_watch: Optional[threading.Event] = None
 
@@ -89,12 +99,14 @@ class IgorServer:
         return self._transport is not None and not self._stopped.is_set()
 
     def stats(self) -> Dict[str, int]:
-        """What the server holds now: connections, pending handshakes, open streams."""
+        """What the server holds now: connections, pending handshakes, open streams, handler threads."""
         pending, connections = self._transport.counts() if self._transport is not None else (0, 0)
         return {
             "connections": connections,
             "pending_handshakes": pending,
             "open_streams": sum(self.dispatcher.open_streams(client) for client in self.registry.clients()),
+            "worker_threads": self.dispatcher.threads(),
+            "busy_workers": self.dispatcher.busy_threads(),
         }
 
     def add_process(self, process_id: str, thread: threading.Thread) -> threading.Thread:
@@ -107,26 +119,7 @@ class IgorServer:
         exception escaping its ``run`` is logged and reported to clients;
         ``sys.exit()`` in it ends the program.
         """
-        if not isinstance(thread, threading.Thread):
-            raise TypeError(f"a process must be a threading.Thread, got {type(thread).__name__}")
-        if not isinstance(process_id, str) or not process_id:
-            # Strings only: clients number their own streams with integers,
-            # and a push's streamId must never be mistaken for one of them.
-            raise ValueError("a process id must be a non-empty string")
-        with self._lock:
-            if process_id in self.processes:
-                raise ValueError(f"a process with id {process_id!r} already exists")
-            self.processes[process_id] = thread
-        thread.process_id = process_id
-        thread.output = ProcessOutput(self.registry, process_id, self.dispatcher.encode)
-        thread.scope = self.scope
-        thread.server = self
-        thread.inbox_size = self.config.inbox_size
-        thread.daemon = True
-        thread.run = self._guard_process(process_id, thread, thread.run)
-        if self.running:
-            thread.start()
-        return thread
+        return self._processes.add(process_id, thread, start=self.running)
 
     def call_client(self, client_id: ClientId, action: str, data: Any = None,
                     timeout: Optional[float] = 30.0) -> Any:
@@ -154,9 +147,12 @@ class IgorServer:
             allowed_origins=self.config.allowed_origins or default_origins(self.token is not None, transport.port),
             allowed_hosts=self.config.allowed_hosts or _default_hosts(self.config.host),
         )
+        if self.config.file_server_config is not None:
+            self._file_server = LegacyFileServer(self.config.file_server_config["root_directory"],
+                                                 self.config.file_server_config["port"])
+            self._spawn(self._file_server.serve_forever, "igor-file-server", poll_interval=0.2)
         # Processes first: a client connecting at once finds them running.
-        for thread in list(self.processes.values()):
-            thread.start()
+        self._processes.start()
         self.dispatcher.start()
         self._spawn(transport.serve_forever, "igor-accept", poll_interval=0.2)
         self._spawn(self._heartbeat, "igor-heartbeat")
@@ -165,6 +161,10 @@ class IgorServer:
         if self.config.exit_with_parent:
             self._parent_watch = watch_parent(lambda reason: self._request_stop(0))
         if self.config.ready_line:
+            # A parent that reads the ready line may signal at once (an app quit right after it
+            # started): the graceful handlers must be in place before the line is out.
+            if self._restore_signals is None:
+                self._restore_signals = self._install_signal_handlers()
             announce_ready(self.url, self.port, self.token)
         return self
 
@@ -178,37 +178,43 @@ class IgorServer:
         ``sys.exit(code)`` makes it raise ``SystemExit(code)`` after the
         graceful shutdown, so the program ends with that code.
         """
-        if self._transport is None:
-            self.start()
         if threaded:
+            if self._transport is None:
+                self.start()
             return None
-        restore = self._install_signal_handlers()
+        # The handlers first: a parent that reads the ready line may signal at once.
+        restore = self._restore_signals or self._install_signal_handlers()
+        self._restore_signals = restore
         try:
+            if self._transport is None:
+                self.start()
             # wait() in a loop keeps the main thread responsive to signals on every platform.
             while not self._stopped.wait(0.5):
                 pass
         finally:
             restore()
+            self._restore_signals = None
         if self._exit_requested:
             raise SystemExit(self.exit_code)
         return self.exit_code
 
     def shutdown(self, code: int = 0) -> bool:
-        """Stop serving: close every stream and connection, stop processes.
+        """Stop serving: close every stream and connection, stop processes, within ``shutdown_timeout``.
 
-        Safe from any thread. Returns True once the shutdown has finished,
-        False if it is still under way: when called from a handler or a
-        process (which the shutdown itself waits for), or when something did
-        not stop within the ``shutdown_timeout`` bounds.
+        Safe from any thread. Returns True once everything has stopped;
+        False when called from a handler or a process (which the shutdown
+        itself waits for), and when a handler or process ignored its cancel
+        and was abandoned still running (the log names it). The program can
+        exit all the same: every thread Igor starts is a daemon.
         """
         self._request_stop(code)
         if self._transport is None:
             self._stopped.set()
             return True
         current = threading.current_thread()
-        if self.dispatcher.owns_thread(current) or current in self.processes.values():
+        if self.dispatcher.owns_thread(current) or self._processes.owns(current):
             return self._stopped.is_set()
-        return self._stopped.wait(self.config.shutdown_timeout * 3 + 5)
+        return self._stopped.wait(self.config.shutdown_timeout + 5) and not self._abandoned
 
     def wait(self, timeout: Optional[float] = None) -> Optional[int]:
         """Block until the server has stopped; returns its exit code."""
@@ -248,19 +254,22 @@ class IgorServer:
             self._stopped.set()
 
     def _close_everything(self) -> None:
-        timeout = self.config.shutdown_timeout
+        # One deadline for the whole shutdown: each step gets what the ones before it left.
+        deadline = time.monotonic() + self.config.shutdown_timeout
         log.info("Igor shutting down (exit code %s)", self.exit_code)
         transport = self._transport
+        abandoned: List[str] = []
         steps = [
             lambda: self._parent_watch is not None and self._parent_watch.set(),
             transport.shutdown,        # stop accepting
             transport.server_close,    # release the port
+            lambda: self._file_server is not None and self._file_server.close(),
             self.dispatcher.cancel_all,
-            lambda: [thread.stop() for thread in self.processes.values() if callable(getattr(thread, "stop", None))],
+            self._processes.stop,
             transport.close_all,
-            lambda: self._join_processes(timeout),
-            lambda: self._end_connections(timeout),
-            lambda: self.dispatcher.stop(timeout),
+            lambda: abandoned.extend(f"process {pid!r}" for pid in self._processes.join(deadline)),
+            lambda: self._end_connections(deadline),
+            lambda: abandoned.extend(self.dispatcher.stop(deadline)),
         ]
         for step in steps:
             # One failing step must not leave the rest undone.
@@ -268,25 +277,20 @@ class IgorServer:
                 step()
             except Exception:
                 log.exception("error during shutdown")
+        for name in abandoned:
+            log.warning("%s ignored its cancel and is abandoned still running", name)
+        self._abandoned = bool(abandoned)
         for thread in self._threads:
             if thread is not threading.current_thread():
-                thread.join(timeout)
-
-    def _join_processes(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        for thread in self.processes.values():
-            if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
-                if thread.is_alive():
-                    log.warning("process %r did not stop within %ss", thread.process_id, timeout)
 
-    def _end_connections(self, timeout: float) -> None:
-        if self._transport.wait_until_empty(timeout):
+    def _end_connections(self, deadline: float) -> None:
+        # Half the time left for peers to answer our close frame; then cut the rest off.
+        if self._transport.wait_until_empty(max(0.0, deadline - time.monotonic()) / 2):
             return
-        # Peers that neither read our close frame nor answer it: cut them off.
         self._transport.abort_all()
-        if not self._transport.wait_until_empty(timeout):
-            log.warning("some connections did not end within %ss", 2 * timeout)
+        if not self._transport.wait_until_empty(max(0.0, deadline - time.monotonic())):
+            log.warning("some connections did not end within shutdown_timeout")
 
     def _heartbeat(self) -> None:
         config = self.config
@@ -297,7 +301,8 @@ class IgorServer:
         while not self._stop_requested.wait(tick):
             # A failure in one tick is logged; the next tick runs all the same,
             # or handshake expiry, session purging and pings would silently stop.
-            for step in (self.registry.purge_sessions, self._transport.tick):
+            for step in (self.registry.purge_sessions, self._transport.tick,
+                         lambda: self.dispatcher.tick(time.monotonic())):
                 try:
                     step()
                 except Exception:
@@ -322,21 +327,6 @@ class IgorServer:
                 signal.signal(signum, handler)
 
         return restore
-
-    def _guard_process(self, process_id: str, thread: threading.Thread, run: Callable[[], None]) -> Callable[[], None]:
-        def guarded_run() -> None:
-            try:
-                run()
-            except SystemExit as exc:
-                self._request_stop(exit_code(exc.code), from_exit=True)
-            except Exception as exc:
-                log.exception("process %r failed", process_id)
-                try:
-                    thread.output.send_error(exc)
-                except Exception:
-                    log.exception("could not report the failure of process %r", process_id)
-
-        return guarded_run
 
 
 def _configure_logging(settings: Optional[Mapping[str, Any]]) -> None:

@@ -1,4 +1,4 @@
-"""What handlers and processes hold: ``flatten``, :class:`Stream`, :class:`ProcessOutput`.
+"""What a handler holds: :class:`Stream`, its call's way back to the client and way in.
 
 A :class:`Stream` is one call seen from its handler: the way back to the
 client (``send``, ``send_error``, ``close``) and, when the client sends input
@@ -13,18 +13,19 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, Iterator, List, Optional, Tuple, Union
 
 from .exceptions import InputEnded, InputTimeout, StreamCancelled, StreamClosed
+from .executor import off_loop
 from .frames import Frame, text_frame
-from .protocol import MessageEncoder, Payload, StreamId, close_message, error_message, push_message, with_close
+from .protocol import MessageEncoder, Payload, StreamId, close_message, error_message, for_protocol, with_close
 
 if TYPE_CHECKING:
     import asyncio
 
-    from .registry import Client, ClientId, ClientRegistry
+    from .registry import Client
 
-__all__ = ["flatten", "Stream", "ProcessOutput", "Encoder"]
+__all__ = ["Stream", "Encoder"]
 
 #: Turns a server message (a dict) into the UTF-8 JSON payload of a text frame.
 Encoder = MessageEncoder
@@ -33,32 +34,6 @@ Encoder = MessageEncoder
 _JOIN_LIMIT = 64 * 1024
 # Sends closer together than this (seconds) are a burst, written in batches.
 _BURST_GAP = 0.0002
-
-
-def flatten(api: Mapping[str, Any], separator: str = ".") -> Dict[str, Callable]:
-    """Flatten nested dicts of handlers into ``{"events.create": handler, ...}``.
-
-    The caller's dict is left as it is. A leaf that is not callable, or two
-    paths that flatten to the same name, raise ``ValueError``.
-    """
-    flat: Dict[str, Callable] = {}
-
-    def walk(prefix: str, node: Mapping[str, Any]) -> None:
-        for key, value in node.items():
-            if not isinstance(key, str) or not key:
-                raise ValueError(f"action names must be non-empty strings, got {key!r} under {prefix or 'the top'}")
-            name = f"{prefix}{separator}{key}" if prefix else key
-            if isinstance(value, Mapping):
-                walk(name, value)
-            elif not callable(value):
-                raise ValueError(f"action {name!r} is not callable: {value!r}")
-            elif name in flat:
-                raise ValueError(f"two actions flatten to the same name {name!r}")
-            else:
-                flat[name] = value
-
-    walk("", api)
-    return flat
 
 
 class Stream:
@@ -133,7 +108,7 @@ class Stream:
         """``{"streamId":S,"close":true}``, from the opening a stream that sent data has encoded already."""
         prefix = self._data_prefix
         opening = prefix[:-len(b',"data":')] if prefix is not None else self._encode.opening(self.stream_id)
-        return opening + b',"close":true}'
+        return opening + (b',"close":true}' if self.client.protocol >= 2 else b',"data":null,"close":true}')
 
     def send_error(self, error: Union[BaseException, str], code: Optional[int] = None,
                    traceback: Optional[str] = None) -> None:
@@ -142,7 +117,8 @@ class Stream:
         ``error`` is an exception (its class name becomes the ``type``) or a
         message; ``code`` defaults to the exception's own code, else 500.
         """
-        payload = self._encode(error_message(error, self.stream_id, code, traceback if self._debug else None))
+        message = error_message(error, self.stream_id, code, traceback if self._debug else None)
+        payload = self._encode(for_protocol(message, self.client.protocol))
         self._emit(payload, then_close=True)
 
     def close(self) -> None:
@@ -179,7 +155,7 @@ class Stream:
         with self._lock:
             if self._closed:
                 return
-            *first, last = [self._encode(message) for message in messages]
+            *first, last = [self._encode(for_protocol(message, self.client.protocol)) for message in messages]
             for payload in first:
                 self.client.send(text_frame(payload), False)
             # Never wait here: this runs on the connection's reader thread, or in a shutdown.
@@ -294,18 +270,16 @@ class Stream:
 
     async def asend(self, data: Any = None) -> None:
         """:meth:`send` for an ``async def`` handler."""
-        import asyncio
 
         payload = self._data_payload(data)
         if not self._emit_now(payload):
-            await asyncio.to_thread(self._emit, payload)
+            await off_loop(self._emit, payload)
 
     async def aclose(self) -> None:
         """:meth:`close` for an ``async def`` handler."""
-        import asyncio
 
         if not self._lock.acquire(blocking=False):
-            await asyncio.to_thread(self.close)
+            await off_loop(self.close)
             return
         try:
             if self._closed:
@@ -316,11 +290,10 @@ class Stream:
                 return
         finally:
             self._lock.release()
-        await asyncio.to_thread(self.client.send, frame)  # waits for room, as close() does
+        await off_loop(self.client.send, frame)  # waits for room, as close() does
 
     async def _asend_last(self, data: Any) -> None:
         """:meth:`_send_last` for an async handler: its return value, and the close with it under protocol 2."""
-        import asyncio
 
         if self.client.protocol < 2:
             await self.asend(data)
@@ -338,9 +311,9 @@ class Stream:
             finally:
                 self._lock.release()
         if frame is None:
-            await asyncio.to_thread(self._emit, payload, True)  # busy, closed or cancelled: _emit sorts it out
+            await off_loop(self._emit, payload, True)  # busy, closed or cancelled: _emit sorts it out
         else:
-            await asyncio.to_thread(self.client.send, frame, True, self._cancelled)  # waits for room
+            await off_loop(self.client.send, frame, True, self._cancelled)  # waits for room
 
     def _emit_now(self, payload: Payload) -> bool:
         """Send ``payload`` if that needs no waiting; False, with nothing sent, if it would wait or fail.
@@ -464,41 +437,3 @@ class _Flag:
 def _resolve(waiter: asyncio.Future) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-class ProcessOutput:
-    """A background process's way to reach clients: everyone, or one client id."""
-
-    def __init__(self, registry: ClientRegistry, process_id: str, encode: Encoder):
-        self.registry = registry
-        self.process_id = process_id
-        self._encode = encode
-
-    def send(self, action: str, data: Any = None, client_id: Optional[ClientId] = None) -> None:
-        """Push ``{"streamId": process_id, "action": action, "data": data}``.
-
-        Without ``client_id`` it goes to every connected client; with one, only
-        to that client, and :class:`~igor.UnknownClient` if none has that id.
-        """
-        self._deliver(push_message(self.process_id, action, data), client_id)
-
-    def send_error(self, error: Union[BaseException, str], code: Optional[int] = None,
-                   client_id: Optional[ClientId] = None) -> None:
-        """Report a failure of this process to every client, or to one."""
-        self._deliver(error_message(error, self.process_id, code), client_id)
-
-    def finish(self, client_id: Optional[ClientId] = None) -> None:
-        """Tell clients this process has finished its work."""
-        self._deliver(close_message(self.process_id), client_id)
-
-    def _deliver(self, message: dict, client_id: Optional[ClientId]) -> None:
-        # One frame object for every client: a broadcast to clients that do
-        # not read is held once in memory, not once per client.
-        frame = text_frame(self._encode(message))
-        # wait=False: a slow client is disconnected rather than stalling the process.
-        # batch=True: pushes come in bursts; the writer sends each client's in few system calls.
-        if client_id is None:
-            for client in self.registry.clients():
-                client.send(frame, False, None, True)
-        else:
-            self.registry.get(client_id).send(frame, False, None, True)

@@ -21,7 +21,7 @@ import logging
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from .connection import Connection, Listener
 from .frames import CLOSE_GOING_AWAY
@@ -48,6 +48,9 @@ log = logging.getLogger("igor")
 MAX_PENDING_HANDSHAKES = 64
 #: Seconds from accept to the end of the request line: a real client sends it at once.
 REQUEST_LINE_TIMEOUT = 2.0
+#: Seconds a connection that has sent no message is safe from eviction by a newcomer to a full server.
+IDLE_GRACE = 1.0
+CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class IgorHandler(websocket_server.WebSocketHandler):
@@ -146,9 +149,29 @@ class IgorTransport(websocket_server.WebsocketServer):
                 raise HandshakeError(503, "the server is shutting down")
             if self._pending.pop(connection.sock, None) is None:
                 raise HandshakeError(503, "the handshake took too long")
+            evicted = None
             if len(self._connections) >= self.config.max_clients:
-                raise HandshakeError(503, "max_clients reached")
+                evicted = self._idlest(time.monotonic())
+                if evicted is None:
+                    raise HandshakeError(503, "max_clients reached")
+                self._connections.remove(evicted)
+            connection.admitted_at = time.monotonic()
             self._connections.append(connection)
+        if evicted is not None:
+            log.warning("max_clients reached: evicting client %s, which has sent nothing in %.1fs, for a newcomer",
+                        evicted.name, connection.admitted_at - evicted.admitted_at)
+            evicted.close(CLOSE_TRY_AGAIN_LATER, "server full: evicted for sending nothing")
+
+    def _idlest(self, now: float) -> Optional[Connection]:
+        """The connection a newcomer may take the place of: the oldest that never sent a message.
+
+        Called with the lock held. Without it, a full ``max_clients`` of
+        connections that only answer pings (nothing else costs them anything)
+        would lock the app's own window out; a connection that has said
+        something is never evicted.
+        """
+        silent = [c for c in self._connections if not c.spoke and now - c.admitted_at > IDLE_GRACE]
+        return min(silent, key=lambda c: c.admitted_at) if silent else None
 
     def forget(self, connection: Connection) -> None:
         with self._lock:

@@ -15,11 +15,20 @@ return type, or for a generator (``Generator[Y, ...]``, ``Iterator[Y]``,
 return becomes ``undefined``: a handler returning ``None`` sends no value.
 What has no annotation is ``unknown``; what cannot be translated is
 ``unknown`` too, with a warning (logged to ``igor``) naming the action.
+
+Dataclasses, TypedDicts and Enums are exported under their class's name,
+unless that name is taken (by another class of that name, by a global of
+TypeScript's such as ``Record`` or ``Promise``, or by ``Api``) or is no
+identifier: then the name gets a number (``Record2``), and a comment says
+which Python class it is. String literals and property names are written
+with JSON's escapes, so a value or key holding quotes or newlines means in
+TypeScript what it means in Python.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import collections.abc
 import dataclasses
 import enum
@@ -34,12 +43,71 @@ import typing
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .core import flatten
+from .loader import UsageError, load_api
 
 __all__ = ["typescript_declarations", "main"]
 
 log = logging.getLogger("igor")
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
+# ASCII only: tsc's default target reads identifiers with ES5's Unicode tables, which lag Python's.
+_IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
+
+def _names(text: str) -> frozenset:
+    return frozenset(text.split())
+
+
+# Names a declaration here must not take. The file itself declares Api and uses Record; a consumer
+# imports the types by name into code that uses the ECMAScript globals, where `import type { Map }`
+# would hide the real Map. The set is the globals of TypeScript's lib.es*.d.ts (test_typescript
+# checks it against the installed TypeScript) plus the words a type may not be named. The DOM's
+# globals (Node, Event, Response, ...) are not in it: they are hundreds, common class names, and
+# a consumer that imports a `Node` of the API means that one.
+_TS_GLOBALS = _names("""
+    AggregateError AggregateErrorConstructor Array ArrayBuffer ArrayBufferConstructor ArrayBufferLike
+    ArrayBufferTypes ArrayBufferView ArrayConstructor ArrayIterator ArrayLike AsyncDisposable
+    AsyncDisposableStack AsyncDisposableStackConstructor AsyncGenerator AsyncGeneratorFunction
+    AsyncGeneratorFunctionConstructor AsyncIterable AsyncIterableIterator AsyncIterator AsyncIteratorObject
+    Atomics Awaited BigInt BigInt64Array BigInt64ArrayConstructor BigIntConstructor BigIntToLocaleStringOptions
+    BigUint64Array BigUint64ArrayConstructor Boolean BooleanConstructor BuiltinIteratorReturn CallableFunction
+    Capitalize ClassAccessorDecoratorContext ClassAccessorDecoratorResult ClassAccessorDecoratorTarget
+    ClassDecorator ClassDecoratorContext ClassFieldDecoratorContext ClassGetterDecoratorContext
+    ClassMemberDecoratorContext ClassMethodDecoratorContext ClassSetterDecoratorContext ConcatArray
+    ConstructorParameters DataView DataViewConstructor Date DateConstructor DecoratorContext DecoratorMetadata
+    DecoratorMetadataObject Disposable DisposableStack DisposableStackConstructor Error ErrorConstructor
+    ErrorOptions EvalError EvalErrorConstructor Exclude Extract FinalizationRegistry
+    FinalizationRegistryConstructor FlatArray Float16Array Float16ArrayConstructor Float32Array
+    Float32ArrayConstructor Float64Array Float64ArrayConstructor Function FunctionConstructor Generator
+    GeneratorFunction GeneratorFunctionConstructor IArguments ImportAssertions ImportAttributes
+    ImportCallOptions ImportMeta Infinity InstanceType Int16Array Int16ArrayConstructor Int32Array
+    Int32ArrayConstructor Int8Array Int8ArrayConstructor Intl Iterable IterableIterator Iterator
+    IteratorObject IteratorObjectConstructor IteratorResult IteratorReturnResult IteratorYieldResult JSON
+    Lowercase Map MapConstructor MapIterator Math MethodDecorator NaN NewableFunction NoInfer NonNullable
+    Number NumberConstructor Object ObjectConstructor Omit OmitThisParameter ParameterDecorator Parameters
+    Partial Pick Promise PromiseConstructor PromiseConstructorLike PromiseFulfilledResult PromiseLike
+    PromiseRejectedResult PromiseSettledResult PromiseWithResolvers PropertyDecorator PropertyDescriptor
+    PropertyDescriptorMap PropertyKey Proxy ProxyConstructor ProxyHandler RangeError RangeErrorConstructor
+    Readonly ReadonlyArray ReadonlyMap ReadonlySet ReadonlySetLike Record ReferenceError
+    ReferenceErrorConstructor Reflect RegExp RegExpConstructor RegExpExecArray RegExpIndicesArray
+    RegExpMatchArray RegExpStringIterator Required ReturnType Set SetConstructor SetIterator SharedArrayBuffer
+    SharedArrayBufferConstructor String StringConstructor StringIterator SuppressedError
+    SuppressedErrorConstructor Symbol SymbolConstructor SyntaxError SyntaxErrorConstructor
+    TemplateStringsArray ThisParameterType ThisType TypeError TypeErrorConstructor TypedPropertyDescriptor
+    URIError URIErrorConstructor Uint16Array Uint16ArrayConstructor Uint32Array Uint32ArrayConstructor
+    Uint8Array Uint8ArrayConstructor Uint8ClampedArray Uint8ClampedArrayConstructor Uncapitalize Uppercase
+    WeakKey WeakKeyTypes WeakMap WeakMapConstructor WeakRef WeakRefConstructor WeakSet WeakSetConstructor
+    decodeURI decodeURIComponent encodeURI encodeURIComponent escape eval isFinite isNaN parseFloat parseInt
+    unescape globalThis
+""")
+_TS_WORDS = _names("""
+    any unknown never void undefined null object string number boolean bigint symbol true false this
+    break case catch class const continue debugger default delete do else enum export extends finally for
+    function if import in instanceof new return super switch throw try typeof var while with
+    implements interface let package private protected public static yield await
+    abstract accessor as asserts async constructor declare get global infer intrinsic is keyof module
+    namespace of out override readonly require satisfies set type unique arguments
+""")
+_DECLARED_HERE = frozenset({"Api"})
+_TAKEN = _TS_GLOBALS | _TS_WORDS | _DECLARED_HERE
 
 _PRIMITIVES = {str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
 _LISTS = {list, collections.abc.Sequence, collections.abc.MutableSequence}
@@ -78,7 +146,24 @@ def _quote(name: str) -> str:
 
 
 def _key(name: str) -> str:
-    return name if _IDENTIFIER.match(name) else _quote(name)
+    """A property name: as it is if it is an identifier, else a string literal."""
+    return name if _IDENTIFIER.fullmatch(name) else _quote(name)
+
+
+def _type_name(name: str) -> str:
+    """``name`` made an identifier (a functional TypedDict's or Enum's name may be any string)."""
+    name = re.sub(r"[^A-Za-z0-9_$]", "_", name)
+    return "_" + name if not name or name[0].isdigit() else name
+
+
+# JavaScript ends a line comment at \r, \u2028 and \u2029 as at \n; the other control characters
+# are escaped too, so that the comment shows them rather than hiding them.
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    """``text`` fit for a comment: its line breaks and control characters escaped, ``*/`` broken."""
+    return _LINE_BREAKS.sub(lambda m: f"\\u{ord(m.group()):04x}", text).replace("*/", "*\\/")
 
 
 def _literal(value: Any) -> Optional[str]:
@@ -123,7 +208,7 @@ def _comment(text: Optional[str], indent: str) -> str:
     """The first paragraph of a docstring as a JSDoc comment."""
     if not text:
         return ""
-    summary = " ".join(inspect.cleandoc(text).split("\n\n")[0].split()).replace("*/", "*\\/")
+    summary = _one_line(" ".join(inspect.cleandoc(text).split("\n\n")[0].split()))
     return f"{indent}/** {summary} */\n" if summary else ""
 
 
@@ -133,11 +218,12 @@ class _Translator:
     def __init__(self) -> None:
         self.declarations: Dict[str, str] = {}  # name -> its declaration, in first-use order
         self.names: Dict[Any, str] = {}  # class -> its TypeScript name
+        self.classes: Dict[str, type] = {}  # TypeScript name -> its class
         self.warnings: List[str] = []
         self.action = ""
 
     def warn(self, tp: Any, why: str = "no TypeScript translation") -> str:
-        self.warnings.append(f"action {self.action!r}: {_type_name(tp)}: {why}; using unknown")
+        self.warnings.append(f"action {self.action!r}: {_python_name(tp)}: {why}; using unknown")
         return "unknown"
 
     def translate(self, tp: Any) -> str:
@@ -189,24 +275,36 @@ class _Translator:
         text = self.translate(item)
         return f"({text})[]" if _top_level_union(text) else f"{text}[]"
 
-    def named(self, cls: type, body: Callable[[type], str]) -> str:
-        """The exported name of ``cls``, declaring it the first time (and before its body, for recursion)."""
+    def named(self, cls: type, body: Callable[[type, str], str]) -> str:
+        """The exported name of ``cls``, declaring it the first time (and before its body, for recursion).
+
+        A class keeps its name unless another class, TypeScript, or this file
+        has it already: then it gets the first free ``Name2``, ``Name3``...
+        """
         if cls in self.names:
             return self.names[cls]
-        name, n = cls.__name__, 2
-        while name in self.declarations:
-            name, n = f"{cls.__name__}{n}", n + 1
+        base = _type_name(cls.__name__)
+        name, n = base, 2
+        while name in self.declarations or name in _TAKEN:
+            name, n = f"{base}{n}", n + 1
         self.names[cls] = name
+        self.classes[name] = cls
         self.declarations[name] = ""
         doc = _comment(cls.__doc__ if _own_doc(cls) else None, "")
-        self.declarations[name] = doc + body(cls).replace("NAME", name, 1)
+        self.declarations[name] = doc + body(cls, name)
         return name
 
-    def _enum(self, cls: type) -> str:
+    def notes(self) -> Dict[str, str]:
+        """For each name that is not its class's own, or whose class shares its name: which class it is."""
+        counts = collections.Counter(cls.__name__ for cls in self.classes.values())
+        return {name: f"// {name} is the Python class {_one_line(_python_name(cls))}.\n"
+                for name, cls in self.classes.items() if name != cls.__name__ or counts[cls.__name__] > 1}
+
+    def _enum(self, cls: type, name: str) -> str:
         literals = [_literal(member.value) for member in cls]  # type: ignore[var-annotated]
         if None in literals:
-            return f"export type NAME = {self.warn(cls, 'an Enum whose values are not JSON scalars')};"
-        return f"export type NAME = {_union(literals)};"  # type: ignore[arg-type]
+            return f"export type {name} = {self.warn(cls, 'an Enum whose values are not JSON scalars')};"
+        return f"export type {name} = {_union(literals)};"  # type: ignore[arg-type]
 
     def _fields(self, cls: type) -> Optional[Dict[str, Any]]:
         try:
@@ -215,10 +313,10 @@ class _Translator:
             self.warn(cls, f"its annotations cannot be evaluated ({exc})")
             return None
 
-    def _typeddict(self, cls: type) -> str:
+    def _typeddict(self, cls: type, name: str) -> str:
         hints = self._fields(cls)
         if hints is None:
-            return "export type NAME = unknown;"
+            return f"export type {name} = unknown;"
         optional = set(getattr(cls, "__optional_keys__", ()))
         lines = []
         for field, tp in hints.items():
@@ -233,15 +331,15 @@ class _Translator:
                 tp = typing.get_args(tp)[0]
             mark = "?" if field in optional else ""
             lines.append(f"  {_key(field)}{mark}: {self.translate(tp)};\n")
-        return "export interface NAME {\n" + "".join(lines) + "}"
+        return f"export interface {name} {{\n" + "".join(lines) + "}"
 
-    def _dataclass(self, cls: type) -> str:
+    def _dataclass(self, cls: type, name: str) -> str:
         hints = self._fields(cls)
         if hints is None:
-            return "export type NAME = unknown;"
+            return f"export type {name} = unknown;"
         lines = [f"  {_key(f.name)}: {self.translate(hints.get(f.name, Any))};\n"
                  for f in dataclasses.fields(cls)]
-        return "export interface NAME {\n" + "".join(lines) + "}"
+        return f"export interface {name} {{\n" + "".join(lines) + "}"
 
 
 def _strip_annotated(tp: Any) -> Any:
@@ -256,7 +354,7 @@ def _own_doc(cls: type) -> bool:
     return bool(doc) and not (dataclasses.is_dataclass(cls) and doc.startswith(cls.__name__ + "("))
 
 
-def _type_name(tp: Any) -> str:
+def _python_name(tp: Any) -> str:
     if isinstance(tp, type) and tp.__module__ != "builtins":
         return f"{tp.__module__}.{tp.__qualname__}"
     return tp.__name__ if isinstance(tp, type) else repr(tp)
@@ -313,10 +411,12 @@ def typescript_declarations(api: Mapping[str, Any], source: Optional[str] = None
     for warning in translator.warnings:
         log.warning("%s", warning)
     header = (
-        f"// Generated by `python -m igor types{' ' + source if source else ''}` from the handlers' annotations:\n"
+        f"// Generated by `python -m igor types{' ' + _one_line(source) if source else ''}` "
+        "from the handlers' annotations:\n"
         "// do not edit, run it again.\n"
     )
-    named = "".join(text + "\n\n" for text in translator.declarations.values())
+    notes = translator.notes()
+    named = "".join(notes.get(name, "") + text + "\n\n" for name, text in translator.declarations.items())
     api_doc = (
         "/**\n"
         " * The actions, by name: `data` is what the action takes, `value` the type of\n"
@@ -332,13 +432,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="igor types",
                                      description="Write TypeScript declarations of an API's actions "
                                                  "from its handlers' annotations.")
-    parser.add_argument("api", help="the API, as module:attribute (a dict of actions, nested or flat)")
+    parser.add_argument("api", metavar="MODULE:API",
+                        help="the API: an attribute of a module (myapp.api:API) or of a file (path/to/api.py:API), "
+                             "a dict of actions, nested or flat")
     parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: standard output)")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, format="igor types: %(levelname)s: %(message)s")
-    from .__main__ import _load  # here, not at the top: __main__ imports this module's caller
-
-    text = typescript_declarations(_load(args.api), source=args.api)
+    try:
+        api = load_api(args.api)
+    except UsageError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    text = typescript_declarations(api, source=args.api)
     if args.output:
         with open(args.output, "w", encoding="utf-8", newline="\n") as file:
             file.write(text)

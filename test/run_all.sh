@@ -17,4 +17,10 @@ npm --prefix clients/js ci --no-audit --no-fund
 
 python3 -m ruff check .
 python3 -m pytest test -q
+# The original Igor's own integration tests, unchanged (they listen on its fixed ports 5678 and 8080).
+if [ -f ../shared/original-igor/run.sh ]; then
+    bash ../shared/original-igor/run.sh python3
+else
+    echo "../shared/original-igor is not beside this checkout: the original Igor's tests were not run" >&2
+fi
 npm --prefix clients/js test   # builds first (pretest)

@@ -24,9 +24,9 @@ def loop_threads():
     return [t for t in threading.enumerate() if t.name == "igor-asyncio"]
 
 
-def io_threads():
-    """The loop's executor threads: they exist only while some send had to wait for room."""
-    return [t for t in threading.enumerate() if t.name.startswith("igor-async-io")]
+def busy_workers(server):
+    """Workers running something now: an async handler's send uses one only while it waits for room."""
+    return server.stats()["busy_workers"]
 
 
 # -- values, streams and mixed APIs ------------------------------------------------
@@ -85,7 +85,7 @@ def test_async_generator_streams_each_yield_in_order(start_server):
         {"streamId": 7, "data": {"i": 0}},
         {"streamId": 7, "data": {"i": 1}},
         {"streamId": 7, "data": {"i": 2}},
-        {"streamId": 7, "close": True},
+        {"streamId": 7, "data": None, "close": True},
     ]
     ws.close()
 
@@ -119,7 +119,8 @@ def test_a_waiting_async_handler_does_not_block_others(start_server, connect):
     client = connect(server)
     assert [client.call("quick", n) for n in range(5)] == list(range(5))
     ws.send(json.dumps({"streamId": "w", "data": "it"}))
-    assert recv_until_close(ws, "w") == [{"streamId": "w", "data": "got it"}, {"streamId": "w", "close": True}]
+    assert recv_until_close(ws, "w") == [{"streamId": "w", "data": "got it"},
+                                         {"streamId": "w", "data": None, "close": True}]
     ws.close()
 
 
@@ -153,11 +154,11 @@ def test_aclose_ends_the_stream_early(start_server):
     server = start_server({"early": early})
     ws = websocket.create_connection(server.url)
     ws.send(json.dumps({"streamId": 1, "action": "early"}))
-    assert recv_until_close(ws, 1) == [{"streamId": 1, "data": 1}, {"streamId": 1, "close": True}]
+    assert recv_until_close(ws, 1) == [{"streamId": 1, "data": 1}, {"streamId": 1, "data": None, "close": True}]
     assert after.get(timeout=5) is True
     # The same id may be used again at once: the stream was forgotten before its close went out.
     ws.send(json.dumps({"streamId": 1, "action": "early"}))
-    assert recv_until_close(ws, 1) == [{"streamId": 1, "data": 1}, {"streamId": 1, "close": True}]
+    assert recv_until_close(ws, 1) == [{"streamId": 1, "data": 1}, {"streamId": 1, "data": None, "close": True}]
     ws.close()
 
 
@@ -213,7 +214,7 @@ def test_sync_receive_and_async_areceive_side_by_side(start_server):
     for stream_id, kind in (("s", "sync"), ("a", "async")):
         mine = [m for m in messages if m["streamId"] == stream_id]
         assert mine == [{"streamId": stream_id, "data": [kind, n]} for n in range(3)] + \
-            [{"streamId": stream_id, "close": True}]
+            [{"streamId": stream_id, "data": None, "close": True}]
     ws.close()
 
 
@@ -275,7 +276,7 @@ def test_cancel_while_blocked_in_areceive(start_server):
     ws.send(json.dumps({"streamId": 3, "action": "listen"}))
     assert started.wait(5)
     ws.send(json.dumps({"streamId": 3, "cancel": True}))
-    assert recv_json(ws) == {"streamId": 3, "close": True, "cancelled": True}
+    assert recv_json(ws) == {"streamId": 3, "close": True, "cancelled": True, "data": None}
     assert outcome.get(timeout=5) == "cancelled"
     ws.close()
 
@@ -413,8 +414,7 @@ def test_sends_blocked_on_a_client_that_does_not_read_do_not_stall_other_async_h
     for stream_id in range(blocked):
         sink.send(json.dumps({"streamId": stream_id, "action": "flood"}))
 
-    # Threads start only when every existing one is busy: this many means this many sends at once.
-    wait_for(lambda: len(io_threads()) >= blocked, timeout=10, message="every flood to block in a send")
+    wait_for(lambda: busy_workers(server) >= blocked, timeout=10, message="every flood to block in a send")
     assert connect(server).call("echo", "still served", timeout=5) == "still served"
     sink.close()
 
@@ -425,10 +425,10 @@ def test_sends_to_a_client_that_keeps_up_need_no_thread(start_server, connect):
             await out.asend(i)
         yield "done"
 
-    wait_for(lambda: not io_threads(), message="earlier servers' executor threads to end")
-    client = connect(start_server({"many": many}))
+    server = start_server({"many": many})
+    client = connect(server)
     assert list(client.stream("many", 200)) == list(range(200)) + ["done"]
-    assert not io_threads()
+    assert server.dispatcher._loop.offloaded == 0
 
 
 def test_sends_that_must_wait_for_room_keep_their_order(start_server):
@@ -444,7 +444,7 @@ def test_sends_that_must_wait_for_room_keep_their_order(start_server):
     ws = websocket.create_connection(server.url)
     ws.send(json.dumps({"streamId": 1, "action": "big"}))
     # Not reading yet: the socket's buffers fill, and a send goes to a thread to wait for room.
-    wait_for(lambda: io_threads(), timeout=10, message="a send to wait for room")
+    wait_for(lambda: busy_workers(server), timeout=10, message="a send to wait for room")
     assert len(progress) < count
     messages = recv_until_close(ws, 1, limit=count + 1)
     assert [m["data"][0] for m in messages[:-1]] == list(range(count))
@@ -465,10 +465,11 @@ def test_an_async_return_value_carries_the_close_under_protocol_2(start_server, 
     ws = websocket.create_connection(server.url, subprotocols=offered)
     ws.send(json.dumps({"streamId": 1, "action": "answer", "data": {"k": 1}}))
     expected = ([{"streamId": 1, "data": {"k": 1}, "close": True}] if joined
-                else [{"streamId": 1, "data": {"k": 1}}, {"streamId": 1, "close": True}])
+                else [{"streamId": 1, "data": {"k": 1}}, {"streamId": 1, "data": None, "close": True}])
     assert recv_until_close(ws, 1) == expected
     ws.send(json.dumps({"streamId": 2, "action": "closes_first"}))
-    assert recv_until_close(ws, 2) == [{"streamId": 2, "close": True}]
+    close = {"streamId": 2, "close": True} if joined else {"streamId": 2, "data": None, "close": True}
+    assert recv_until_close(ws, 2) == [close]
     ws.close()
 
 
@@ -484,7 +485,7 @@ def test_an_async_return_value_that_must_wait_for_room_still_ends_the_stream(sta
     ws = websocket.create_connection(server.url, subprotocols=["igor.v2"])
     ws.send(json.dumps({"streamId": 1, "action": "h"}))
     # Not reading yet: the backlog fills, so the sends (and then the return value) wait on a thread.
-    wait_for(lambda: io_threads(), timeout=10, message="a send to wait for room")
+    wait_for(lambda: busy_workers(server), timeout=10, message="a send to wait for room")
     messages = recv_until_close(ws, 1, limit=count + 1)
     assert [m["data"][0] for m in messages[:-1]] == list(range(count))
     assert messages[-1] == {"streamId": 1, "data": "last", "close": True}

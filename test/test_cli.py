@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import urllib.request
 
 import pytest
 import websocket
@@ -15,6 +16,7 @@ import igor
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 APP = textwrap.dedent('''
+    import datetime
     import logging
     import threading
 
@@ -25,7 +27,17 @@ APP = textwrap.dedent('''
     def hello(out, data):
         return "hello " + data
 
-    API = {"greet": {"hello": hello}}
+    def now(out, data):
+        return {"when": datetime.date(2026, 12, 3), "tags": {"b", "a"}}
+
+    def encode(value):
+        if isinstance(value, datetime.date):
+            return value.isoformat()
+        if isinstance(value, set):
+            return sorted(value)
+        raise TypeError(f"cannot send a {type(value).__name__}")
+
+    API = {"greet": {"hello": hello}, "now": now}
     NUMBER = 42
 
     class Echo(IgorProcess):
@@ -141,6 +153,27 @@ def test_serves_the_api_and_prints_only_the_ready_line(serve):
     code, stdout, stderr = served.stop()
     assert (code, stdout) == (0, "")
     assert "Igor listening on" in stderr  # INFO by default
+    assert "http://" not in stderr  # no page, no page address
+
+
+@pytest.mark.parametrize("options, fragment", [
+    ([], None),  # the generated token
+    (["--token", "a+b/c=d"], "#token=a%2Bb%2Fc%3Dd"),  # as URLSearchParams reads it back
+    (["--no-token"], ""),
+])
+def test_static_prints_the_pages_address_with_its_token_on_stderr(app_dir, serve, options, fragment):
+    (app_dir / "ui").mkdir()
+    (app_dir / "ui" / "index.html").write_text("<title>the app</title>")
+    served = serve("app:API", "--static", "ui", *options)
+    port, token = served.ready["port"], served.ready["token"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+        assert response.read() == b"<title>the app</title>"
+    code, stdout, stderr = served.stop()
+    assert (code, stdout) == (0, "")  # the ready line stays stdout's only line
+    if fragment is None:
+        fragment = f"#token={token}"
+    assert f"igor: open http://127.0.0.1:{port}/{fragment}\n" in stderr
+    assert stderr.count("igor: open ") == 1
 
 
 def test_process_option_registers_each_process(serve):
@@ -193,6 +226,31 @@ def test_version_is_igors_single_version(app_dir):
     assert setup.stdout.splitlines()[-1] == igor.__version__
 
 
+def test_help_lists_the_commands_and_the_options(app_dir):
+    result = run_igor(app_dir, "--help")
+    assert result.returncode == 0, result.stderr
+    usage, commands = result.stdout.split("\n\n")[0], result.stdout.split("commands:\n")[1].split("\n\n")[0]
+    assert usage == "usage: igor [serve] MODULE:API [options]\n       igor types MODULE:API [-o FILE]"
+    assert [line.split()[0] for line in commands.splitlines()] == ["serve", "types"]
+    assert "path/to/api.py:API" in result.stdout
+    serve_options = result.stdout.split("serve options:\n")[1]
+    for option in ("--host", "--port", "--token", "--no-token", "--static", "--process", "--json-default",
+                   "--exit-with-parent", "--no-exit-with-parent", "--log-level", "--debug"):
+        assert f"  {option}" in serve_options, option
+    assert run_igor(app_dir, "serve", "--help").stdout == result.stdout
+    types = run_igor(app_dir, "types", "--help")
+    assert types.returncode == 0, types.stderr
+    assert types.stdout.startswith("usage: igor types ") and "-o FILE" in types.stdout
+
+
+def test_serve_is_a_command_of_its_own(serve):
+    served = serve("serve", "app:API")
+    ws = served.connect()
+    assert call(ws, "greet.hello", "Ada") == {"streamId": 1, "data": "hello Ada"}
+    ws.close()
+    assert served.stop()[0:2] == (0, "")
+
+
 def test_types_subcommand_still_works(app_dir):
     result = run_igor(app_dir, "types", "app:API")
     assert result.returncode == 0, result.stderr
@@ -216,7 +274,9 @@ def test_port_in_use(app_dir):
 @pytest.mark.parametrize("spec, fragments", [
     ("nosuchmodule:API", ["no module named 'nosuchmodule'", "PYTHONPATH"]),
     ("app.nosub:API", ["no module named 'app.nosub'"]),
-    ("app.py:API", ["without .py", "app:API"]),
+    ("nosuch.py:API", ["no file 'nosuch.py'"]),
+    ("app.py:NOPE", ["file 'app.py' has no attribute 'NOPE'"]),
+    ("app:API:x", ["no module named 'app:API'"]),
     ("app:NOPE", ["module 'app' has no attribute 'NOPE'"]),
     ("app:API.missing", ["has no attribute 'missing'"]),
     ("app:NUMBER", ["app:NUMBER is a int, not a dict of actions"]),
@@ -224,6 +284,86 @@ def test_port_in_use(app_dir):
 ])
 def test_a_bad_api_spec_says_what_is_wrong(app_dir, spec, fragments):
     assert_one_line_error(run_igor(app_dir, spec), *fragments)
+
+
+def test_a_file_path_is_imported_from_its_file_with_its_package(app_dir, serve):
+    # pkg/api.py is pkg.api: its relative import works, and importing pkg.api again gets the same module.
+    (app_dir / "pkg").mkdir()
+    (app_dir / "pkg" / "__init__.py").write_text("")
+    (app_dir / "pkg" / "helpers.py").write_text("PREFIX = 'hi '\n")
+    (app_dir / "pkg" / "api.py").write_text(textwrap.dedent('''
+        from .helpers import PREFIX
+
+        def hello(out, data):
+            import pkg.api
+            return PREFIX + data + (" (one module)" if pkg.api.hello is hello else " (two copies)")
+
+        API = {"hello": hello}
+    '''))
+    served = serve("pkg/api.py:API")
+    ws = served.connect()
+    assert call(ws, "hello", "Ada") == {"streamId": 1, "data": "hi Ada (one module)"}
+    ws.close()
+    assert served.stop()[0] == 0
+
+
+def test_a_script_beside_its_modules_and_an_absolute_path(app_dir, tmp_path_factory):
+    # A folder without __init__.py is a script's folder: its siblings import, as under `python tool.py`.
+    (app_dir / "tools").mkdir()
+    (app_dir / "tools" / "sibling.py").write_text("def ping(out, data) -> str:\n    return 'pong'\n")
+    (app_dir / "tools" / "tool.py").write_text("from sibling import ping\n\nAPI = {'ping': ping}\n")
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    for spec in ("tools/tool.py:API", str(app_dir / "tools" / "tool.py") + ":API"):
+        result = subprocess.run(igor_command("types", spec), cwd=elsewhere if os.path.isabs(spec) else app_dir,
+                                env=environment(), capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        assert "'ping': { data: unknown; value: string };" in result.stdout
+    result = run_igor(app_dir, "types", "app.py:API")
+    assert result.returncode == 0, result.stderr
+    assert "'greet.hello'" in result.stdout
+
+
+def test_a_bad_file_path_says_what_is_wrong(app_dir):
+    (app_dir / "pkg").mkdir()
+    (app_dir / "pkg" / "api.py").write_text("API = {}\n")
+    (app_dir / "lib").mkdir()  # not in the current folder, which python -m puts before the standard library
+    (app_dir / "lib" / "json.py").write_text("API = {}\n")
+    (app_dir / "notes.txt").write_text("")
+    # The old advice (write app:API for app.py:API) would be wrong for a path: it is gone.
+    line = assert_one_line_error(run_igor(app_dir, "pkg/api:API"), "no file 'pkg/api'", "did you mean pkg/api.py:API?")
+    assert "without .py" not in line
+    assert_one_line_error(run_igor(app_dir, "pkg:API"), "module 'pkg' has no attribute 'API'")
+    assert_one_line_error(run_igor(app_dir, "pkg/:API"), "folder without an __init__.py")
+    assert_one_line_error(run_igor(app_dir, "./notes.txt:API"), "'./notes.txt' is not a .py file")
+    assert_one_line_error(run_igor(app_dir, "lib/json.py:API"), "would be the module 'json'", "rename the file")
+    assert_one_line_error(run_igor(app_dir, "types", "nosuch/api.py:API"), "no file 'nosuch/api.py'")
+
+
+def test_json_default_encodes_what_json_cannot(serve):
+    served = serve("app:API", "--json-default", "app:encode")
+    ws = served.connect()
+    assert call(ws, "now", None) == {"streamId": 1, "data": {"when": "2026-12-03", "tags": ["a", "b"]}}
+    ws.close()
+    assert served.stop()[0] == 0
+
+
+def test_without_json_default_a_date_is_an_error_sent_to_the_client(serve):
+    served = serve("app:API")
+    ws = served.connect()
+    reply = call(ws, "now", None)
+    assert "not JSON serializable" in json.dumps(reply), reply
+    ws.close()
+    assert served.stop()[0] == 0
+
+
+@pytest.mark.parametrize("spec, fragments", [
+    ("app:NUMBER", ["--json-default: app:NUMBER is a int, not a function"]),
+    ("app:nope", ["module 'app' has no attribute 'nope'", "'app:nope'"]),
+    ("nosuchmodule:encode", ["no module named 'nosuchmodule'"]),
+    ("encode", ["expected module:attribute", "for --json-default"]),
+])
+def test_a_bad_json_default_says_what_is_wrong(app_dir, spec, fragments):
+    assert_one_line_error(run_igor(app_dir, "app:API", "--json-default", spec), *fragments)
 
 
 def test_open_host_without_token(app_dir):
@@ -241,7 +381,7 @@ def test_a_static_folder_that_does_not_exist(app_dir):
 
 @pytest.mark.parametrize("option, fragments", [
     ("app:Echo", ["NAME=module:Class", "'app:Echo'"]),
-    ("echo=app", ["expected module:attribute for --process echo"]),
+    ("echo=app", ["expected module:attribute or path/to/file.py:attribute for --process echo"]),
     ("=app:Echo", ["NAME=module:Class"]),
     ("echo=app:Missing", ["module 'app' has no attribute 'Missing'"]),
     ("echo=nosuchmodule:Echo", ["no module named 'nosuchmodule'"]),
@@ -261,3 +401,81 @@ def test_a_bad_process_says_what_is_wrong(app_dir, option, fragments):
 def test_two_processes_with_one_name(app_dir):
     assert_one_line_error(run_igor(app_dir, "app:API", "--process", "p=app:Echo", "--process", "p=app:Plain"),
                           "'p' already exists")
+
+
+EDITABLE_INSTALL = '''
+# What `pip install -e` puts on sys.meta_path, for this checkout: a finder for igor that the path's
+# own finder comes before, so that a folder named igor in the current folder is found first.
+import importlib.machinery
+import importlib.util
+import os
+import sys
+
+PACKAGE = os.path.join({root!r}, "igor")
+
+
+class EditableIgor:
+    @classmethod
+    def find_spec(cls, fullname, path=None, target=None):
+        if fullname == "igor":
+            return importlib.util.spec_from_file_location("igor", os.path.join(PACKAGE, "__init__.py"),
+                                                          submodule_search_locations=[PACKAGE])
+        if fullname.startswith("igor.") and fullname.count(".") == 1:
+            return importlib.machinery.PathFinder.find_spec(fullname, [PACKAGE])
+        return None
+
+
+# Only this one: the environment's own editable igor (if any) is another checkout.
+sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable___igor")]
+sys.meta_path.append(EditableIgor)
+'''
+
+
+def test_a_checkout_in_the_current_folder_that_hides_igor_is_explained(app_dir, tmp_path_factory):
+    site = tmp_path_factory.mktemp("site")
+    (site / "sitecustomize.py").write_text(EDITABLE_INSTALL.format(root=ROOT))
+    env = dict(environment(), PYTHONPATH=str(site))  # igor comes from the finder alone, as when installed so
+
+    def igor_here(*args):
+        return subprocess.run(igor_command(*args), cwd=app_dir, env=env, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=30)
+
+    assert igor_here("--version").stdout == f"igor {igor.__version__}\n"  # installed so, igor works
+    (app_dir / "igor").mkdir()  # a clone of Igor's repository, say: its package is igor/igor
+    (app_dir / "igor" / "setup.py").write_text("")
+    for args in (["app:API"], ["--version"], ["types", "app:API"]):
+        line = assert_one_line_error(igor_here(*args), "the folder igor hides the installed igor package",
+                                     "run the igor command instead of python -m igor")
+    assert "__version__" not in line
+
+
+# -- the modules behind the command line -------------------------------------------
+
+
+def igor_imports(module):
+    """The igor modules ``igor/<module>.py`` imports anywhere: top level, functions, TYPE_CHECKING blocks."""
+    import ast
+
+    with open(os.path.join(ROOT, "igor", f"{module}.py"), encoding="utf-8") as file:
+        tree = ast.parse(file.read())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] == "igor"):
+            base = node.module if node.level == 0 else f"igor.{node.module}" if node.module else "igor"
+            found.update(f"{base}.{alias.name}" if node.module is None else base for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "igor")
+    return found
+
+
+def test_the_loader_and_the_commands_import_no_cycle():
+    # The loader stands alone; both commands use it and neither imports the other.
+    assert igor_imports("loader") == set()
+    assert "igor.__main__" not in igor_imports("typescript")
+    assert "igor.loader" in igor_imports("typescript")
+    assert "igor.loader" in igor_imports("__main__")
+    assert "igor.typescript" in igor_imports("__main__")  # `igor types` is dispatched from there
+    script = "import sys, igor.typescript; print('igor.__main__' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=environment(), capture_output=True, text=True,
+                            timeout=30)
+    assert loaded.stdout.strip() == "False", loaded.stderr

@@ -86,7 +86,7 @@ def call(ws, stream_id, data, on_push=None):
         replies.append(message)
         if message.get("close"):
             break
-    assert replies == [{"streamId": stream_id, "data": data}, {"streamId": stream_id, "close": True}]
+    assert replies == [{"streamId": stream_id, "data": data}, {"streamId": stream_id, "data": None, "close": True}]
 
 
 # -- 200 concurrent clients -----------------------------------------------------------
@@ -359,7 +359,7 @@ def test_eight_streams_of_1000_and_a_5mb_message_to_one_client(start):
             stream_id = message["streamId"]
             assert stream_id not in closed, "a message after its stream's close"
             if message.get("close"):
-                assert message == {"streamId": stream_id, "close": True}
+                assert message == {"streamId": stream_id, "data": None, "close": True}
                 closed.add(stream_id)
                 if len(closed) == 9:
                     break

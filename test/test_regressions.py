@@ -12,11 +12,11 @@ import wsraw
 from conftest import wait_for
 
 from igor import IgorClient, IgorServer, RemoteError
-from igor.dispatch import _WorkerPool
+from igor.executor import WorkerPool
 
 
 def test_worker_pool_runs_every_task_exactly_once_under_idle_timeouts():
-    pool = _WorkerPool(idle_timeout=0.0005)  # workers time out constantly, racing submit()
+    pool = WorkerPool(max_workers=512, idle_timeout=0.0005)  # workers time out constantly, racing submit()
     counts = [0] * 5000
     lock, done = threading.Lock(), threading.Event()
 
@@ -34,7 +34,34 @@ def test_worker_pool_runs_every_task_exactly_once_under_idle_timeouts():
             time.sleep(0.001)  # let workers go idle and time out between bursts
     assert done.wait(10), f"{counts.count(0)} tasks never ran"
     assert set(counts) == {1}
-    pool.stop(5)
+    assert not pool.stop(time.monotonic() + 5)
+
+
+@pytest.mark.parametrize("max_workers", [1, 3])
+def test_worker_pool_never_starts_more_than_max_workers_and_runs_what_waits(max_workers):
+    pool = WorkerPool(max_workers=max_workers, idle_timeout=0.0005)
+    gate, lock = threading.Event(), threading.Lock()
+    running, peak, ran = [0], [0], []
+
+    def task(i):
+        def run():
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            gate.wait(10)
+            with lock:
+                running[0] -= 1
+                ran.append(i)
+        return run
+
+    for i in range(40):
+        pool.submit(task(i))
+    wait_for(lambda: running[0] == max_workers, message="the pool to fill")
+    assert pool.threads() == max_workers
+    gate.set()
+    wait_for(lambda: len(ran) == 40, message="every queued task to run")
+    assert sorted(ran) == list(range(40)) and peak[0] == max_workers
+    assert not pool.stop(time.monotonic() + 5)
 
 
 def test_lone_surrogate_stream_id_still_gets_answered(start_server):
@@ -42,7 +69,8 @@ def test_lone_surrogate_stream_id_still_gets_answered(start_server):
     ws = websocket.create_connection(server.url)
     ws.send('{"streamId": "\\ud800", "action": "echo", "data": "\\udfff"}')
     first, second = json.loads(ws.recv()), json.loads(ws.recv())
-    assert first == {"streamId": "\ud800", "data": "\udfff"} and second == {"streamId": "\ud800", "close": True}
+    assert first == {"streamId": "\ud800", "data": "\udfff"}
+    assert second == {"streamId": "\ud800", "data": None, "close": True}
     ws.close()
     wait_for(lambda: len(server.registry) == 0, message="the client to leave cleanly")
 

@@ -51,7 +51,7 @@ def test_wire_format_of_a_call(start_server):
     assert recv_until_close(ws, "s") == [
         {"streamId": "s", "data": 1},
         {"streamId": "s", "data": {"k": "v"}},
-        {"streamId": "s", "close": True},
+        {"streamId": "s", "data": None, "close": True},
     ]
     ws.close()
 
@@ -146,7 +146,7 @@ def test_protocol_1_clients_get_the_last_value_and_the_close_apart(start_server,
     ws = websocket.create_connection(server.url, subprotocols=offered)
     assert ws.getsubprotocol() == (offered[0] if offered else None)
     ws.send(json.dumps({"streamId": 1, "action": "answer", "data": 5}))
-    assert recv_until_close(ws, 1) == [{"streamId": 1, "data": 5}, {"streamId": 1, "close": True}]
+    assert recv_until_close(ws, 1) == [{"streamId": 1, "data": 5}, {"streamId": 1, "data": None, "close": True}]
     ws.close()
 
 
@@ -160,8 +160,8 @@ def test_send_error_closes_the_stream(start_server):
     ws.send(json.dumps({"streamId": 7, "action": "h"}))
     assert recv_until_close(ws, 7) == [
         {"streamId": 7, "data": 1},
-        {"streamId": 7, "error": "bad input", "code": 422, "type": "Error"},
-        {"streamId": 7, "close": True},
+        {"streamId": 7, "error": "bad input", "code": 422, "type": "Error", "data": None},
+        {"streamId": 7, "data": None, "close": True},
     ]
     ws.close()
 
@@ -238,7 +238,7 @@ def test_errors_tied_to_a_stream_are_followed_by_its_close(start_server, message
     ws.send(json.dumps(message))
     error, close = recv_until_close(ws, 3)
     assert error["code"] == code and error["streamId"] == 3 and error["error"]
-    assert close == {"streamId": 3, "close": True}
+    assert close == {"streamId": 3, "data": None, "close": True}
     ws.close()
 
 
@@ -254,12 +254,12 @@ def test_reusing_an_open_stream_id_is_409(start_server):
     ws.send(json.dumps({"streamId": 1, "action": "slow"}))
     ws.send(json.dumps({"streamId": 1, "action": "slow"}))
     assert recv_json(ws) == {"error": "streamId 1 names a stream that is still open", "code": 409,
-                             "type": "StreamIdInUse"}
+                             "type": "StreamIdInUse", "data": None}
     release.set()
-    assert recv_until_close(ws, 1) == [{"streamId": 1, "data": "done"}, {"streamId": 1, "close": True}]
+    assert recv_until_close(ws, 1) == [{"streamId": 1, "data": "done"}, {"streamId": 1, "data": None, "close": True}]
     # Closed ids may be used again.
     ws.send(json.dumps({"streamId": 1, "action": "slow"}))
-    assert recv_until_close(ws, 1)[-1] == {"streamId": 1, "close": True}
+    assert recv_until_close(ws, 1)[-1] == {"streamId": 1, "data": None, "close": True}
     ws.close()
 
 
@@ -315,7 +315,7 @@ def test_cancel(start_server):
     assert recv_json(ws) == {"streamId": "j", "data": 0}
     ws.send(json.dumps({"streamId": "j", "cancel": True}))
     messages = recv_until_close(ws, "j")
-    assert messages[-1] == {"streamId": "j", "close": True, "cancelled": True}
+    assert messages[-1] == {"streamId": "j", "close": True, "cancelled": True, "data": None}
     assert all("data" in m for m in messages[:-1])
     assert progress.get(timeout=5) is True
     assert progress.get(timeout=5) == "raised"
@@ -446,7 +446,8 @@ def test_process_that_raises_is_reported_and_server_lives(start_server, connect,
     wait_for(lambda: len(server.registry) == 1)
     with caplog.at_level(logging.ERROR, logger="igor"):
         go.set()
-        assert recv_json(ws) == {"streamId": "broken", "error": "process broke", "code": 500, "type": "RuntimeError"}
+        assert recv_json(ws) == {"streamId": "broken", "error": "process broke", "code": 500, "type": "RuntimeError",
+                                 "data": None}
     assert "process 'broken' failed" in caplog.text and "Traceback" in caplog.text
     assert connect(server).call("ok") == "fine"
     ws.close()
@@ -465,8 +466,9 @@ def test_process_finish_and_send_error(start_server):
     ws = websocket.create_connection(server.url)
     wait_for(lambda: len(server.registry) == 1)
     ready.set()
-    assert recv_json(ws) == {"streamId": "once", "error": "warming up failed", "code": 503, "type": "Error"}
-    assert recv_json(ws) == {"streamId": "once", "close": True}
+    assert recv_json(ws) == {"streamId": "once", "error": "warming up failed", "code": 503, "type": "Error",
+                             "data": None}
+    assert recv_json(ws) == {"streamId": "once", "data": None, "close": True}
     ws.close()
 
 
@@ -543,9 +545,18 @@ def test_config_defaults_and_merge():
     assert CONFIG["host"] == "127.0.0.1" and CONFIG["port"] == 5678 and CONFIG["session_timeout"] == 10
     server = IgorServer(api={}, config={"port": 6000})
     assert server.config.port == 6000 and server.config.host == "127.0.0.1"
-    assert CONFIG["port"] == 5678  # the defaults are not mutated
-    with pytest.raises(TypeError):
-        CONFIG["port"] = 1  # and cannot be
+    assert CONFIG["port"] == 5678  # the defaults are not mutated by a config given
+
+
+def test_config_dict_written_before_the_server_is_used(monkeypatch):
+    # The original Igor's way: set keys in CONFIG, then IgorServer(api) with no config.
+    monkeypatch.setitem(CONFIG, "port", 0)
+    monkeypatch.setitem(CONFIG, "session_timeout", 3.5)
+    server = IgorServer(api={})
+    assert server.config.port == 0 and server.config.session_timeout == 3.5
+    monkeypatch.setitem(CONFIG, "session_timeout", "soon")
+    with pytest.raises(ConfigError, match="session_timeout"):
+        IgorServer(api={})
 
 
 @pytest.mark.parametrize("config", [{"prot": 1}, {"port": "80"}, {"port": -1}, {"session_timeout": 0},
@@ -573,7 +584,7 @@ def test_shutdown_from_any_thread_closes_connections_with_1001(start_server):
     ws.send(json.dumps({"streamId": 1, "action": "hang"}))
     wait_for(lambda: server.stats()["open_streams"])
     threading.Thread(target=server.shutdown).start()
-    assert recv_json(ws) == {"streamId": 1, "close": True, "cancelled": True}
+    assert recv_json(ws) == {"streamId": 1, "close": True, "cancelled": True, "data": None}
     opcode, payload = ws.recv_data(control_frame=True)
     assert opcode == websocket.ABNF.OPCODE_CLOSE and int.from_bytes(payload[:2], "big") == 1001
     assert server.wait(10) == 0

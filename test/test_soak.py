@@ -77,7 +77,7 @@ def assert_back_to_baseline(server) -> None:
 def call(ws, stream_id, data):
     ws.send(json.dumps({"streamId": stream_id, "action": "echo", "data": data}))
     assert json.loads(ws.recv()) == {"streamId": stream_id, "data": data}
-    assert json.loads(ws.recv()) == {"streamId": stream_id, "close": True}
+    assert json.loads(ws.recv()) == {"streamId": stream_id, "data": None, "close": True}
 
 
 def test_20000_calls_in_sequence_on_one_connection(server, traced):
@@ -90,7 +90,7 @@ def test_20000_calls_in_sequence_on_one_connection(server, traced):
             call(ws, k % 1000, {"k": k, "text": "soak é"})
         ws.send(json.dumps({"streamId": "s", "action": "stream", "data": 100}))
         assert [json.loads(ws.recv()) for _ in range(101)] == (
-            [{"streamId": "s", "data": i} for i in range(100)] + [{"streamId": "s", "close": True}])
+            [{"streamId": "s", "data": i} for i in range(100)] + [{"streamId": "s", "data": None, "close": True}])
         growth = traced_memory() - before
     finally:
         ws.close()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 from typing import (
@@ -389,3 +391,237 @@ def test_the_demo_declarations_are_up_to_date():
     with open(committed, encoding="utf-8") as file:
         assert file.read() == typescript_declarations(server_instance.API, "server_instance:API"), (
             "examples/demo/api.d.ts is stale: run python -m igor types server_instance:API -o examples/demo/api.d.ts")
+
+
+# -- what tsc makes of it -------------------------------------------------------------
+
+TSC = os.path.join(ROOT, "clients", "js", "node_modules", "typescript", "bin", "tsc")
+needs_tsc = pytest.mark.skipif(not os.path.exists(TSC) or shutil.which("node") is None,
+                               reason="needs node and tsc: npm --prefix clients/js ci --no-audit --no-fund")
+
+
+def tsc(folder, *files):
+    """tsc --strict on ``files`` in ``folder``, as a UI project would check them (the DOM's globals included)."""
+    command = ["node", TSC, "--strict", "--noEmit", "--pretty", "false", "--target", "ES2022", "--module", "ESNext",
+               "--moduleResolution", "bundler", "--lib", "ES2022,DOM", *files]
+    return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=300)
+
+
+MODELS_A = '''
+import dataclasses
+
+@dataclasses.dataclass
+class Record:
+    """models_a's record: an id. */ ends no comment"""
+    id: int
+'''
+
+MODELS_B = '''
+import dataclasses
+from typing import Dict
+
+@dataclasses.dataclass
+class Record:
+    name: str
+    tags: Dict[str, int]  # TypeScript's Record<string, number>, whatever the file declares
+'''
+
+HOSTILE = '''
+import dataclasses
+import enum
+from typing import Dict, List, Optional, TypedDict
+
+import models_a
+import models_b
+
+
+class Quoted(enum.Enum):
+    SINGLE = "it's"
+    DOUBLE = 'say "hi"'
+    BACKSLASH = "back\\\\slash"
+    BACKSLASH_QUOTE = "\\\\'"
+    NEWLINE = "line\\nbreak"
+    SEPARATOR = "para\\u2028graph"
+    COMMENT = "*/ // <!-- ${x}"
+    CONTROL = "\\t\\x00"
+
+
+class Level(enum.Enum):
+    LOW = -1
+    HALF = 0.5
+    HUGE = 10 ** 20
+
+
+KEYS = ["a\\nb", "ab\\n", "it's", 'say "hi"', "class", "1st", "", "sp ace", "back\\\\",
+        "\\u00fcn\\u00efc\\u00f6de", "$ok"]
+Weird = TypedDict("Weird", {key: int for key in KEYS})
+
+Odd = TypedDict("odd name\\n*/ x", {"x": int})
+
+
+@dataclasses.dataclass
+class Api:
+    """Named like the interface the file declares."""
+    version: int
+
+
+class Partial(TypedDict):
+    done: bool
+
+
+class Promise(TypedDict):
+    then: str
+
+
+class string(TypedDict):
+    s: str
+
+
+def get(out, data: models_a.Record) -> models_b.Record: ...
+def both(out, data: List[models_a.Record]) -> Dict[str, models_b.Record]: ...
+def api(out, data: Api) -> Quoted: ...
+def weird(out, data: Weird) -> Optional[Odd]: ...
+def level(out, data: Level) -> Partial: ...
+def promise(out, data: Promise) -> string: ...
+
+
+API = {"get": get, "both": both, "api": api, "weird": weird, "level": level, "promise": promise,
+       "it's\\n\\"odd\\"": api}
+'''
+
+
+def js(value):
+    """``value`` as a TypeScript literal, written by json rather than by the generator under test."""
+    return json.dumps(value)
+
+
+def write_hostile_api(folder):
+    (folder / "models_a.py").write_text(MODELS_A)
+    (folder / "models_b.py").write_text(MODELS_B)
+    (folder / "hostile_api.py").write_text(HOSTILE)
+    result = subprocess.run([sys.executable, "-m", "igor", "types", "hostile_api:API", "-o", "api.d.ts"], cwd=folder,
+                            env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    sys.path.insert(0, str(folder))
+    try:
+        import hostile_api
+    finally:
+        sys.path.remove(str(folder))
+        for name in ("hostile_api", "models_a", "models_b"):
+            sys.modules.pop(name, None)
+    return (folder / "api.d.ts").read_text(encoding="utf-8"), hostile_api
+
+
+def test_hostile_and_colliding_names_get_names_of_their_own(tmp_path):
+    text, _ = write_hostile_api(tmp_path)
+    # Record and Api are TypeScript's and the file's own; the two Records are two types.
+    assert entry(text, "get") == "{ data: Record2; value: Record3 }"
+    assert entry(text, "both") == "{ data: Record2[]; value: Record<string, Record3> }"
+    assert "// Record2 is the Python class models_a.Record.\n" in text
+    assert "// Record3 is the Python class models_b.Record.\n" in text
+    assert "export interface Record3 {\n  name: string;\n  tags: Record<string, number>;\n}" in text
+    assert "// Api2 is the Python class hostile_api.Api.\n/** Named like the interface the file declares. */\n" \
+           "export interface Api2 {" in text
+    for name in ("Partial2", "Promise2", "string2", "odd_name____x"):
+        assert re.search(rf"^// {name} is the Python class hostile_api\.", text, re.M), name
+    assert "// odd_name____x is the Python class hostile_api.odd name\\u000a*\\/ x.\n" in text
+    assert "/** models_a's record: an id. *\\/ ends no comment */" in text
+    assert len(re.findall(r"^export interface Api \{$", text, re.M)) == 1
+    # Every key of the Weird TypedDict that is no identifier is quoted, newlines and all.
+    assert "  'ab\\n': number;\n" in text and "  $ok: number;\n" in text and "  class: number;\n" in text
+
+
+def test_a_renamed_class_does_not_take_the_name_of_another():
+    def api(out, data, **kwargs):
+        pass
+
+    # Real annotations, not strings: the classes are local.
+    api.__annotations__ = {"data": TypedDict("Api", {"x": int}), "return": TypedDict("Api2", {"y": int})}
+    text = typescript_declarations({"a": api})
+    # Api is the file's: the first class becomes Api2, and the class named Api2 takes the next free name.
+    assert entry(text, "a") == "{ data: Api2; value: Api22 }"
+    assert "// Api2 is the Python class test_typescript.Api.\n" in text
+    assert "// Api22 is the Python class test_typescript.Api2.\n" in text
+
+
+def test_the_reserved_names_cover_typescripts_globals():
+    """Every global the ECMAScript lib files of the installed TypeScript declare is a name no type here takes."""
+    from igor.typescript import _TAKEN
+
+    lib = os.path.join(os.path.dirname(os.path.dirname(TSC)), "lib")
+    if not os.path.isdir(lib):
+        pytest.skip("needs TypeScript's lib folder: npm --prefix clients/js ci --no-audit --no-fund")
+    declared = set()
+    for name in os.listdir(lib):
+        if re.fullmatch(r"lib\.(es\w*|decorators\w*)(\.\w+)*\.d\.ts", name):
+            with open(os.path.join(lib, name), encoding="utf-8") as file:
+                declared.update(re.findall(r"^(?:declare )?(?:interface|type|var|const|function|namespace|class) "
+                                           r"([A-Za-z_$][\w$]*)", file.read(), re.M))
+    assert len(declared) > 150
+    assert declared - _TAKEN == set()
+
+
+@needs_tsc
+def test_hostile_names_compile_under_strict_and_mean_what_python_means(tmp_path):
+    text, api = write_hostile_api(tmp_path)
+    weird = {key: index for index, key in enumerate(api.KEYS)}
+    quoted = [member.value for member in api.Quoted]
+    levels = [member.value for member in api.Level]
+    record_b = {"name": "b", "tags": {"x": 1}}
+    (tmp_path / "consumer.ts").write_text(f"""\
+import type {{ Api }} from './api';
+
+type Equals<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false;
+function same<A, B>(check: Equals<A, B>): void {{ void check; }}
+type Data<K extends keyof Api> = Api[K]['data'];
+type Value<K extends keyof Api> = Api[K]['value'];
+type RecordA = {{ id: number }};
+type RecordB = {{ name: string; tags: {{ [key: string]: number }} }};
+
+// The types, as json writes the Python side's values.
+same<keyof Api, {' | '.join(js(action) for action in api.API)}>(true);
+same<Data<'get'>, RecordA>(true);
+same<Value<'get'>, RecordB>(true);
+same<Data<'both'>, RecordA[]>(true);
+same<Value<'both'>, {{ [key: string]: RecordB }}>(true);
+same<Data<'api'>, {{ version: number }}>(true);
+same<Value<'api'>, {' | '.join(js(value) for value in quoted)}>(true);
+same<Data<'weird'>, {{ {' '.join(f'{js(key)}: number;' for key in api.KEYS)} }}>(true);
+same<Value<'weird'>, {{ x: number }} | undefined>(true);
+same<Data<'level'>, {' | '.join(js(value) for value in levels)}>(true);
+same<Value<'level'>, {{ done: boolean }}>(true);
+same<Data<'promise'>, {{ then: string }}>(true);
+same<Value<'promise'>, {{ s: string }}>(true);
+same<Data<{js(list(api.API)[-1])}>, {{ version: number }}>(true);
+// @ts-expect-error: the check itself tells two types apart
+same<Data<'get'>, RecordB>(true);
+
+// What Python sends is what these types hold...
+const goodRecord: Value<'get'> = {js(record_b)};
+const goodQuoted: Value<'api'>[] = {js(quoted)};
+const goodWeird: Data<'weird'> = {js(weird)};
+const goodLevels: Data<'level'>[] = {js(levels)};
+// ... and the wrong shapes are refused.
+// @ts-expect-error: models_a.Record has an id, not models_b.Record's fields
+const wrongRecord: Data<'get'> = {js(record_b)};
+// @ts-expect-error: the value holds a newline, not a backslash and an n
+const wrongQuoted: Value<'api'> = {js(chr(92) + "nline break")};
+// @ts-expect-error: a backslash and an n, not a newline
+const wrongNewline: Value<'api'> = {js("line" + chr(92) + "nbreak")};
+// @ts-expect-error: each key of Weird holds a number
+const wrongWeird: Data<'weird'> = {{ ...goodWeird, {js("a" + chr(10) + "b")}: 'one' }};
+// @ts-expect-error: a key of Weird missing
+const missingKey: Data<'weird'> = {js({key: 0 for key in api.KEYS if key != "ab" + chr(10)})};
+// @ts-expect-error: Api2 (the Python Api) needs its version
+const wrongApi: Data<'api'> = {{}};
+// @ts-expect-error: 2 is no value of Level
+const wrongLevel: Data<'level'> = 2;
+// @ts-expect-error: the Python Partial, not TypeScript's: done is required
+const wrongPartial: Value<'level'> = {{}};
+// The consumer's own Record is still TypeScript's.
+const tags: Record<string, number> = {{ x: 1 }};
+export {{ goodRecord, goodQuoted, goodWeird, goodLevels, wrongRecord, wrongQuoted, wrongNewline, wrongWeird, missingKey,
+  wrongApi, wrongLevel, wrongPartial, tags }};
+""", encoding="utf-8")
+    result = tsc(tmp_path, "api.d.ts", "consumer.ts")
+    assert result.returncode == 0, result.stdout + result.stderr + "\n" + text
