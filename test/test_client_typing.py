@@ -11,11 +11,6 @@ pytest.importorskip("mypy", reason="mypy is in the test extra (Python 3.10+)")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONSUMER = os.path.join(ROOT, "test", "typed_consumer", "consumer.py")
 
-# IgorProcess.output is Optional[ProcessOutput] in igor/process.py, so every
-# self.output.send(...) in a strictly typed process is an error. Until
-# process.py declares it as ProcessOutput, these errors are expected.
-KNOWN = 'Item "None" of "ProcessOutput | None" has no attribute'
-
 
 def mypy(tmp_path, *files):
     """mypy --strict on ``files``, reading igor from this tree; its error lines.
@@ -33,10 +28,7 @@ def mypy(tmp_path, *files):
 
 
 def test_the_typed_consumer_passes_mypy_strict(tmp_path):
-    errors = mypy(tmp_path, CONSUMER)
-    assert [error for error in errors if KNOWN not in error] == []
-    if errors:
-        pytest.xfail(f"{len(errors)} errors from IgorProcess.output being Optional in igor/process.py")
+    assert mypy(tmp_path, CONSUMER) == []
 
 
 def test_mypy_does_catch_a_misuse(tmp_path):
