@@ -10,10 +10,10 @@ The smallest program::
     IgorServer(api=flatten({'hello': hello})).run_forever()
 """
 
+import importlib
 import logging
+from typing import TYPE_CHECKING, Any, List
 
-from .api import flatten
-from .config import Config
 from .exceptions import (
     CallTimeout,
     ClientIdTaken,
@@ -37,10 +37,17 @@ from .exceptions import (
     UnknownProcess,
     UnknownStream,
 )
-from .process import IgorProcess, Inbound, ProcessOutput
-from .registry import Client
-from .server import CONFIG, IgorServer
-from .stream import Stream
+
+if TYPE_CHECKING:
+    # What the lazy names below resolve to, for type checkers; "as" re-exports
+    # IgorClient, which __all__ leaves out.
+    from .api import flatten
+    from .client import IgorClient as IgorClient
+    from .config import Config
+    from .process import IgorProcess, Inbound, ProcessOutput
+    from .registry import Client
+    from .server import CONFIG, IgorServer
+    from .stream import Stream
 
 # The application decides where log records go; without its say, none are printed.
 logging.getLogger("igor").addHandler(logging.NullHandler())
@@ -57,7 +64,6 @@ __all__ = [
     "Stream",
     "ProcessOutput",
     "Client",
-    "IgorClient",
     "IgorError",
     "ProtocolError",
     "UnknownAction",
@@ -82,10 +88,36 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    # The client needs websocket-client, an optional extra: import it only when asked for.
-    if name == "IgorClient":
-        from .client import IgorClient
+# Each name is imported from its module when first asked for, so that the
+# client (igor.client, which needs only the protocol and the exceptions) can
+# be imported without the server, and the server without websocket-client.
+_LAZY = {
+    "flatten": "api",
+    "Config": "config",
+    "IgorProcess": "process",
+    "Inbound": "process",
+    "ProcessOutput": "process",
+    "Client": "registry",
+    "CONFIG": "server",
+    "IgorServer": "server",
+    "Stream": "stream",
+    # Not in __all__: it needs the optional websocket-client, and "from igor
+    # import *" must work without it. igor.client's ImportError says what to install.
+    "IgorClient": "client",
+}
 
-        return IgorClient
-    raise AttributeError(f"module 'igor' has no attribute {name!r}")
+
+if not TYPE_CHECKING:
+    # Hidden from type checkers, which read the imports above instead: to one,
+    # a module __getattr__ would make every misspelt name a valid Any.
+
+    def __getattr__(name: str) -> Any:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'igor' has no attribute {name!r}")
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
+
+    def __dir__() -> List[str]:
+        return sorted(set(globals()) | set(_LAZY))

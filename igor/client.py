@@ -12,31 +12,62 @@ to a small pool of worker threads; calls block the calling thread only::
 
 from __future__ import annotations
 
+import enum
 import itertools
 import json
 import logging
+import math
 import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Union
+from typing import Any, Callable, Dict, Final, Iterator, List, Literal, Optional, Set, Tuple, Union, cast
 from urllib.parse import urlsplit, urlunsplit
 
-import websocket
+try:
+    import websocket
+except ImportError as exc:  # the optional "client" extra is not installed
+    raise ImportError("igor's Python client needs websocket-client: pip install 'igor[client]'",
+                      name=exc.name) from exc
 
 from .exceptions import CallTimeout, ConnectionClosed, ConnectionFailed, RemoteError, StreamClosed
-from .handshake import SUBPROTOCOL_V2
+from .protocol import (
+    CLIENT_SUBPROTOCOL,
+    client_call_message,
+    client_cancel_message,
+    client_end_message,
+    client_input_message,
+    client_introduce_data,
+    client_process_input_message,
+    client_reply_error_message,
+    client_reply_message,
+)
 
-__all__ = ["IgorClient", "ClientStream"]
+__all__ = ["IgorClient", "ClientStream", "DEFAULT", "Timeout"]
 
 log = logging.getLogger("igor.client")
 
 _CLOSED = object()
 Listener = Callable[[Any], None]
+Message = Dict[str, Any]
+
+
+class _Default(enum.Enum):
+    DEFAULT = "DEFAULT"
+
+
+#: ``timeout=DEFAULT`` means the client's own timeout, as leaving the argument
+#: out does; for code that passes a timeout on, since None means no timeout.
+DEFAULT: Final = _Default.DEFAULT
+#: A call's timeout: seconds, None or ``float('inf')`` for none, or :data:`DEFAULT`.
+Timeout = Union[float, None, Literal[_Default.DEFAULT]]
 
 # How long close() waits for the server to answer its close frame before it
 # cuts the socket anyway.
 CLOSE_TIMEOUT = 3.0
+# RFC 6455's names for a close with no code in its frame, and for no close frame at all.
+CLOSE_NO_STATUS = 1005
+CLOSE_NO_FRAME = 1006
 # Exposed functions run on at most this many threads: a slow one holds up only
 # its own thread, never the reader, and a server cannot make the client spawn
 # a thread per call.
@@ -152,7 +183,7 @@ class ClientStream:
         with a :class:`~igor.RemoteError` of code 429 on iteration.
         """
         self._check_input("send to")
-        self.client._send({"streamId": self.stream_id, "data": data})
+        self.client._send(client_input_message(self.stream_id, data))
 
     def end(self) -> None:
         """Tell the handler no more input comes; the stream stays open until the handler finishes.
@@ -163,7 +194,7 @@ class ClientStream:
             return
         self._check_input("end")
         self.input_ended = True
-        self.client._send({"streamId": self.stream_id, "end": True})
+        self.client._send(client_end_message(self.stream_id))
 
     def cancel(self) -> None:
         """Ask the server to stop this stream; iteration ends at once. A no-op once it ended."""
@@ -172,7 +203,7 @@ class ClientStream:
         self.cancelled = True
         self._end()
         try:
-            self.client._send({"streamId": self.stream_id, "cancel": True})
+            self.client._send(client_cancel_message(self.stream_id))
         except ConnectionClosed:
             pass
 
@@ -193,25 +224,33 @@ class ClientStream:
 class IgorClient:
     """A connection to an Igor server.
 
-    ``token`` is sent as ``Authorization: Bearer``; ``client_id``, if given, is
-    claimed with ``introduce_self`` right after connecting; ``timeout`` is the
-    default for calls (None waits for ever). A connection that cannot be made
-    raises :class:`~igor.ConnectionFailed` (``status`` is the HTTP status when
-    the server refused the handshake: 401, 403, 503).
+    ``token`` is sent as ``Authorization: Bearer``. ``client_id``, if given, is
+    claimed with ``introduce_self`` right after connecting, presenting
+    ``resume``: the secret an earlier connection of that id was last given
+    (its :attr:`resume`), without which a session the server parked for the
+    id is refused. ``timeout`` bounds the connecting and is the default for
+    calls (None or ``float('inf')`` waits for ever). A connection that cannot
+    be made raises :class:`~igor.ConnectionFailed` (``status`` is the HTTP
+    status when the server refused the handshake: 401, 403, 503).
 
     ``errors`` collects the server's errors that belong to no call: protocol
     errors, input for a stream that was not open, and the failures of
     processes (also given to ``on(process_id, error=...)``).
+
+    Once the connection has ended, calls raise :class:`~igor.ConnectionClosed`
+    (a ``ConnectionError`` too) whose ``code`` and ``reason`` are the close
+    frame's, as are :attr:`close_code` and :attr:`close_reason`.
     """
 
     def __init__(self, url: str, token: Optional[str] = None, client_id: Union[str, int, None] = None,
-                 timeout: Optional[float] = 10.0, headers: Optional[Dict[str, str]] = None):
+                 timeout: Optional[float] = 10.0, headers: Optional[Dict[str, str]] = None,
+                 resume: Optional[str] = None):
         self.url = url
-        self.timeout = timeout
+        self.timeout = timeout  # checked, and infinity made None, by the property
         header = [f"{name}: {value}" for name, value in (headers or {}).items()]
         if token is not None:
             header.append(f"Authorization: Bearer {token}")
-        self._ws = _connect(url, timeout, header)
+        self._ws = _connect(url, self.timeout, header)
         self._ws.settimeout(None)
         self._ids = itertools.count(1)
         self._streams: Dict[int, ClientStream] = {}
@@ -223,42 +262,74 @@ class IgorClient:
         self._send_lock = threading.Lock()
         self._closed = threading.Event()
         self._closing = False
+        #: The WebSocket close code and reason, once the connection has ended
+        #: (1005: a close frame with no code; 1006: no close frame at all).
         self.close_code: Optional[int] = None
+        self.close_reason = ""
         self.errors: queue.SimpleQueue[RemoteError] = queue.SimpleQueue()
         self._reader = threading.Thread(target=self._read_loop, name="igor-client-reader", daemon=True)
         self._reader.start()
         self.client_id: Union[str, int, None] = None
+        #: The latest secret the server gave for :attr:`client_id`: a later
+        #: connection presents it (``resume=``) to get the id and its session back.
+        self.resume: Optional[str] = None
         if client_id is not None:
             try:
-                self.introduce_self(client_id)
+                self.introduce_self(client_id, resume)
             except BaseException:
                 self.close()
                 raise
 
     # -- calls --------------------------------------------------------------
 
-    def stream(self, action: str, data: Any = None, timeout: Optional[float] = None) -> ClientStream:
+    @property
+    def timeout(self) -> Optional[float]:
+        """The default timeout of calls, in seconds; None for none."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: Optional[float]) -> None:
+        self._timeout = _seconds(value)
+
+    def stream(self, action: str, data: Any = None, timeout: Timeout = DEFAULT) -> ClientStream:
         """Start ``action`` and return its values as a :class:`ClientStream`.
 
-        ``timeout`` (default: the client's) bounds the wait for each value.
+        ``timeout`` bounds the wait for each value: the client's unless given;
+        None or ``float('inf')`` waits for ever.
         """
-        return self._open(action, data, self.timeout if timeout is None else timeout, whole=False)
+        return self._open(action, data, self._timeout_of(timeout), whole=False)
 
-    def call(self, action: str, data: Any = None, timeout: Optional[float] = None) -> Any:
+    def call(self, action: str, data: Any = None, timeout: Timeout = DEFAULT) -> Any:
         """Run ``action`` and return its last value (None if it sent none).
 
-        ``timeout`` (default: the client's) bounds the whole call; past it the
-        call is cancelled and :class:`~igor.CallTimeout` raised.
+        ``timeout`` bounds the whole call: the client's unless given; None or
+        ``float('inf')`` waits for ever. Past it the call is cancelled and
+        :class:`~igor.CallTimeout` raised.
         """
         result = None
-        for value in self._open(action, data, self.timeout if timeout is None else timeout, whole=True):
+        for value in self._open(action, data, self._timeout_of(timeout), whole=True):
             result = value
         return result
 
-    def introduce_self(self, client_id: Union[str, int]) -> None:
-        """Take ``client_id`` as this connection's id (and its parked session)."""
-        self.call("introduce_self", {"client_id": client_id})
+    def _timeout_of(self, timeout: Timeout) -> Optional[float]:
+        return self._timeout if timeout is DEFAULT else _seconds(timeout)
+
+    def introduce_self(self, client_id: Union[str, int], resume: Optional[str] = None) -> None:
+        """Take ``client_id`` as this connection's id, and its parked session.
+
+        A session the server parked (its client left less than
+        ``session_timeout`` ago) goes only to the holder of its latest secret:
+        ``resume``, or by default the one this client got for the same id.
+        The server answers with a new secret, kept in :attr:`resume`. A
+        refusal (409 ``ClientIdTaken``: the id is connected, or parked and the
+        secret missing or stale) raises :class:`~igor.RemoteError`.
+        """
+        if resume is None and client_id == self.client_id:
+            resume = self.resume
+        answer = self.call("introduce_self", client_introduce_data(client_id, resume))
         self.client_id = client_id
+        # A server from before resume secrets answers without one.
+        self.resume = answer.get("resume") if isinstance(answer, dict) else None
 
     def send_to_process(self, process_id: str, data: Any = None) -> None:
         """Put ``data`` in the inbox of background process ``process_id``.
@@ -269,7 +340,7 @@ class IgorClient:
         """
         if not isinstance(process_id, str) or not process_id:
             raise ValueError(f"a process id is a non-empty string, not {process_id!r}")
-        self._send({"process": process_id, "data": data})
+        self._send(client_process_input_message(process_id, data))
 
     # -- pushes and server calls ----------------------------------------------
 
@@ -347,11 +418,11 @@ class IgorClient:
             self._reader.join(CLOSE_TIMEOUT)
             if self._reader.is_alive():
                 log.debug("no close answer within %ss; cutting the connection", CLOSE_TIMEOUT)
-                self._ws.abort()  # wakes the reader's blocking recv
+                self._ws.abort()  # type: ignore[no-untyped-call]  # wakes the reader's blocking recv
                 self._reader.join(CLOSE_TIMEOUT)
             self._shut()
         # else: called by a listener; the reader reads the answer and shuts the socket itself.
-        self._fail_all(ConnectionClosed("the client closed the connection"))
+        self._fail_all(self._closed_error())
         with self._lock:
             workers, self._workers = self._workers, None
         if workers is not None:
@@ -359,7 +430,7 @@ class IgorClient:
 
     def wait_closed(self, timeout: Optional[float] = None) -> bool:
         """Wait until the connection has ended; False if ``timeout`` passed first."""
-        return self._closed.wait(timeout)
+        return self._closed.wait(_seconds(timeout))
 
     def __enter__(self) -> IgorClient:
         return self
@@ -373,24 +444,26 @@ class IgorClient:
         stream = ClientStream(self, next(self._ids), action, timeout, whole)
         with self._lock:
             if self._closed.is_set():
-                raise ConnectionClosed("the connection is closed")
+                raise self._closed_error()
             self._streams[stream.stream_id] = stream
         try:
-            self._send({"streamId": stream.stream_id, "action": action, "data": data})
+            self._send(client_call_message(stream.stream_id, action, data))
         except BaseException:
             self._forget(stream.stream_id)
             raise
         return stream
 
-    def _send(self, message: dict) -> None:
+    def _send(self, message: Message) -> None:
         text = json.dumps(message)
         with self._send_lock:
             if self._closed.is_set():
-                raise ConnectionClosed("the connection is closed")
+                raise self._closed_error()
             try:
                 self._ws.send(text)
             except (websocket.WebSocketException, OSError) as exc:
-                raise ConnectionClosed(f"could not send: {exc}") from exc
+                # The reader may not have seen the end yet: without its close frame, the drop is all we know.
+                code = CLOSE_NO_FRAME if self.close_code is None else self.close_code
+                raise ConnectionClosed(f"could not send: {exc}", code, self.close_reason) from exc
 
     def _forget(self, stream_id: int) -> None:
         with self._lock:
@@ -403,25 +476,37 @@ class IgorClient:
                 if opcode == websocket.ABNF.OPCODE_CLOSE:
                     # recv_data has answered it (once: see _WebSocket), or it
                     # is the answer to the close frame close() sent.
-                    if len(payload) >= 2:
-                        self.close_code = int.from_bytes(payload[:2], "big")
+                    self.close_code, self.close_reason = _close_status(payload)
                     break
                 if opcode == websocket.ABNF.OPCODE_TEXT:
                     self._dispatch(json.loads(payload.decode("utf-8")))
         except (websocket.WebSocketException, OSError, ValueError) as exc:
             log.debug("reader stopped: %s", exc)
         finally:
-            why = f"the connection closed (code {self.close_code})"
-            self._fail_all(ConnectionClosed("the client closed the connection" if self._closing else why))
+            if self.close_code is None:
+                self.close_code = CLOSE_NO_FRAME
+            self._fail_all(self._closed_error())
             if self._closing:
                 self._shut()
+
+    def _closed_error(self) -> ConnectionClosed:
+        """What a call meets once the connection has ended (a fresh one each time: threads raise it at once)."""
+        code, reason = self.close_code, self.close_reason
+        if self._closing:
+            # Asked for by close(), maybe on the reader thread before the server's answer came.
+            return ConnectionClosed("the client closed the connection",
+                                    websocket.STATUS_NORMAL if code is None else code, reason)
+        if code is None:
+            code = CLOSE_NO_FRAME
+        why = f"code {code}: {reason}" if reason else f"code {code}"
+        return ConnectionClosed(f"the connection closed ({why})", code, reason)
 
     def _shut(self) -> None:
         # Under the send lock, so that no send is half way through the socket.
         with self._send_lock:
-            self._ws.shutdown()
+            self._ws.shutdown()  # type: ignore[no-untyped-call]
 
-    def _dispatch(self, message: dict) -> None:
+    def _dispatch(self, message: Message) -> None:
         if "callId" in message:
             self._server_call(message)
             return
@@ -463,7 +548,7 @@ class IgorClient:
             # dict.fromkeys: a push whose action is its process id counts once
             return [o for name in dict.fromkeys(names) for o in self._listeners.get(name, ())]
 
-    def _push(self, message: dict, process_id: Any) -> None:
+    def _push(self, message: Message, process_id: Any) -> None:
         names = [message["action"]] + ([process_id] if isinstance(process_id, str) else [])
         for observer in self._observers(*names):
             if observer.next is not None:
@@ -478,7 +563,7 @@ class IgorClient:
             if observer.error is not None:
                 _safely(observer.error, error)
 
-    def _server_call(self, message: dict) -> None:
+    def _server_call(self, message: Message) -> None:
         call_id = message["callId"]
         if message.get("cancel"):
             with self._lock:
@@ -487,7 +572,8 @@ class IgorClient:
         with self._lock:
             if self._closed.is_set():
                 return
-            fn = self._exposed.get(message.get("action"))
+            action = message.get("action")
+            fn = self._exposed.get(action) if isinstance(action, str) else None
             self._server_calls.add(call_id)
             if self._workers is None:
                 self._workers = ThreadPoolExecutor(EXPOSED_WORKERS, thread_name_prefix="igor-client-exposed")
@@ -496,15 +582,15 @@ class IgorClient:
 
     def _answer(self, call_id: Any, action: Any, fn: Optional[Callable[[Any], Any]], data: Any) -> None:
         if fn is None:
-            answer = {"callId": call_id, "error": f"this client exposes no function {action!r}",
-                      "code": 404, "type": "UnknownAction"}
+            answer = client_reply_error_message(call_id, f"this client exposes no function {action!r}", 404,
+                                                "UnknownAction")
         else:
             try:
-                answer = {"callId": call_id, "data": fn(data)}
+                answer = client_reply_message(call_id, fn(data))
                 json.dumps(answer)  # a result that is not JSON is the function's error, not the connection's
             except Exception as exc:
                 log.debug("exposed function %r failed", action, exc_info=True)
-                answer = {"callId": call_id, "error": str(exc) or type(exc).__name__, "type": type(exc).__name__}
+                answer = client_reply_error_message(call_id, str(exc) or type(exc).__name__, 500, type(exc).__name__)
         with self._lock:
             if call_id not in self._server_calls:
                 return  # the server stopped waiting (timeout): it wants no answer
@@ -528,8 +614,8 @@ def _connect(url: str, timeout: Optional[float], header: List[str]) -> _WebSocke
     """Open the WebSocket, turning every way that can fail into ConnectionFailed."""
     where = _without_query(url)  # the query may hold the token
     try:
-        return websocket.create_connection(url, timeout=timeout, header=header, enable_multithread=True,
-                                           class_=_WebSocket, subprotocols=[SUBPROTOCOL_V2])
+        ws = websocket.create_connection(url, timeout=timeout, header=header, enable_multithread=True,
+                                         class_=_WebSocket, subprotocols=[CLIENT_SUBPROTOCOL])
     except websocket.WebSocketBadStatusException as exc:
         status = exc.status_code
         hint = _STATUS_HINTS.get(status, "the server refused the WebSocket handshake")
@@ -537,6 +623,7 @@ def _connect(url: str, timeout: Optional[float], header: List[str]) -> _WebSocke
     except (websocket.WebSocketException, OSError, ValueError) as exc:
         reason = str(exc) or type(exc).__name__
         raise ConnectionFailed(f"cannot connect to {where}: {reason}") from exc
+    return cast(_WebSocket, ws)  # create_connection is typed as making a plain WebSocket, whatever class_ is
 
 
 def _without_query(url: str) -> str:
@@ -547,7 +634,29 @@ def _without_query(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
-def _remote_error(message: dict) -> RemoteError:
+def _seconds(timeout: Any) -> Optional[float]:
+    """A timeout as the standard library takes it: None for no timeout, which infinity means too.
+
+    Infinity would overflow the lock waits underneath, and a negative or NaN
+    timeout is a mistake better raised here than as an odd error later.
+    """
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"a timeout is a number of seconds or None, not {timeout!r}")
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"a timeout is a number of seconds at least 0, or None, not {timeout!r}")
+    return None if math.isinf(timeout) else float(timeout)
+
+
+def _close_status(payload: bytes) -> Tuple[int, str]:
+    """The code and reason of a close frame's payload."""
+    if len(payload) < 2:
+        return CLOSE_NO_STATUS, ""
+    return int.from_bytes(payload[:2], "big"), payload[2:].decode("utf-8", "replace")
+
+
+def _remote_error(message: Message) -> RemoteError:
     return RemoteError(message["error"], message.get("code", 500), message.get("type", "Error"),
                        message.get("traceback"))
 

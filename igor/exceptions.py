@@ -159,8 +159,22 @@ class RemoteError(IgorError):
         return f"{self.type} ({self.code}): {self.args[0]}"
 
 
-class ConnectionClosed(IgorError):
-    """The connection ended while a call was waiting for its answer."""
+class ConnectionClosed(IgorError, ConnectionError):
+    """The connection ended while a call was waiting for its answer.
+
+    Raised by the Python client, ``code`` and ``reason`` are the WebSocket
+    close code and reason it received: 1005 when the close frame had no code,
+    1006 when the connection dropped with no close frame (as RFC 6455 and
+    browsers name those cases). Raised by the server (the client of a
+    ``call_client`` went away), ``code`` keeps IgorError's 500: the code the
+    error has on the wire if a handler lets it through.
+    """
+
+    def __init__(self, message: str, code: int | None = None, reason: str = ""):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.reason = reason
 
 
 class CallTimeout(IgorError, TimeoutError):

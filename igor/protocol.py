@@ -440,3 +440,68 @@ def call_message(call_id: int, action: str, data: Any) -> dict:
 def call_cancel_message(call_id: int) -> dict:
     """The server stopped waiting for its call ``call_id``."""
     return {"callId": call_id, "cancel": True}
+
+
+# -- what a client sends --------------------------------------------------------
+# The inverse of parse_message, for the Python client: it builds its messages
+# here, beside the parser, and needs no other server module.
+
+#: The subprotocol a client asks for: protocol 2, where a stream's last value or error may carry its close.
+CLIENT_SUBPROTOCOL = "igor.v2"
+
+__all__ += [
+    "CLIENT_SUBPROTOCOL",
+    "client_call_message",
+    "client_cancel_message",
+    "client_input_message",
+    "client_end_message",
+    "client_process_input_message",
+    "client_reply_message",
+    "client_reply_error_message",
+]
+
+
+def client_call_message(stream_id: StreamId, action: str, data: Any = None) -> dict[str, Any]:
+    """Start ``action`` on the new stream ``stream_id`` (parsed as :class:`Call`)."""
+    return {"streamId": stream_id, "action": action, "data": data}
+
+
+def client_cancel_message(stream_id: StreamId) -> dict[str, Any]:
+    """Ask the server to stop stream ``stream_id`` (parsed as :class:`Cancel`)."""
+    return {"streamId": stream_id, "cancel": True}
+
+
+def client_input_message(stream_id: StreamId, data: Any) -> dict[str, Any]:
+    """Send ``data`` into the running call ``stream_id`` (parsed as :class:`Input`)."""
+    return {"streamId": stream_id, "data": data}
+
+
+def client_end_message(stream_id: StreamId) -> dict[str, Any]:
+    """No more input comes for stream ``stream_id`` (parsed as :class:`EndInput`)."""
+    return {"streamId": stream_id, "end": True}
+
+
+def client_process_input_message(process_id: str, data: Any) -> dict[str, Any]:
+    """Put ``data`` in the inbox of process ``process_id`` (parsed as :class:`ProcessInput`)."""
+    return {"process": process_id, "data": data}
+
+
+def client_reply_message(call_id: int, data: Any) -> dict[str, Any]:
+    """Answer the server's call ``call_id`` with ``data`` (parsed as :class:`Reply`)."""
+    return {"callId": call_id, "data": data}
+
+
+def client_reply_error_message(call_id: int, error: str, code: int = 500, type: str = "Error") -> dict[str, Any]:
+    """Answer the server's call ``call_id`` with an error (parsed as a :class:`Reply` with ``error`` set)."""
+    return {"callId": call_id, "error": error, "code": code, "type": type}
+
+
+def client_introduce_data(client_id: StreamId, resume: Optional[str] = None) -> dict[str, Any]:
+    """The data of an ``introduce_self`` call: the id to take, and the secret that claims its parked session."""
+    data: dict[str, Any] = {"client_id": client_id}
+    if resume is not None:
+        data["resume"] = resume
+    return data
+
+
+__all__ += ["client_introduce_data"]

@@ -237,3 +237,111 @@ def test_on_needs_something_to_call(start_server, connect):
     client = connect(start_server())
     with pytest.raises(TypeError):
         client.on("x")
+
+
+def held_until(release):
+    """A handler that answers only once the test says so."""
+    def held(out, data):
+        release.wait(10)
+        out.send("done")
+    return held
+
+
+@pytest.mark.parametrize("forever", [None, float("inf")])
+def test_no_timeout_outlasts_the_clients_default(start_server, connect, forever):
+    release = threading.Event()
+    client = connect(start_server({"held": held_until(release)}), timeout=0.2)
+    results = queue.Queue()
+    waiting = threading.Thread(target=lambda: results.put(client.call("held", timeout=forever)))
+    waiting.start()
+    stream = client.stream("held", timeout=forever)
+    # A call on the client's default gives up meanwhile: the two above have waited past it.
+    with pytest.raises(CallTimeout):
+        client.call("held")
+    release.set()
+    waiting.join(5)
+    assert results.get(timeout=5) == "done"
+    assert list(stream) == ["done"]
+
+
+def test_default_says_the_clients_own_timeout(start_server, connect):
+    from igor.client import DEFAULT
+
+    release = threading.Event()
+    client = connect(start_server({"held": held_until(release)}), timeout=0.2)
+    try:
+        with pytest.raises(CallTimeout) as info:
+            client.call("held", timeout=DEFAULT)
+        assert "0.2s" in str(info.value)
+        with pytest.raises(CallTimeout):
+            next(client.stream("held", timeout=DEFAULT))
+    finally:
+        release.set()  # the handlers end now, not 10 s into later tests
+
+
+def test_an_infinite_client_timeout_connects_and_means_none(start_server, connect):
+    client = connect(start_server({"count": count}), timeout=float("inf"))
+    assert client.timeout is None
+    assert client.call("count", 2) == 1
+    client.timeout = float("inf")
+    assert client.timeout is None
+    client.close()
+    assert client.wait_closed(float("inf"))
+
+
+@pytest.mark.parametrize(("timeout", "error"), [(-1, ValueError), (float("nan"), ValueError), ("1", TypeError),
+                                                (True, TypeError)])
+def test_a_timeout_that_is_no_duration_is_refused_at_once(start_server, connect, timeout, error):
+    client = connect(start_server({"count": count}))
+    with pytest.raises(error):
+        client.call("count", 1, timeout=timeout)
+    assert client.call("count", 2) == 1  # nothing was sent for the refused call
+
+
+def remember(out, data, session):
+    session.setdefault("items", []).append(data)
+    return session["items"]
+
+
+def test_a_new_client_resumes_a_parked_session_with_the_last_secret(start_server, connect):
+    from conftest import wait_for
+
+    server = start_server({"remember": remember})
+    first = connect(server, client_id="w")
+    assert isinstance(first.resume, str) and first.resume
+    assert first.call("remember", 1) == [1]
+    first.introduce_self("w")  # again, as the same id: it presents its secret and gets a new one
+    secret = first.resume
+    first.close()
+    wait_for(lambda: len(server.registry) == 0, message="the server to park w's session")
+    for claim in (None, "guessed"):
+        with pytest.raises(RemoteError) as info:
+            connect(server, client_id="w", resume=claim)
+        assert (info.value.code, info.value.type) == (409, "ClientIdTaken")
+    second = connect(server, client_id="w", resume=secret)
+    assert second.call("remember", 2) == [1, 2]  # w's session, handed back
+    assert second.resume not in (None, secret)  # rotated on every introduction
+    stale, secret = secret, second.resume
+    second.close()
+    wait_for(lambda: len(server.registry) == 0, message="the server to park w's session")
+    with pytest.raises(RemoteError):
+        connect(server, client_id="w", resume=stale)
+    third = connect(server)
+    third.introduce_self("w", secret)
+    assert third.call("remember", 3) == [1, 2, 3]
+
+
+def test_introducing_again_presents_the_latest_secret(start_server, connect):
+    server = start_server({"remember": remember})
+    client = connect(server, client_id="w")
+    sent = []
+    send = client._send
+    client._send = lambda message: (sent.append(message), send(message))[1]
+    for _ in range(2):
+        secret = client.resume
+        client.introduce_self("w")
+        assert sent[-1]["data"] == {"client_id": "w", "resume": secret}
+        assert client.resume != secret
+    client.introduce_self("other")  # a new id: the old id's secret is not for it
+    assert sent[-1]["data"] == {"client_id": "other"}
+    assert client.client_id == "other" and client.resume

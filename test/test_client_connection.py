@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from igor import ConnectionClosed, ConnectionFailed, IgorClient, IgorError, IgorProcess
+from igor.handshake import accept_key
 
 
 def free_port():
@@ -96,10 +97,12 @@ def test_close_is_clean_every_time(start_server, caplog):
         assert not client._reader.is_alive()
         # The server answers a close with the code it received: ours, 1000.
         assert client.close_code == 1000
-        with pytest.raises(ConnectionClosed):
+        with pytest.raises(ConnectionClosed) as info:
             list(stream)
-        with pytest.raises(ConnectionClosed):
+        assert info.value.code == 1000
+        with pytest.raises(ConnectionClosed) as info:
             client.call("forever")
+        assert info.value.code == 1000
     assert [r.getMessage() for r in caplog.records] == []
 
 
@@ -126,3 +129,80 @@ def test_close_from_a_listener_on_the_reader_thread(start_server):
     assert client.wait_closed(5)
     client._reader.join(5)
     assert client.close_code == 1000 and not client._reader.is_alive()
+
+
+def test_a_waiting_call_gets_the_servers_close_code_and_reason(start_server, connect):
+    def kick(out, data, client):
+        client.close(4000, "kicked out")
+
+    client = connect(start_server({"kick": kick}))
+    with pytest.raises(ConnectionClosed) as info:
+        client.call("kick")
+    closed = info.value
+    assert (closed.code, closed.reason) == (4000, "kicked out")
+    assert "4000" in str(closed) and "kicked out" in str(closed)
+    assert isinstance(closed, ConnectionError) and isinstance(closed, IgorError)
+    assert (client.close_code, client.close_reason) == (4000, "kicked out")
+    with pytest.raises(ConnectionError) as later:  # what a caller who knows no igor would catch
+        client.call("kick")
+    assert (later.value.code, later.value.reason) == (4000, "kicked out")
+
+
+def test_a_server_shutdown_is_code_1001(start_server, connect):
+    server = start_server({"kick": lambda out, data: None})
+    client = connect(server)
+    server.shutdown()
+    assert client.wait_closed(5)
+    with pytest.raises(ConnectionClosed) as info:
+        client.call("kick")
+    assert info.value.code == 1001 and info.value.reason == client.close_reason
+
+
+class OneConnectionServer:
+    """Accepts one WebSocket, waits for the client's first message, then does ``then(sock)``.
+
+    For what the real server never does: drop a connection with no close
+    frame, or send a close frame with no code.
+    """
+
+    def __init__(self, then):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"ws://127.0.0.1:{self.listener.getsockname()[1]}/"
+        self.then = then
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        sock, _ = self.listener.accept()
+        with sock:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(4096)
+            key = next(line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"sec-websocket-key:"))
+            sock.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                          f"Sec-WebSocket-Accept: {accept_key(key)}\r\nSec-WebSocket-Protocol: igor.v2\r\n\r\n")
+                         .encode())
+            sock.recv(4096)  # the client's call
+            self.then(sock)
+
+    def close(self):
+        self.thread.join(5)
+        self.listener.close()
+
+
+@pytest.mark.parametrize(("then", "code"), [
+    (lambda sock: None, 1006),  # the socket just closes
+    (lambda sock: sock.sendall(b"\x88\x00"), 1005),  # a close frame with no payload
+])
+def test_a_close_with_no_code_is_named_as_rfc_6455_does(then, code):
+    server = OneConnectionServer(then)
+    client = IgorClient(server.url, timeout=5)
+    try:
+        with pytest.raises(ConnectionClosed) as info:
+            client.call("anything")
+        assert (info.value.code, info.value.reason) == (code, "")
+        assert client.close_code == code
+    finally:
+        client.close()
+        server.close()
