@@ -165,7 +165,7 @@ def test_call_data_of_blocked_handlers_is_in_the_budget(serve):
     rss_before = server.rss()
     payload = empty_dicts(32 * MiB)
     for stream_id in range(3):
-        sock.sendall(text(('{"streamId": %d, "action": "block", "data": %s}' % (stream_id, payload)).encode()))
+        sock.sendall(text(f'{{"streamId": {stream_id}, "action": "block", "data": {payload}}}'.encode()))
     refused = [answer(sock, stream_id) for stream_id in range(3)]
     growth = server.growth_since(rss_before)
     figures("three 32 MiB calls of [{},...] to a handler that blocks", rss_growth=growth,
