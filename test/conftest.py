@@ -15,6 +15,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 def pytest_configure(config):
     # Long runs carry it so they can be picked out (-m slow); CI runs them all the same.
     config.addinivalue_line("markers", "slow: a long soak or attack (tens of seconds); still run by default")
+    config.addinivalue_line("markers", "long: minutes long; run only when asked for, with -m long")
+
+
+def pytest_collection_modifyitems(config, items):
+    if "long" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="minutes long: run it with -m long")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)
 
 
 def wait_for(condition, timeout=5.0, interval=0.01, message="condition"):
