@@ -99,9 +99,10 @@ def test_input_on_a_closed_stream(start_server, connect):
 
 
 def test_a_flood_into_a_handler_that_never_reads(start_server, connect):
-    stopped = queue.Queue()
+    stopped, started = queue.Queue(), threading.Event()
 
     def deaf(out, data):
+        started.set()
         out.wait(10)  # never reads its input; woken when the stream fails
         try:
             out.send("still here?")
@@ -111,6 +112,8 @@ def test_a_flood_into_a_handler_that_never_reads(start_server, connect):
 
     client = connect(start_server({"deaf": deaf, "count": count}, config={"inbox_size": 10}))
     stream = client.stream("deaf")
+    # Running first: a call whose stream fails before a worker takes it never runs at all.
+    assert started.wait(5)
     for i in range(50):
         try:
             stream.send(i)
