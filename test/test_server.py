@@ -636,3 +636,29 @@ def test_one_worker_waits_from_the_start_and_a_burst_s_extra_workers_end(start_s
     assert clients[0].call("hold", 9) == 9
     for client in clients:
         client.close()
+
+
+def test_call_client_with_data_that_is_not_json_raises_at_once_and_leaves_nothing(start_server, connect):
+    server = start_server()
+    client = connect(server, client_id="ui")
+    client.expose("echo", lambda data: data)
+    with pytest.raises(TypeError, match="not JSON serialisable"):
+        server.call_client("ui", "echo", {"when": object()})
+    peer = server.dispatcher._peer(server.registry.get("ui"))
+    assert peer.calls == {}  # no pending entry left for the life of the connection
+    assert server.call_client("ui", "echo", [1]) == [1]
+
+
+def test_input_to_a_process_that_has_ended_is_refused_at_once(start_server):
+    class Brief(IgorProcess):
+        def run(self):
+            pass  # ends at once
+
+    brief = Brief()
+    server = start_server(processes={"brief": brief})
+    brief.join(5)
+    ws = websocket.create_connection(server.url)
+    ws.send(json.dumps({"process": "brief", "data": 1}))
+    assert recv_json(ws) == {"process": "brief", "error": "process 'brief' has ended", "code": 404,
+                             "type": "UnknownProcess", "data": None}
+    ws.close()
