@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 # The application decides where log records go; without its say, none are printed.
 logging.getLogger("igor").addHandler(logging.NullHandler())
 
-__version__ = "1.0.0"
+__version__ = "2.0.0"
 
 __all__ = [
     "IgorServer",
