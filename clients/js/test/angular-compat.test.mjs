@@ -79,7 +79,8 @@ for (const which of ['oldest', 'newest']) {
       assert.equal(seen.singleton, true, 'one service per injector');
       assert.equal(seen.hello, 'Hello compat');
       assert.deepEqual(seen.counted, [0, 1, 2]);
-      assert.equal(seen.whoami, 'ng-compat', 'provideIgor() takes the IGOR_CONFIG provided beside it');
+      assert.match(seen.clientId, /^ng-compat-\d+$/);
+      assert.equal(seen.whoami, seen.clientId, 'provideIgor() takes the IGOR_CONFIG provided beside it');
       assert.equal(seen.wrapsClient, true);
       assert.equal(seen.wrappedHello, 'Hello literal');
       if (which === 'newest') assert.deepEqual(seen.afterDestroy, ['open', 'closed'], "destroying the injector closes the connection");

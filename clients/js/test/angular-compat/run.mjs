@@ -10,7 +10,9 @@ import { IgorClient } from './igor/index.js';
 
 const [url, wsModule] = process.argv.slice(2);
 const { default: WebSocket } = await import(wsModule);
-const config = { url, WebSocket, clientId: 'ng-compat' };
+// One id per service: the server keeps a departed client's id for its resume secret alone.
+const clientId = `ng-compat-${process.pid}`;
+const config = { url, WebSocket, clientId: `${clientId}-first` };
 // toPromise: the one way to await an Observable in both RxJS 6 and 7.
 const first = (observable) => observable.pipe(take(1)).toPromise();
 const seen = {};
@@ -34,7 +36,8 @@ if (typeof injector.destroy === 'function') {
 }
 
 // IGOR_CONFIG from elsewhere, then provideIgor() with no argument.
-const separate = Injector.create({ providers: [{ provide: IGOR_CONFIG, useValue: config }, ...provideIgor()] });
+const separate = Injector.create({ providers: [{ provide: IGOR_CONFIG, useValue: { ...config, clientId } }, ...provideIgor()] });
+seen.clientId = clientId;
 const fromToken = separate.get(IgorService);
 seen.whoami = await first(fromToken.call('whoami'));
 fromToken.ngOnDestroy();
