@@ -178,7 +178,8 @@ class IgorServer:
         Starts the server unless :meth:`start` already did. With
         ``threaded=True`` it serves in the background and returns.
         Otherwise it blocks; SIGTERM and Ctrl-C shut down gracefully and it
-        returns the exit code; a handler or process calling
+        returns the exit code (warnings and errors go to stderr meanwhile if
+        the program configured no logging at all); a handler or process calling
         ``sys.exit(code)`` makes it raise ``SystemExit(code)`` after the
         graceful shutdown, so the program ends with that code.
         """
@@ -189,6 +190,7 @@ class IgorServer:
         # The handlers first: a parent that reads the ready line may signal at once.
         restore = self._restore_signals or self._install_signal_handlers()
         self._restore_signals = restore
+        fallback = _stderr_unless_configured()
         try:
             if self._transport is None:
                 self.start()
@@ -198,6 +200,8 @@ class IgorServer:
         finally:
             restore()
             self._restore_signals = None
+            if fallback is not None:
+                log.removeHandler(fallback)
         if self._exit_requested:
             raise SystemExit(self.exit_code)
         return self.exit_code
@@ -333,6 +337,23 @@ class IgorServer:
                 signal.signal(signum, handler)
 
         return restore
+
+
+def _stderr_unless_configured() -> Optional[logging.Handler]:
+    """Print Igor's warnings and errors to stderr while serving, when the program set up no logging at all.
+
+    A library adds only a NullHandler, which is right, but a script that
+    never configured logging would then never hear that a process crashed
+    or a push found no client. A program that configured logging in any way
+    keeps full control: nothing is added.
+    """
+    if logging.getLogger().handlers or any(not isinstance(h, logging.NullHandler) for h in log.handlers):
+        return None
+    handler = logging.StreamHandler()  # stderr
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("igor %(levelname)s: %(message)s"))
+    log.addHandler(handler)
+    return handler
 
 
 def _configure_logging(settings: Optional[Mapping[str, Any]]) -> None:

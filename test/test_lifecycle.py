@@ -272,3 +272,37 @@ def test_static_files_check_the_host(static_server):
 
 def test_no_static_dir_is_404(start_server):
     assert http_get(start_server().port, "/")[0] == 404
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import logging, sys, threading
+    from igor import IgorServer
+
+    class Pusher(threading.Thread):
+        def run(self):
+            self.output.send('tick', 1, client_id='nobody yet')  # raises UnknownClient: the process dies
+
+    server = IgorServer(api={'quit': lambda out, data: sys.exit(0)}, port=0, ready_line=True)
+    server.add_process('pusher', Pusher())
+    if sys.argv[1:] == ['configured']:
+        logging.basicConfig(level=logging.CRITICAL)  # the program's own choice: nothing below CRITICAL
+    server.run_forever()
+    """
+)
+
+
+@pytest.mark.parametrize("configured", [False, True])
+def test_errors_reach_stderr_unless_the_program_configured_logging(tmp_path, configured):
+    (tmp_path / "script.py").write_text(SCRIPT)
+    proc = subprocess.Popen([sys.executable, "script.py"] + (["configured"] if configured else []), cwd=tmp_path,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ready = json.loads(proc.stdout.readline()[len("IGOR_READY "):])
+    with IgorClient(ready["url"]) as igor:
+        igor.call("quit")  # the stream closes as the program exits
+    assert proc.wait(10) == 0
+    stderr = proc.stderr.read()
+    if configured:
+        assert "pusher" not in stderr, stderr
+    else:
+        assert "process 'pusher' failed" in stderr and "nobody yet" in stderr, stderr
