@@ -33,7 +33,7 @@ import type { FactoryProvider, OnDestroy, ValueProvider } from '@angular/core';
 import type { Observable } from 'rxjs';
 
 import { IgorClient } from './client.js';
-import type { ConnectionStatus, ExposedFunction, IgorClientOptions, Push } from './client.js';
+import type { ConnectionStatus, ExposedFunction, IgorClientOptions, Push } from './options.js';
 import type { ActionName, ActionResult, CallArgs } from './typed.js';
 import { call$, channel$, on$, pushes$, status$, stream$ } from './rxjs.js';
 

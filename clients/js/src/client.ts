@@ -28,20 +28,6 @@ import type { IgorStream } from './stream.js';
 import type { ActionName, ActionResult, CallArgs } from './typed.js';
 import { safely, serialise, utf8Length } from './util.js';
 
-// The option and event types were declared here first; they stay importable from here.
-export type {
-  CallOptions,
-  ConnectionStatus,
-  ExposedFunction,
-  IgorClientOptions,
-  Push,
-  PushListener,
-  PushObserver,
-  ReconnectOptions,
-  StatusEvent,
-  WebSocketConstructor,
-  WebSocketLike,
-} from './options.js';
 
 /**
  * A client of one Igor server.

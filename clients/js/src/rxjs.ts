@@ -24,7 +24,8 @@ import type { Unsubscribable as RxUnsubscribable } from 'rxjs';
 // 'rxjs/operators' serves both RxJS 6 and 7.
 import { takeLast } from 'rxjs/operators';
 
-import type { ConnectionStatus, IgorClient, Push, StatusEvent } from './client.js';
+import type { IgorClient } from './client.js';
+import type { ConnectionStatus, Push, StatusEvent } from './options.js';
 import type { ActionName, ActionResult, CallArgs } from './typed.js';
 
 /**
