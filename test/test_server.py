@@ -662,3 +662,23 @@ def test_input_to_a_process_that_has_ended_is_refused_at_once(start_server):
     assert recv_json(ws) == {"process": "brief", "error": "process 'brief' has ended", "code": 404,
                              "type": "UnknownProcess", "data": None}
     ws.close()
+
+
+def test_shutdown_abandons_a_handler_that_ignores_its_cancel_and_says_so(caplog):
+    entered = threading.Event()
+
+    def stubborn(out, data):
+        entered.set()
+        time.sleep(5)  # ignores the cancel, as a blocking query does
+
+    server = IgorServer(api={"stubborn": stubborn}, port=0, shutdown_timeout=0.5)
+    server.run_forever(threaded=True)
+    ws = websocket.create_connection(server.url)
+    ws.send(json.dumps({"streamId": 1, "action": "stubborn"}))
+    assert entered.wait(5)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="igor"):
+        assert server.shutdown() is False
+    assert time.monotonic() - started < 1.0
+    assert "action 'stubborn' of client 1 ignored its cancel and is abandoned" in caplog.text
+    assert not server.running
