@@ -1,6 +1,6 @@
 """The server's configuration: a frozen, typed :class:`Config`.
 
-Made from the config dict the seed's README shows (``IgorServer(api,
+Made from the config dict the original Igor's README shows (``IgorServer(api,
 config={'port': 0})``) or from keyword arguments (``IgorServer(api,
 port=0)``). Every value is checked once, here, so that a wrong type fails
 at construction with a :class:`~igor.ConfigError` naming the key, and never
@@ -134,7 +134,7 @@ class Config:
 
     @classmethod
     def from_mapping(cls, config: Union[Mapping[str, Any], Config, None] = None, **overrides: Any) -> Config:
-        """A Config from a dict (the seed's form) and/or keywords; keywords win.
+        """A Config from a dict (the original Igor's form) and/or keywords; keywords win.
 
         An unknown key is a :class:`~igor.ConfigError` that suggests the
         nearest valid one.
