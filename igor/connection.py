@@ -23,9 +23,10 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Deque, List, Optional, Protocol, Tuple, Union
+from typing import Any, Deque, List, Optional, Protocol, Tuple, Union
 
 from . import static
+from .config import Config
 from .frames import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
@@ -46,6 +47,7 @@ from .frames import (
 from .handshake import (
     SUBPROTOCOL_V2,
     HandshakeError,
+    SecurityPolicy,
     chosen_subprotocol,
     http_response,
     parse_request,
@@ -54,15 +56,12 @@ from .handshake import (
 )
 from .registry import Client
 
-if TYPE_CHECKING:
-    from .transport import IgorTransport
-
-__all__ = ["Connection", "Listener", "CLOSE_TIMEOUT"]
+__all__ = ["Connection", "Receiver", "Transport", "CLOSE_HANDSHAKE_TIMEOUT"]
 
 log = logging.getLogger("igor")
 
 #: Seconds a closing connection gets to exchange close frames before it is cut.
-CLOSE_TIMEOUT = 2.0
+CLOSE_HANDSHAKE_TIMEOUT = 2.0
 _RECV_IDLE = 4096
 _RECV_MAX = 1 << 20
 _BATCH_BYTES = 1 << 20
@@ -76,7 +75,7 @@ _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 Chunk = Union[bytes, memoryview]
 
 
-class Listener(Protocol):
+class Receiver(Protocol):
     """What a connection tells the dispatcher: a client came, sent a message, left."""
 
     def connected(self, client: Client) -> None: ...
@@ -86,6 +85,28 @@ class Listener(Protocol):
     def disconnected(self, client: Client) -> None: ...
 
 
+class Transport(Protocol):
+    """What a connection needs of the server that accepted it (an :class:`~igor.transport.IgorTransport`).
+
+    Named here, not imported, so that the transport depends on the
+    connection and never the other way round.
+    """
+
+    config: Config
+    policy: SecurityPolicy
+    #: Whom the connection tells about its client.
+    receiver: Receiver
+
+    def request_line_arrived(self, sock: socket.socket) -> None:
+        """The first line of the opening request is in: the handshake is no longer slow to start."""
+
+    def admit(self, connection: Connection) -> None:
+        """Count an upgraded connection in, or raise the :class:`~igor.handshake.HandshakeError` refusing it."""
+
+    def forget(self, connection: Connection) -> None:
+        """The connection has ended: it no longer counts against any bound."""
+
+
 class _Closed(Exception):
     """The peer closed the TCP connection, or it broke."""
 
@@ -93,7 +114,7 @@ class _Closed(Exception):
 class Connection:
     """A WebSocket connection to one client, from handshake to teardown."""
 
-    def __init__(self, sock: socket.socket, address: Any, transport: IgorTransport):
+    def __init__(self, sock: socket.socket, address: Any, transport: Transport):
         self.sock = sock
         self.address = address
         self.client: Optional[Client] = None
@@ -129,12 +150,12 @@ class Connection:
 
     def run(self) -> None:
         """Serve the connection until it ends; runs on the connection's thread."""
-        listener = self._transport.listener
+        receiver = self._transport.receiver
         try:
             rest = self._handshake()
             if rest is None:
                 return
-            listener.connected(self.client)
+            receiver.connected(self.client)
             self._read_loop(rest)
         except (_Closed, OSError):
             pass
@@ -153,14 +174,14 @@ class Connection:
         try:
             if self.client is not None:
                 self.client.connected = False
-                self._transport.listener.disconnected(self.client)
+                self._transport.receiver.disconnected(self.client)
         except Exception:
             log.exception("client %s: error while leaving", self.name)
         finally:
             self._closing = True
             with self._mutex:
                 # Let the writer put our close frame on the wire, within bounds.
-                self._lock.wait_for(lambda: not self._writing, CLOSE_TIMEOUT)
+                self._lock.wait_for(lambda: not self._writing, CLOSE_HANDSHAKE_TIMEOUT)
                 self._backlog.clear()
                 self._backlog_bytes = 0
                 self._lock.notify_all()
@@ -221,7 +242,7 @@ class Connection:
 
     def _read_loop(self, rest: bytes) -> None:
         parser = FrameParser(self._transport.config.max_message_size)
-        received = self._transport.listener.received
+        received = self._transport.receiver.received
         events = parser.feed(rest)
         size = _RECV_IDLE
         while True:
@@ -263,8 +284,8 @@ class Connection:
     def _drain(self) -> None:
         """Read until the peer closes, so it gets our close frame, not a reset."""
         try:
-            self.sock.settimeout(CLOSE_TIMEOUT)
-            deadline = time.monotonic() + CLOSE_TIMEOUT
+            self.sock.settimeout(CLOSE_HANDSHAKE_TIMEOUT)
+            deadline = time.monotonic() + CLOSE_HANDSHAKE_TIMEOUT
             while time.monotonic() < deadline and self.sock.recv(65536):
                 pass
         except OSError:
@@ -487,7 +508,7 @@ class Connection:
     def tick(self, now: float, ping_interval: Optional[float], ping_timeout: float) -> None:
         """Called about twice a second: pings, dead peers, stuck backlogs, stuck closes."""
         if self.closing_since is not None:
-            if now - self.closing_since > 2 * CLOSE_TIMEOUT:
+            if now - self.closing_since > 2 * CLOSE_HANDSHAKE_TIMEOUT:
                 self.abort()
             return
         if self._writing and now - self._progress > self._send_timeout:

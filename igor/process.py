@@ -28,7 +28,6 @@ from .protocol import MessageEncoder, close_message, error_message, for_protocol
 
 if TYPE_CHECKING:
     from .registry import Client, ClientId, ClientRegistry
-    from .server import IgorServer
 
 __all__ = ["IgorProcess", "Inbound", "ProcessOutput", "Processes"]
 
@@ -121,7 +120,9 @@ class IgorProcess(threading.Thread):
     process_id: str
     output: ProcessOutput
     scope: Dict[str, Any]
-    server: IgorServer
+    # The IgorServer: Any, because the server imports this module and a module
+    # the server is made of must not depend on the server back.
+    server: Any
 
     def __init__(self, *args: Any, **kwargs: Any):
         kwargs.setdefault("daemon", True)
