@@ -64,7 +64,7 @@ Timeout = Union[float, None, Literal[_Default.DEFAULT]]
 
 # How long close() waits for the server to answer its close frame before it
 # cuts the socket anyway.
-CLOSE_TIMEOUT = 3.0
+CLOSE_ANSWER_TIMEOUT = 3.0
 # RFC 6455's names for a close with no code in its frame, and for no close frame at all.
 CLOSE_NO_STATUS = 1005
 CLOSE_NO_FRAME = 1006
@@ -406,7 +406,7 @@ class IgorClient:
 
         Sends the close frame and lets the reader thread read the server's
         answer (so only one thread ever reads the socket), waits for it up to
-        ``CLOSE_TIMEOUT`` seconds, then shuts the socket.
+        ``CLOSE_ANSWER_TIMEOUT`` seconds, then shuts the socket.
         """
         self._closing = True
         try:
@@ -415,11 +415,11 @@ class IgorClient:
         except (websocket.WebSocketException, OSError):
             pass  # already gone: the reader has stopped or is stopping
         if threading.current_thread() is not self._reader:
-            self._reader.join(CLOSE_TIMEOUT)
+            self._reader.join(CLOSE_ANSWER_TIMEOUT)
             if self._reader.is_alive():
-                log.debug("no close answer within %ss; cutting the connection", CLOSE_TIMEOUT)
+                log.debug("no close answer within %ss; cutting the connection", CLOSE_ANSWER_TIMEOUT)
                 self._ws.abort()  # type: ignore[no-untyped-call]  # wakes the reader's blocking recv
-                self._reader.join(CLOSE_TIMEOUT)
+                self._reader.join(CLOSE_ANSWER_TIMEOUT)
             self._shut()
         # else: called by a listener; the reader reads the answer and shuts the socket itself.
         self._fail_all(self._closed_error())

@@ -34,6 +34,7 @@ from collections.abc import AsyncGenerator, Generator
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .api import Handler
+from .config import CALL_TIMEOUT, Config
 from .exceptions import (
     CallTimeout,
     ConfigError,
@@ -80,7 +81,6 @@ from .registry import Client, ClientId, ClientRegistry
 from .stream import Stream
 
 if TYPE_CHECKING:
-    from .config import Config
     from .process import Processes
 
 __all__ = ["Dispatcher"]
@@ -498,7 +498,8 @@ class Dispatcher:
 
     # -- the server's calls to clients ---------------------------------------
 
-    def call_client(self, client_id: ClientId, action: str, data: Any = None, timeout: Optional[float] = 30.0) -> Any:
+    def call_client(self, client_id: ClientId, action: str, data: Any = None,
+                    timeout: Optional[float] = CALL_TIMEOUT) -> Any:
         """Call the function ``action`` the client ``client_id`` exposed, and return its answer."""
         client = self.registry.get(client_id)
         peer = self._peer(client)

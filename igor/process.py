@@ -21,6 +21,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, NamedTuple, Optional, Tuple, Union
 
+from .config import Config
 from .exceptions import IgorError, InboxFull, UnknownProcess
 from .frames import Frame, text_frame
 from .lifecycle import exit_code
@@ -114,7 +115,7 @@ class IgorProcess(threading.Thread):
 
     #: Unread messages the inbox holds from each sending client; one more is refused with 429
     #: (the server sets it from ``inbox_size``).
-    inbox_size = 100
+    inbox_size = Config.inbox_size
 
     # Filled in by add_process; typed as set, so that a subclass's run() can use them without checks.
     process_id: str
