@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 from .api import Handler
 from .config import CALL_TIMEOUT, Config
+from .encoding import MessageEncoder, make_encoder
 from .exceptions import (
     CallTimeout,
     ConfigError,
@@ -61,7 +62,6 @@ from .protocol import (
     Cancel,
     EndInput,
     Input,
-    MessageEncoder,
     ProcessInput,
     Reply,
     call_cancel_message,
@@ -71,7 +71,6 @@ from .protocol import (
     error_message,
     for_protocol,
     is_valid_id,
-    make_encoder,
     parse_message,
     parsed_cost,
     short,

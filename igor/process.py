@@ -22,10 +22,11 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from .config import Config
+from .encoding import MessageEncoder
 from .exceptions import IgorError, InboxFull, UnknownProcess
 from .frames import Frame, text_frame
 from .lifecycle import exit_code
-from .protocol import MessageEncoder, close_message, error_message, for_protocol, push_message
+from .protocol import close_message, error_message, for_protocol, push_message
 
 if TYPE_CHECKING:
     from .registry import Client, ClientId, ClientRegistry
