@@ -72,8 +72,8 @@ def test_every_name_in_all_resolves():
 
 
 SERVER_MODULES = ("api", "config", "connection", "core", "dispatch", "encoding", "executor", "files", "frames",
-                  "handshake", "lifecycle", "loader", "peer", "process", "registry", "runner", "server", "static",
-                  "stream", "transport", "typescript")
+                  "handshake", "lifecycle", "loader", "outbox", "peer", "process", "registry", "runner", "server",
+                  "static", "stream", "transport", "typescript")
 
 
 def test_the_client_imports_nothing_of_the_server():
