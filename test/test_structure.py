@@ -96,3 +96,9 @@ def test_the_reader_sees_the_imports_it_must():
 def test_no_import_cycles():
     cycle = _cycle(_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_no_module_is_over_500_lines():
+    long = {name: lines for name, path in _modules().items()
+            if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert long == {}, f"modules over {MAX_LINES} lines: {long}"
