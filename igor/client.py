@@ -19,10 +19,8 @@ import logging
 import math
 import queue
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, Final, Iterator, List, Literal, Optional, Set, Tuple, Union, cast
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Callable, Dict, Final, List, Literal, Optional, Set, Union
 
 try:
     import websocket
@@ -30,13 +28,11 @@ except ImportError as exc:  # the optional "client" extra is not installed
     raise ImportError("igor's Python client needs websocket-client: pip install 'igor[client]'",
                       name=exc.name) from exc
 
-from .exceptions import CallTimeout, ConnectionClosed, ConnectionFailed, RemoteError, StreamClosed
+from .client_socket import CLOSE_NO_FRAME, close_status, connect
+from .client_stream import CLOSED, ClientStream
+from .exceptions import ConnectionClosed, RemoteError
 from .protocol import (
-    CLIENT_SUBPROTOCOL,
     client_call_message,
-    client_cancel_message,
-    client_end_message,
-    client_input_message,
     client_introduce_data,
     client_process_input_message,
     client_reply_error_message,
@@ -47,7 +43,6 @@ __all__ = ["IgorClient", "ClientStream", "DEFAULT", "Timeout"]
 
 log = logging.getLogger("igor.client")
 
-_CLOSED = object()
 Listener = Callable[[Any], None]
 Message = Dict[str, Any]
 
@@ -64,41 +59,11 @@ Timeout = Union[float, None, Literal[_Default.DEFAULT]]
 
 # How long close() waits for the server to answer its close frame before it
 # cuts the socket anyway.
-CLOSE_TIMEOUT = 3.0
-# RFC 6455's names for a close with no code in its frame, and for no close frame at all.
-CLOSE_NO_STATUS = 1005
-CLOSE_NO_FRAME = 1006
+CLOSE_ANSWER_TIMEOUT = 3.0
 # Exposed functions run on at most this many threads: a slow one holds up only
 # its own thread, never the reader, and a server cannot make the client spawn
 # a thread per call.
 EXPOSED_WORKERS = 8
-
-_STATUS_HINTS = {
-    401: "the server wants a token and this one is missing or wrong (pass token=server.token)",
-    403: "the server refused this client's Origin or Host header (see allowed_origins and allowed_hosts)",
-    503: "the server is full or shutting down (max_clients, or too many pending handshakes)",
-}
-
-
-class _WebSocket(websocket.WebSocket):
-    """A ``WebSocket`` that sends at most one close frame.
-
-    websocket-client answers every close frame it reads with one of its own,
-    including the server's answer to the close this client sent; a second
-    close frame breaks RFC 6455 and may meet a socket the server already shut.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._close_lock = threading.Lock()
-        self._close_sent = False
-
-    def send_close(self, status: int = websocket.STATUS_NORMAL, reason: Union[str, bytes] = b"") -> None:
-        with self._close_lock:
-            if self._close_sent:
-                return
-            self._close_sent = True
-        super().send_close(status, reason)
 
 
 class _Observer:
@@ -111,114 +76,6 @@ class _Observer:
         self.next = next
         self.error = error
         self.complete = complete
-
-
-class ClientStream:
-    """The values of one call, as an iterator; :meth:`cancel` stops it.
-
-    Iterating raises :class:`~igor.RemoteError` if the server sends an error,
-    :class:`~igor.ConnectionClosed` if the connection drops, and
-    :class:`~igor.CallTimeout` if ``timeout`` seconds pass between values.
-    Leaving a ``for`` loop over the stream before it ended (``break``, an
-    exception) cancels the call on the server.
-
-    :meth:`send` and :meth:`end` feed input to the handler while the call runs
-    (it reads it with ``out.receive()`` or by iterating over ``out``).
-    """
-
-    def __init__(self, client: IgorClient, stream_id: int, action: str, timeout: Optional[float],
-                 whole: bool = False):
-        self.client = client
-        self.stream_id = stream_id
-        self.action = action
-        self.timeout = timeout
-        self.cancelled = False
-        self.closed = False
-        self.input_ended = False
-        self._answered = False  # set by the reader once the server sent this stream's error or close
-        # ``whole``: the timeout bounds the whole stream (call()), not each gap.
-        self._deadline = time.monotonic() + timeout if whole and timeout is not None else None
-        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-
-    def __iter__(self) -> Iterator[Any]:
-        try:
-            while True:
-                try:
-                    item = next(self)
-                except StopIteration:
-                    return
-                yield item
-        finally:
-            # Reached with the stream still open only when the caller left the
-            # loop early: the server should stop working for nobody.
-            self.cancel()
-
-    def __next__(self) -> Any:
-        if self.closed:
-            raise StopIteration
-        wait = self.timeout
-        if self._deadline is not None:
-            wait = max(0.0, self._deadline - time.monotonic())
-        try:
-            item = self._inbox.get(timeout=wait)
-        except queue.Empty:
-            self.cancel()
-            if self._deadline is not None:
-                raise CallTimeout(f"{self.action!r} did not finish within {self.timeout}s") from None
-            raise CallTimeout(f"{self.action!r} sent nothing for {self.timeout}s") from None
-        if item is _CLOSED:
-            self._end()
-            raise StopIteration
-        if isinstance(item, Exception):
-            self._end()
-            raise item
-        return item
-
-    def send(self, data: Any) -> None:
-        """Send ``data`` as input to the running handler.
-
-        Raises :class:`~igor.StreamClosed` once the stream has closed or its
-        input has ended, :class:`~igor.ConnectionClosed` if the connection is
-        gone. Input the server cannot take (a full inbox) fails the stream
-        with a :class:`~igor.RemoteError` of code 429 on iteration.
-        """
-        self._check_input("send to")
-        self.client._send(client_input_message(self.stream_id, data))
-
-    def end(self) -> None:
-        """Tell the handler no more input comes; the stream stays open until the handler finishes.
-
-        Ending twice is a no-op; ending a closed stream raises :class:`~igor.StreamClosed`.
-        """
-        if self.input_ended and not self.closed:
-            return
-        self._check_input("end")
-        self.input_ended = True
-        self.client._send(client_end_message(self.stream_id))
-
-    def cancel(self) -> None:
-        """Ask the server to stop this stream; iteration ends at once. A no-op once it ended."""
-        if self.closed:
-            return
-        self.cancelled = True
-        self._end()
-        try:
-            self.client._send(client_cancel_message(self.stream_id))
-        except ConnectionClosed:
-            pass
-
-    def _check_input(self, verb: str) -> None:
-        if self.closed or self._answered:
-            raise StreamClosed(f"cannot {verb} stream {self.stream_id} ({self.action!r}): it has closed")
-        if self.input_ended:
-            raise StreamClosed(f"cannot {verb} stream {self.stream_id} ({self.action!r}): its input has ended")
-
-    def _end(self) -> None:
-        self.closed = True
-        self.client._forget(self.stream_id)
-
-    def _deliver(self, item: Any) -> None:
-        self._inbox.put(item)
 
 
 class IgorClient:
@@ -250,7 +107,7 @@ class IgorClient:
         header = [f"{name}: {value}" for name, value in (headers or {}).items()]
         if token is not None:
             header.append(f"Authorization: Bearer {token}")
-        self._ws = _connect(url, self.timeout, header)
+        self._ws = connect(url, self.timeout, header)
         self._ws.settimeout(None)
         self._ids = itertools.count(1)
         self._streams: Dict[int, ClientStream] = {}
@@ -406,7 +263,7 @@ class IgorClient:
 
         Sends the close frame and lets the reader thread read the server's
         answer (so only one thread ever reads the socket), waits for it up to
-        ``CLOSE_TIMEOUT`` seconds, then shuts the socket.
+        ``CLOSE_ANSWER_TIMEOUT`` seconds, then shuts the socket.
         """
         self._closing = True
         try:
@@ -415,11 +272,11 @@ class IgorClient:
         except (websocket.WebSocketException, OSError):
             pass  # already gone: the reader has stopped or is stopping
         if threading.current_thread() is not self._reader:
-            self._reader.join(CLOSE_TIMEOUT)
+            self._reader.join(CLOSE_ANSWER_TIMEOUT)
             if self._reader.is_alive():
-                log.debug("no close answer within %ss; cutting the connection", CLOSE_TIMEOUT)
+                log.debug("no close answer within %ss; cutting the connection", CLOSE_ANSWER_TIMEOUT)
                 self._ws.abort()  # type: ignore[no-untyped-call]  # wakes the reader's blocking recv
-                self._reader.join(CLOSE_TIMEOUT)
+                self._reader.join(CLOSE_ANSWER_TIMEOUT)
             self._shut()
         # else: called by a listener; the reader reads the answer and shuts the socket itself.
         self._fail_all(self._closed_error())
@@ -474,9 +331,9 @@ class IgorClient:
             while True:
                 opcode, payload = self._ws.recv_data(control_frame=False)
                 if opcode == websocket.ABNF.OPCODE_CLOSE:
-                    # recv_data has answered it (once: see _WebSocket), or it
+                    # recv_data has answered it (once: see OneCloseWebSocket), or it
                     # is the answer to the close frame close() sent.
-                    self.close_code, self.close_reason = _close_status(payload)
+                    self.close_code, self.close_reason = close_status(payload)
                     break
                 if opcode == websocket.ABNF.OPCODE_TEXT:
                     self._dispatch(json.loads(payload.decode("utf-8")))
@@ -529,7 +386,7 @@ class IgorClient:
                 stream._deliver(message["data"])
             if message.get("close"):  # alone, or (protocol 2) on the last value
                 stream._answered = True
-                stream._deliver(_CLOSED)
+                stream._deliver(CLOSED)
         elif isinstance(stream_id, str):
             # Process ids are strings and this client's stream ids integers,
             # so a string id is a process's failure or end.
@@ -610,30 +467,6 @@ class IgorClient:
             stream._deliver(error)
 
 
-def _connect(url: str, timeout: Optional[float], header: List[str]) -> _WebSocket:
-    """Open the WebSocket, turning every way that can fail into ConnectionFailed."""
-    where = _without_query(url)  # the query may hold the token
-    try:
-        ws = websocket.create_connection(url, timeout=timeout, header=header, enable_multithread=True,
-                                         class_=_WebSocket, subprotocols=[CLIENT_SUBPROTOCOL])
-    except websocket.WebSocketBadStatusException as exc:
-        status = exc.status_code
-        hint = _STATUS_HINTS.get(status, "the server refused the WebSocket handshake")
-        raise ConnectionFailed(f"cannot connect to {where}: HTTP {status}: {hint}", status) from exc
-    except (websocket.WebSocketException, OSError, ValueError) as exc:
-        reason = str(exc) or type(exc).__name__
-        raise ConnectionFailed(f"cannot connect to {where}: {reason}") from exc
-    return cast(_WebSocket, ws)  # create_connection is typed as making a plain WebSocket, whatever class_ is
-
-
-def _without_query(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return repr(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-
-
 def _seconds(timeout: Any) -> Optional[float]:
     """A timeout as the standard library takes it: None for no timeout, which infinity means too.
 
@@ -647,13 +480,6 @@ def _seconds(timeout: Any) -> Optional[float]:
     if math.isnan(timeout) or timeout < 0:
         raise ValueError(f"a timeout is a number of seconds at least 0, or None, not {timeout!r}")
     return None if math.isinf(timeout) else float(timeout)
-
-
-def _close_status(payload: bytes) -> Tuple[int, str]:
-    """The code and reason of a close frame's payload."""
-    if len(payload) < 2:
-        return CLOSE_NO_STATUS, ""
-    return int.from_bytes(payload[:2], "big"), payload[2:].decode("utf-8", "replace")
 
 
 def _remote_error(message: Message) -> RemoteError:

@@ -26,6 +26,8 @@ from .exceptions import ConfigError
 __all__ = ["Config", "CONFIG"]
 
 MiB = 1024 * 1024
+#: Seconds ``call_client`` waits for a client's answer unless told otherwise.
+CALL_TIMEOUT = 30.0
 
 
 def _positive_number(key: str, value: Any, allow_none: bool = False) -> None:

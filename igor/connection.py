@@ -4,9 +4,10 @@ Reading happens on the connection's own thread (the one websocket-server
 gives each connection). Writing happens on whichever thread sends, under the
 connection's lock: a frame is written straight through with a non-blocking
 ``send`` when nothing is queued, which costs no thread hop. Only when the
-socket's buffer is full does the rest go to a bounded backlog, drained by a
-writer thread that exists while there is a backlog and ends when it is gone;
-an idle connection holds one thread and no buffers.
+socket's buffer is full does the rest go to a bounded backlog (an
+:class:`~igor.outbox.Outbox`), drained by a writer thread that exists while
+there is a backlog and ends when it is gone; an idle connection holds one
+thread and no buffers.
 
 The backlog is bounded in frames and in bytes. A sender that finds it full
 either waits (a handler: back-pressure on its own stream) or gives up (a
@@ -22,10 +23,10 @@ import logging
 import socket
 import threading
 import time
-from collections import deque
-from typing import TYPE_CHECKING, Any, Deque, List, Optional, Protocol, Tuple, Union
+from typing import Any, List, Optional, Protocol
 
 from . import static
+from .config import Config
 from .frames import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
@@ -46,26 +47,24 @@ from .frames import (
 from .handshake import (
     SUBPROTOCOL_V2,
     HandshakeError,
+    SecurityPolicy,
     chosen_subprotocol,
     http_response,
     parse_request,
     split_head,
     switching_protocols,
 )
+from .outbox import Chunk, Outbox
 from .registry import Client
 
-if TYPE_CHECKING:
-    from .transport import IgorTransport
-
-__all__ = ["Connection", "Listener", "CLOSE_TIMEOUT"]
+__all__ = ["Connection", "Receiver", "Transport", "CLOSE_HANDSHAKE_TIMEOUT"]
 
 log = logging.getLogger("igor")
 
 #: Seconds a closing connection gets to exchange close frames before it is cut.
-CLOSE_TIMEOUT = 2.0
+CLOSE_HANDSHAKE_TIMEOUT = 2.0
 _RECV_IDLE = 4096
 _RECV_MAX = 1 << 20
-_BATCH_BYTES = 1 << 20
 _IOV_MAX = 1024  # frames per sendmsg: POSIX guarantees at least 16, Linux and macOS take 1024
 # Seconds a writer thread with nothing left to write waits for more before it ends.
 _LINGER = 0.05
@@ -73,10 +72,8 @@ _SLICE = 0.05
 # Linux and macOS can write without blocking on a blocking socket; elsewhere every frame goes through the writer.
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
-Chunk = Union[bytes, memoryview]
 
-
-class Listener(Protocol):
+class Receiver(Protocol):
     """What a connection tells the dispatcher: a client came, sent a message, left."""
 
     def connected(self, client: Client) -> None: ...
@@ -86,6 +83,28 @@ class Listener(Protocol):
     def disconnected(self, client: Client) -> None: ...
 
 
+class Transport(Protocol):
+    """What a connection needs of the server that accepted it (an :class:`~igor.transport.IgorTransport`).
+
+    Named here, not imported, so that the transport depends on the
+    connection and never the other way round.
+    """
+
+    config: Config
+    policy: SecurityPolicy
+    #: Whom the connection tells about its client.
+    receiver: Receiver
+
+    def request_line_arrived(self, sock: socket.socket) -> None:
+        """The first line of the opening request is in: the handshake is no longer slow to start."""
+
+    def admit(self, connection: Connection) -> None:
+        """Count an upgraded connection in, or raise the :class:`~igor.handshake.HandshakeError` refusing it."""
+
+    def forget(self, connection: Connection) -> None:
+        """The connection has ended: it no longer counts against any bound."""
+
+
 class _Closed(Exception):
     """The peer closed the TCP connection, or it broke."""
 
@@ -93,27 +112,21 @@ class _Closed(Exception):
 class Connection:
     """A WebSocket connection to one client, from handshake to teardown."""
 
-    def __init__(self, sock: socket.socket, address: Any, transport: IgorTransport):
+    def __init__(self, sock: socket.socket, address: Any, transport: Transport):
         self.sock = sock
         self.address = address
         self.client: Optional[Client] = None
         self._transport = transport
         config = transport.config
         self._send_timeout = config.send_timeout
-        self._frame_limit = config.send_queue_size
-        self._byte_limit = config.send_queue_bytes
         self.last_seen = time.monotonic()
         self.ping_sent: Optional[float] = None
         self.closing_since: Optional[float] = None
         # Every frame takes the mutex (a C-level lock); the condition on it is for those that wait.
         self._mutex = threading.Lock()
         self._lock = threading.Condition(self._mutex)
-        # Whole frames, except that the first may be the rest of one partly written (then _head_partial).
-        self._backlog: Deque[Union[Chunk, Tuple[Chunk, ...]]] = deque()
-        self._backlog_bytes = 0
-        self._head_partial = False
-        self._pong: Optional[bytes] = None
-        self._close_frame: Optional[bytes] = None
+        # What the socket has not taken yet; read and changed only under the mutex.
+        self._outbox = Outbox(config.send_queue_size, config.send_queue_bytes)
         self._writing = False           # a writer thread owns the socket's write side
         self._progress = time.monotonic()
         self._closing = False  # set once, read without the lock: a plain flag is cheapest
@@ -129,12 +142,12 @@ class Connection:
 
     def run(self) -> None:
         """Serve the connection until it ends; runs on the connection's thread."""
-        listener = self._transport.listener
+        receiver = self._transport.receiver
         try:
             rest = self._handshake()
             if rest is None:
                 return
-            listener.connected(self.client)
+            receiver.connected(self.client)
             self._read_loop(rest)
         except (_Closed, OSError):
             pass
@@ -153,16 +166,15 @@ class Connection:
         try:
             if self.client is not None:
                 self.client.connected = False
-                self._transport.listener.disconnected(self.client)
+                self._transport.receiver.disconnected(self.client)
         except Exception:
             log.exception("client %s: error while leaving", self.name)
         finally:
             self._closing = True
             with self._mutex:
                 # Let the writer put our close frame on the wire, within bounds.
-                self._lock.wait_for(lambda: not self._writing, CLOSE_TIMEOUT)
-                self._backlog.clear()
-                self._backlog_bytes = 0
+                self._lock.wait_for(lambda: not self._writing, CLOSE_HANDSHAKE_TIMEOUT)
+                self._outbox.discard()
                 self._lock.notify_all()
             self._transport.forget(self)
             try:
@@ -221,7 +233,7 @@ class Connection:
 
     def _read_loop(self, rest: bytes) -> None:
         parser = FrameParser(self._transport.config.max_message_size)
-        received = self._transport.listener.received
+        received = self._transport.receiver.received
         events = parser.feed(rest)
         size = _RECV_IDLE
         while True:
@@ -263,8 +275,8 @@ class Connection:
     def _drain(self) -> None:
         """Read until the peer closes, so it gets our close frame, not a reset."""
         try:
-            self.sock.settimeout(CLOSE_TIMEOUT)
-            deadline = time.monotonic() + CLOSE_TIMEOUT
+            self.sock.settimeout(CLOSE_HANDSHAKE_TIMEOUT)
+            deadline = time.monotonic() + CLOSE_HANDSHAKE_TIMEOUT
             while time.monotonic() < deadline and self.sock.recv(65536):
                 pass
         except OSError:
@@ -295,8 +307,7 @@ class Connection:
                     return False
                 if not self._writing and not batch:
                     return self._write_through(frame)
-                if not self._backlog or (len(self._backlog) < self._frame_limit
-                                         and self._backlog_bytes + frame_size(frame) <= self._byte_limit):
+                if self._outbox.has_room(frame):
                     self._queue(frame)
                     return True
                 if not wait:
@@ -327,7 +338,7 @@ class Connection:
             if self._closing:
                 return
             if self._writing:
-                self._pong = frame  # replaces a pong not yet written: at most one is ever pending
+                self._outbox.replace_pong(frame)
             else:
                 self._write_through(frame)
 
@@ -341,7 +352,7 @@ class Connection:
             frame = build_close(code, reason)
             self._lock.notify_all()  # senders waiting for room give up
             if self._writing:
-                self._close_frame = frame
+                self._outbox.close_frame = frame
                 return
             try:
                 sent = self.sock.send(frame, _DONTWAIT) if _DONTWAIT else 0
@@ -350,7 +361,7 @@ class Connection:
             if sent == len(frame):
                 self._shutdown_write()
             else:
-                self._close_frame = frame[sent:]
+                self._outbox.close_frame = frame[sent:]
                 self._start_writer()
 
     def abort(self) -> None:
@@ -380,13 +391,16 @@ class Connection:
             self._closing = True
             return False
         if sent < frame_size(frame):
-            self._queue(_unsent(frame, sent) if sent else frame)
-            self._head_partial = sent > 0
+            self._outbox.append_unsent(frame, sent)
+            self._wake_writer()
         return True
 
-    def _queue(self, frame: Union[Chunk, Tuple[Chunk, ...]]) -> None:
-        self._backlog.append(frame)
-        self._backlog_bytes += frame_size(frame)
+    def _queue(self, frame: Frame) -> None:
+        self._outbox.append(frame)
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        # Called with the lock held, once something is queued.
         if not self._writing:
             self._progress = time.monotonic()
             self._start_writer()
@@ -400,31 +414,13 @@ class Connection:
         lingered = False
         while True:
             with self._mutex:
-                if not self._backlog and self._pong is None and self._close_frame is None and not lingered \
-                        and not self._closing:
+                if self._outbox.is_empty() and not lingered and not self._closing:
                     # A burst tends to go on: wait a moment for more before
                     # ending, rather than start a thread for every push.
                     self._lock.wait(_LINGER)
                     lingered = True
-                batch: List[Chunk] = []
-                size = 0
-                if self._pong is not None:
-                    batch.append(self._pong)
-                    self._pong = None
-                while self._backlog and size < _BATCH_BYTES:
-                    frame = self._backlog.popleft()
-                    if type(frame) is tuple:
-                        batch.extend(frame)
-                    else:
-                        batch.append(frame)
-                    size += frame_size(frame)
-                self._head_partial = False  # the batch is written whole before the next is taken
-                self._backlog_bytes -= size
-                closing = not batch and self._close_frame is not None
-                if closing:
-                    batch.append(self._close_frame)
-                    self._close_frame = None
-                elif not batch:
+                batch, closing = self._outbox.take()
+                if not batch:
                     self._writing = False
                     self._lock.notify_all()
                     return
@@ -438,8 +434,7 @@ class Connection:
                 self.abort()
                 with self._mutex:
                     self._writing = False
-                    self._backlog.clear()
-                    self._backlog_bytes = 0
+                    self._outbox.discard()
                     self._lock.notify_all()
                 return
 
@@ -470,16 +465,7 @@ class Connection:
     def _slow_consumer(self) -> None:
         log.warning("client %s reads too slowly; disconnecting it", self.name)
         with self._mutex:
-            # The backlog will not be read: free it now, not when the close
-            # times out seconds later, or clients that stop reading one after
-            # another each hold a different send_queue_bytes of broadcasts.
-            # The rest of a frame partly written stays, so the close frame follows whole frames.
-            head = self._backlog[0] if self._backlog and self._head_partial else None
-            self._backlog.clear()
-            self._backlog_bytes = 0
-            if head is not None:
-                self._backlog.append(head)
-                self._backlog_bytes = frame_size(head)
+            self._outbox.free()  # it will not be read: see Outbox.free
         self.close(CLOSE_POLICY_VIOLATION, "client reads too slowly")
 
     # -- the heartbeat's visit ------------------------------------------------
@@ -487,7 +473,7 @@ class Connection:
     def tick(self, now: float, ping_interval: Optional[float], ping_timeout: float) -> None:
         """Called about twice a second: pings, dead peers, stuck backlogs, stuck closes."""
         if self.closing_since is not None:
-            if now - self.closing_since > 2 * CLOSE_TIMEOUT:
+            if now - self.closing_since > 2 * CLOSE_HANDSHAKE_TIMEOUT:
                 self.abort()
             return
         if self._writing and now - self._progress > self._send_timeout:
@@ -503,14 +489,3 @@ class Connection:
         elif now - self.last_seen > ping_interval:
             self.send_ping()
 
-
-def _unsent(frame: Frame, sent: int) -> Tuple[Chunk, ...]:
-    """What is left of ``frame`` once its first ``sent`` bytes are on the wire."""
-    rest: List[Chunk] = []
-    for part in (frame,) if type(frame) is bytes else frame:
-        if sent >= len(part):
-            sent -= len(part)
-        else:
-            rest.append(memoryview(part)[sent:] if sent else part)
-            sent = 0
-    return tuple(rest)

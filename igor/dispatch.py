@@ -4,10 +4,12 @@ The :class:`Dispatcher` alone owns every client's stream table. Connections
 talk to it through three calls (:meth:`~Dispatcher.connected`,
 :meth:`~Dispatcher.received`, :meth:`~Dispatcher.disconnected`), and it talks
 back through :class:`~igor.registry.Client` (send a frame, close), so neither
-side reaches into the other. It runs each call's handler on the worker pool
+side reaches into the other. It decides whether each call may run and has
+:class:`~igor.runner.HandlerRunner` run its handler on the worker pool
 (several streams of one client stay concurrent), or an ``async def`` one as a
-task on the event loop every async handler shares, routes input into open
+task on the event loop every async handler shares; it routes input into open
 calls and process inboxes, and carries the server's own calls to clients.
+What it keeps for each client is a :class:`~igor.peer.Peer`.
 
 What holds, after any sequence of messages (the invariants docs/protocol.md
 states, and test_bounds.py's adversary checks):
@@ -24,16 +26,13 @@ states, and test_bounds.py's adversary checks):
 
 from __future__ import annotations
 
-import inspect
-import itertools
 import logging
 import threading
-import time
-import traceback
-from collections.abc import AsyncGenerator, Generator
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional
 
 from .api import Handler
+from .config import CALL_TIMEOUT, Config
+from .encoding import MessageEncoder, make_encoder
 from .exceptions import (
     CallTimeout,
     ConfigError,
@@ -43,7 +42,6 @@ from .exceptions import (
     OverBudget,
     ProtocolError,
     RemoteError,
-    StreamCancelled,
     StreamClosed,
     StreamIdInUse,
     TooManyStreams,
@@ -52,15 +50,14 @@ from .exceptions import (
     UnknownClient,
     UnknownStream,
 )
-from .executor import EventLoop, WorkerPool, current_slots, off_loop
+from .executor import EventLoop, WorkerPool
 from .frames import text_frame
-from .lifecycle import exit_code
+from .peer import Peer, PendingCall
 from .protocol import (
     Call,
     Cancel,
     EndInput,
     Input,
-    MessageEncoder,
     ProcessInput,
     Reply,
     call_cancel_message,
@@ -70,17 +67,16 @@ from .protocol import (
     error_message,
     for_protocol,
     is_valid_id,
-    make_encoder,
     parse_message,
     parsed_cost,
     short,
     sniff_target,
 )
 from .registry import Client, ClientId, ClientRegistry
+from .runner import HandlerRunner
 from .stream import Stream
 
 if TYPE_CHECKING:
-    from .config import Config
     from .process import Processes
 
 __all__ = ["Dispatcher"]
@@ -88,63 +84,6 @@ __all__ = ["Dispatcher"]
 log = logging.getLogger("igor")
 
 INTRODUCE = "introduce_self"
-
-# What a handler usually returns: sent as its one value without asking the
-# (slow, abc-based) questions a generator or a coroutine needs.
-_PLAIN_RESULTS = frozenset({dict, list, str, int, float, bool, tuple})
-
-#: A client's mistakes logged per window; the rest are counted and told as "N more".
-COMPLAINTS_PER_WINDOW = 5
-COMPLAINT_WINDOW = 10.0
-
-
-class _PendingCall:
-    __slots__ = ("done", "reply", "error")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.reply: Optional[Reply] = None
-        self.error: Optional[BaseException] = None
-
-
-class _Peer:
-    """What the dispatcher keeps for one client: its streams, its shares, calls waiting on it.
-
-    ``running`` counts handlers whose code has not returned (queued ones and
-    cancelled ones included), ``threads`` the threads they hold or wait for,
-    and ``held`` the parsed cost of the data they and the inboxes keep. Only
-    the client's reader thread adds to them; anyone may give back.
-    """
-
-    def __init__(self, max_threads: int) -> None:
-        self.lock = threading.Lock()
-        self.streams: Dict[Any, Stream] = {}
-        # Each running handler: what to call it in a warning, and whether it is async.
-        self.running: Dict[Stream, Tuple[str, bool]] = {}
-        self.threads = 0
-        self.max_threads = max_threads
-        self.held = 0
-        self.calls: Dict[int, _PendingCall] = {}
-        self.call_ids = itertools.count(1)
-        self.complaints = 0
-        self.window_start = 0.0
-        self.untold = 0
-
-    # The Slots protocol, for an async handler's to_thread calls.
-    def take_thread(self) -> bool:
-        with self.lock:
-            if self.threads >= self.max_threads:
-                return False
-            self.threads += 1
-            return True
-
-    def give_thread(self) -> None:
-        with self.lock:
-            self.threads -= 1
-
-    def give(self, cost: int) -> None:
-        with self.lock:
-            self.held -= cost
 
 
 class Dispatcher:
@@ -161,19 +100,17 @@ class Dispatcher:
         self.registry = registry
         self.encode = encode or make_encoder(config.json_default)
         self._processes = processes
-        self._scope = scope
-        self._server = server
-        self._on_exit = on_exit
         self._pool = WorkerPool(config.max_workers, config.worker_idle_timeout)
         self._loop = EventLoop(self._pool, lambda: TooManyStreams(
             f"the client has {config.max_streams} threads working for it, the most max_streams allows"))
+        self._runner = HandlerRunner(self._pool, self._loop, scope, server, on_exit)
         self._lock = threading.Lock()
-        self._peers: Dict[Client, _Peer] = {}
+        self._peers: Dict[Client, Peer] = {}
 
     # -- the connection's side ------------------------------------------------
 
     def connected(self, client: Client) -> None:
-        peer = _Peer(self.config.max_streams)
+        peer = Peer(self.config.max_streams)
         with self._lock:
             self._peers[client] = peer
         self.registry.add(client)
@@ -210,7 +147,7 @@ class Dispatcher:
         try:
             message = parse_message(text)
         except ProtocolError as exc:
-            self._complain(client, peer, "sent a malformed message: %s", exc)
+            peer.complain(client, "sent a malformed message: %s", exc)
             with peer.lock:
                 open_ = exc.stream_id in peer.streams
             # An error on a stream that is still open would end it: send that one untied.
@@ -229,11 +166,11 @@ class Dispatcher:
         else:
             self._reply(client, peer, message)
 
-    def _over_budget(self, client: Client, peer: _Peer, text: str, cost: int) -> None:
+    def _over_budget(self, client: Client, peer: Peer, text: str, cost: int) -> None:
         """Refuse a message too costly to parse, tied to its stream when its first key names one."""
         error = OverBudget(f"a message that may hold {cost} bytes once parsed would take the client past "
                            f"max_client_memory ({self.config.max_client_memory} bytes, {peer.held} held now)")
-        self._complain(client, peer, "%s", error)
+        peer.complain(client, "%s", error)
         key, target = sniff_target(text)
         if key == "process":
             self._send(client, {"process": target, **error_message(error)})
@@ -246,7 +183,7 @@ class Dispatcher:
 
     # -- calls ----------------------------------------------------------------
 
-    def _call(self, client: Client, peer: _Peer, call: Call, cost: int) -> None:
+    def _call(self, client: Client, peer: Peer, call: Call, cost: int) -> None:
         handler = self.handlers.get(call.action)
         limit = self.config.max_streams
         with peer.lock:
@@ -272,172 +209,20 @@ class Dispatcher:
                 if not handler.is_async:
                     peer.threads += 1
         if isinstance(error, StreamIdInUse):
-            self._complain(client, peer, "reused open stream id %s", short(call.stream_id))
+            peer.complain(client, "reused open stream id %s", short(call.stream_id))
             # Answered untied, so the stream that holds the id is left alone.
             self._refuse(client, error, None)
             return
         if error is not None:
-            self._complain(client, peer, "%s", error)
+            peer.complain(client, "%s", error)
             self._refuse(client, error, call.stream_id)
             return
         if call.action == INTRODUCE:
             self._introduce(client, peer, call)
             return
-        if handler.is_async:
-            self._run_async(client, peer, stream, handler, call, cost)
-        else:
-            self._pool.submit(lambda: self._run_call(client, peer, stream, handler, call, cost), peer,
-                              lambda: self._ended(peer, stream, cost, thread=True), peer.running[stream][0])
+        self._runner.run(client, peer, stream, handler, call, cost)
 
-    def _kwargs(self, client: Client, call: Call) -> Dict[str, Any]:
-        return {
-            "session": client.session,
-            "scope": self._scope,
-            "client_id": client.id,
-            "stream_id": call.stream_id,
-            "server": self._server,
-            "client": client,
-        }
-
-    def _ended(self, peer: _Peer, stream: Stream, cost: int, thread: bool) -> None:
-        """A handler's code returned: its slot, its thread and its call data's cost are free."""
-        with peer.lock:
-            peer.running.pop(stream, None)
-            peer.held -= cost
-            if thread:
-                peer.threads -= 1
-
-    def _run_call(self, client: Client, peer: _Peer, stream: Stream, handler: Handler, call: Call,
-                  cost: int) -> None:
-        handed_on = False
-        try:
-            if stream.cancelled:
-                return  # cancelled while it waited for a worker: its close has gone out already
-            if handler.takes_keywords:
-                result = handler(stream, call.data, self._kwargs(client, call))
-            else:
-                result = handler.function(stream, call.data)
-            if type(result) in _PLAIN_RESULTS:
-                pass  # one value, sent below
-            elif inspect.iscoroutine(result) or isinstance(result, AsyncGenerator):
-                # A sync function that made one (a decorator without async def): run it on the loop all the same.
-                handed_on = True
-                self._run_async(client, peer, stream, handler, call, cost, result)
-                return
-            elif isinstance(result, Generator):
-                try:
-                    for value in result:
-                        stream.send(value)
-                finally:
-                    result.close()
-                result = None
-            if result is not None and not stream.closed:
-                stream._send_last(result)
-                return
-            stream.close()
-        except BaseException as exc:  # noqa: B036 - every way out must close the stream
-            self._handler_ended(stream, call, client, exc)
-        finally:
-            if handed_on:
-                peer.give_thread()  # the slot and the cost go with the task
-            else:
-                self._ended(peer, stream, cost, thread=True)
-
-    def _run_async(self, client: Client, peer: _Peer, stream: Stream, handler: Handler, call: Call, cost: int,
-                   made: Any = None) -> None:
-        """Run an async handler as a task on the loop; ``made`` is its coroutine or generator if already called."""
-        import asyncio
-
-        async def run() -> None:
-            loop = asyncio.get_running_loop()
-            task = asyncio.current_task()
-            task.set_name(f"async handler {peer.running.get(stream, (short(call.action),))[0]}")
-            current_slots.set(peer)  # its to_thread calls count against this client's threads
-
-            def cancel() -> None:
-                # From the connection's reader thread; the loop may already be closed at shutdown.
-                try:
-                    loop.call_soon_threadsafe(task.cancel)
-                except RuntimeError:
-                    pass
-
-            # A cancel (or the client leaving) cancels the task, which the handler sees at its next
-            # await. Set before reading `cancelled`, so a cancel arriving meanwhile is seen one way or the other.
-            stream._on_cancel = cancel
-            try:
-                if stream.cancelled:
-                    if inspect.iscoroutine(made):
-                        made.close()  # it will not run: no "never awaited" warning
-                    return
-                await self._run_task(client, stream, handler, call, made)
-            finally:
-                self._ended(peer, stream, cost, thread=False)
-
-        if not self._loop.run(run()):
-            stream.cancel()  # the server is shutting down
-            self._ended(peer, stream, cost, thread=False)
-            if inspect.iscoroutine(made):
-                made.close()
-
-    async def _run_task(self, client: Client, stream: Stream, handler: Handler, call: Call, made: Any) -> None:
-        import asyncio
-
-        try:
-            result = handler(stream, call.data, self._kwargs(client, call)) if made is None else made
-            if isinstance(result, AsyncGenerator):
-                try:
-                    async for value in result:
-                        await stream.asend(value)
-                finally:
-                    await result.aclose()
-            else:
-                value = await result
-                if value is not None and not stream.closed:
-                    await stream._asend_last(value)
-                    return
-            await stream.aclose()
-        except asyncio.CancelledError:
-            # A stream's cancel sends its own close; anything else that cancelled the task did not.
-            if not stream.cancelled:
-                await stream.aclose()
-        except GeneratorExit:
-            raise  # the loop is gone (a handler that ignored its cancel at shutdown): nothing to await
-        except BaseException as exc:  # noqa: B036 - every way out must close the stream
-            # Sending the error may wait for a slow client: never on the loop's thread.
-            await off_loop(self._handler_ended, stream, call, client, exc)
-
-    def _handler_ended(self, stream: Stream, call: Call, client: Client, exc: BaseException) -> None:
-        if isinstance(exc, StreamCancelled):
-            log.debug("stream %r of client %r ended by cancel", call.stream_id, client.id)
-        elif isinstance(exc, SystemExit):
-            stream.close()
-            log.info("action %r asked the program to exit", call.action)
-            self._on_exit(exit_code(exc.code))
-        elif isinstance(exc, StreamClosed) and stream.closed:
-            log.error("action %r sent on its stream after closing it", call.action)
-        elif isinstance(exc, IgorError) and exc.code == 429:
-            # A bound the handler ran into (its to_thread past the client's threads, say): the client's doing.
-            log.warning("action %r for client %r: %s", call.action, client.id, exc)
-            if not stream.closed:
-                try:
-                    stream.send_error(exc)
-                except StreamClosed:
-                    pass
-        elif isinstance(exc, Exception):
-            log.error("action %r failed for client %r", call.action, client.id, exc_info=exc)
-            if not stream.closed:
-                try:
-                    stream.send_error(exc, traceback="".join(traceback.format_exception(
-                        type(exc), exc, exc.__traceback__)))
-                except StreamClosed:
-                    pass
-        else:
-            # Not an error a handler means to report (GeneratorExit, a
-            # KeyboardInterrupt): keep the promise that every stream closes.
-            log.error("action %r ended abnormally for client %r", call.action, client.id, exc_info=exc)
-            stream.close()
-
-    def _introduce(self, client: Client, peer: _Peer, call: Call) -> None:
+    def _introduce(self, client: Client, peer: Peer, call: Call) -> None:
         data = call.data
         new_id = data.get("client_id") if isinstance(data, dict) else None
         if not is_valid_id(new_id):
@@ -449,7 +234,7 @@ class Dispatcher:
         try:
             secret = self.registry.rename(client, new_id, resume if isinstance(resume, str) else None)
         except IgorError as exc:
-            self._complain(client, peer, "%s", exc)
+            peer.complain(client, "%s", exc)
             self._refuse(client, exc, call.stream_id)
             return
         log.info("client %r is now %r", old_id, new_id)
@@ -458,7 +243,7 @@ class Dispatcher:
 
     # -- input ----------------------------------------------------------------
 
-    def _input(self, client: Client, peer: _Peer, message: Any, cost: int) -> None:
+    def _input(self, client: Client, peer: Peer, message: Any, cost: int) -> None:
         stream = self._stream(peer, message.stream_id)
         if stream is None or not stream.accepts_input:
             self._not_open_for_input(client, peer, message.stream_id)
@@ -476,29 +261,30 @@ class Dispatcher:
             return
         if not fed:
             peer.give(cost)
-            self._complain(client, peer, "flooded stream %s with input its handler does not read",
+            peer.complain(client, "flooded stream %s with input its handler does not read",
                            short(message.stream_id))
             stream.fail(InboxFull(f"stream {short(message.stream_id)} has {self.config.inbox_size} unread "
                                   f"inputs, as many as inbox_size allows"))
 
-    def _not_open_for_input(self, client: Client, peer: _Peer, stream_id: Any) -> None:
-        self._complain(client, peer, "sent input to stream %s, which is not open", short(stream_id))
+    def _not_open_for_input(self, client: Client, peer: Peer, stream_id: Any) -> None:
+        peer.complain(client, "sent input to stream %s, which is not open", short(stream_id))
         # Untied: the id may already name the client's next call.
         self._refuse(client, UnknownStream(f"stream {short(stream_id)} is not open for input"), None)
 
-    def _process_input(self, client: Client, peer: _Peer, message: ProcessInput, cost: int) -> None:
+    def _process_input(self, client: Client, peer: Peer, message: ProcessInput, cost: int) -> None:
         with peer.lock:
             peer.held += cost
         error = self._processes.deliver(client, message.process_id, message.data, cost, peer.give)
         if error is None:
             return
         peer.give(cost)
-        self._complain(client, peer, "%s", error)
+        peer.complain(client, "%s", error)
         self._send(client, {"process": message.process_id, **error_message(error)})
 
     # -- the server's calls to clients ---------------------------------------
 
-    def call_client(self, client_id: ClientId, action: str, data: Any = None, timeout: Optional[float] = 30.0) -> Any:
+    def call_client(self, client_id: ClientId, action: str, data: Any = None,
+                    timeout: Optional[float] = CALL_TIMEOUT) -> Any:
         """Call the function ``action`` the client ``client_id`` exposed, and return its answer."""
         client = self.registry.get(client_id)
         peer = self._peer(client)
@@ -510,7 +296,7 @@ class Dispatcher:
         except ValueError as exc:
             # Before anything is registered: a call that cannot be sent leaves nothing behind.
             raise TypeError(f"call_client({action!r}): {exc}") from None
-        pending = _PendingCall()
+        pending = PendingCall()
         with peer.lock:
             peer.calls[call_id] = pending
         if not client.send(frame, True):
@@ -532,11 +318,11 @@ class Dispatcher:
             raise UnknownAction(f"client {client_id!r} exposes no function {action!r}: {reply.error}")
         raise RemoteError(reply.error, reply.code, reply.type)
 
-    def _reply(self, client: Client, peer: _Peer, reply: Reply) -> None:
+    def _reply(self, client: Client, peer: Peer, reply: Reply) -> None:
         with peer.lock:
             pending = peer.calls.pop(reply.call_id, None)
         if pending is None:
-            self._complain(client, peer, "answered callId %s, which names no pending call", reply.call_id)
+            peer.complain(client, "answered callId %s, which names no pending call", reply.call_id)
             self._refuse(client, UnknownCall(f"callId {reply.call_id} names no pending call"), None)
             return
         pending.reply = reply
@@ -587,23 +373,23 @@ class Dispatcher:
 
     # -- helpers ----------------------------------------------------------------
 
-    def _peer(self, client: Client) -> Optional[_Peer]:
+    def _peer(self, client: Client) -> Optional[Peer]:
         with self._lock:
             return self._peers.get(client)
 
     @staticmethod
-    def _stream(peer: _Peer, stream_id: Any) -> Optional[Stream]:
+    def _stream(peer: Peer, stream_id: Any) -> Optional[Stream]:
         with peer.lock:
             return peer.streams.get(stream_id)
 
     @staticmethod
-    def _forget(peer: _Peer, stream: Stream) -> None:
+    def _forget(peer: Peer, stream: Stream) -> None:
         with peer.lock:
             if peer.streams.get(stream.stream_id) is stream:
                 del peer.streams[stream.stream_id]
 
     @staticmethod
-    def _cancel_streams(peer: _Peer) -> None:
+    def _cancel_streams(peer: Peer) -> None:
         with peer.lock:
             streams = list(peer.streams.values())
         for stream in streams:
@@ -612,21 +398,6 @@ class Dispatcher:
     def _send(self, client: Client, message: dict, wait: bool = False) -> bool:
         # wait=False on the reader thread: never wait for a client that does not read.
         return client.send(text_frame(self.encode(for_protocol(message, client.protocol))), wait)
-
-    @staticmethod
-    def _complain(client: Client, peer: _Peer, text: str, *args: Any) -> None:
-        """Log a client's mistake: a few per window, the rest counted, so a flood of them is a few lines."""
-        now = time.monotonic()
-        if now - peer.window_start > COMPLAINT_WINDOW:
-            if peer.untold:
-                log.warning("client %r: %d more mistakes in %ds were not logged", client.id, peer.untold,
-                            int(COMPLAINT_WINDOW))
-            peer.window_start, peer.complaints, peer.untold = now, 0, 0
-        if peer.complaints < COMPLAINTS_PER_WINDOW:
-            peer.complaints += 1
-            log.warning("client %r " + text, client.id, *args)
-        else:
-            peer.untold += 1
 
     def _refuse(self, client: Client, error: IgorError, stream_id: Any) -> None:
         self._send(client, error_message(error, stream_id))

@@ -21,14 +21,15 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, NamedTuple, Optional, Tuple, Union
 
+from .config import Config
+from .encoding import MessageEncoder
 from .exceptions import IgorError, InboxFull, UnknownProcess
 from .frames import Frame, text_frame
 from .lifecycle import exit_code
-from .protocol import MessageEncoder, close_message, error_message, for_protocol, push_message
+from .protocol import close_message, error_message, for_protocol, push_message
 
 if TYPE_CHECKING:
     from .registry import Client, ClientId, ClientRegistry
-    from .server import IgorServer
 
 __all__ = ["IgorProcess", "Inbound", "ProcessOutput", "Processes"]
 
@@ -115,13 +116,15 @@ class IgorProcess(threading.Thread):
 
     #: Unread messages the inbox holds from each sending client; one more is refused with 429
     #: (the server sets it from ``inbox_size``).
-    inbox_size = 100
+    inbox_size = Config.inbox_size
 
     # Filled in by add_process; typed as set, so that a subclass's run() can use them without checks.
     process_id: str
     output: ProcessOutput
     scope: Dict[str, Any]
-    server: IgorServer
+    # The IgorServer: Any, because the server imports this module and a module
+    # the server is made of must not depend on the server back.
+    server: Any
 
     def __init__(self, *args: Any, **kwargs: Any):
         kwargs.setdefault("daemon", True)

@@ -1,7 +1,8 @@
 """Igor's message shapes: parse what clients send, build what the server sends.
 
 Pure functions on strings and dicts, with no sockets and no threads, so every
-rule of docs/protocol.md can be tested with plain values.
+rule of docs/protocol.md can be tested with plain values. Turning the
+server's dicts into the bytes a frame carries is :mod:`igor.encoding`'s job.
 """
 
 from __future__ import annotations
@@ -9,25 +10,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from json.encoder import c_make_encoder, encode_basestring
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 from .exceptions import IgorError, ProtocolError
 
-try:  # the optional "speedups" extra
-    import orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    orjson = None
-
-# Past this size the standard library's JSON is the slowest part of a reply
-# (about 1.2 ns a byte to escape a string), and orjson writes a long string,
-# where it gives the very same answer. A value this large is also sent as
-# pieces rather than joined (see Payload).
-_LARGE = 64 * 1024
-
 __all__ = [
     "StreamId",
-    "Payload",
     "Call",
     "Cancel",
     "Input",
@@ -41,13 +29,9 @@ __all__ = [
     "sniff_stream_id",
     "sniff_target",
     "short",
-    "encode",
-    "make_encoder",
-    "MessageEncoder",
     "data_message",
     "error_message",
     "close_message",
-    "with_close",
     "for_protocol",
     "push_message",
     "call_message",
@@ -58,12 +42,6 @@ StreamId = Union[str, int]
 
 #: The longest action, process, stream or client name (in characters) a client may send.
 MAX_NAME = 256
-
-#: A server message's UTF-8 JSON: whole, or for a large value in pieces
-#: (opening, value, closing brace) that the connection writes with one
-#: gathering ``sendmsg``. Joining them would copy the value, and a 10 MB copy
-#: into fresh memory costs more in page faults than the copying itself.
-Payload = Union[bytes, Tuple[bytes, ...]]
 
 
 @dataclass(frozen=True)
@@ -275,113 +253,6 @@ def _parse_reply(message: dict) -> Reply:
     if not isinstance(kind, str):
         raise ProtocolError("type must be a string")
     return Reply(call_id, None, error or "Error", code, kind or "Error")
-
-
-def encode(message: dict, default: Optional[Callable[[Any], Any]] = None) -> bytes:
-    """Serialise a server message to UTF-8 JSON; raises ``ValueError`` for non-JSON values.
-
-    ``default`` works as in ``json.dumps``: it is called for each object JSON
-    cannot hold and returns something it can (or raises ``TypeError``).
-    NaN and infinities are refused because JavaScript's ``JSON.parse`` cannot
-    read them back. Lone surrogates (which ``json.loads`` accepts from a
-    client) cannot be UTF-8: such a message is sent with ASCII escapes.
-    """
-    payload = _encode(message, _PLAIN if default is None else _json_encoder(default), default)
-    return payload if type(payload) is bytes else b"".join(payload)
-
-
-def make_encoder(default: Optional[Callable[[Any], Any]] = None) -> MessageEncoder:
-    """:func:`encode` with the application's ``json_default`` bound in."""
-    return MessageEncoder(default)
-
-
-class MessageEncoder:
-    """Server messages to UTF-8 JSON with one ``json_default``; calling it is :func:`encode`.
-
-    :meth:`data` is the hot path of a stream's values: the message's opening
-    (``{"streamId":S``) is encoded once per stream, not once per value.
-    """
-
-    def __init__(self, default: Optional[Callable[[Any], Any]] = None):
-        self.default = default
-        self._json = _PLAIN if default is None else _json_encoder(default)
-
-    def __call__(self, message: dict) -> Payload:
-        return _encode(message, self._json, self.default)
-
-    def opening(self, stream_id: StreamId) -> bytes:
-        """``{"streamId":S``: how every message of stream ``S`` starts, encoded once per stream."""
-        if type(stream_id) is int:
-            return b'{"streamId":%d' % stream_id
-        return b'{"streamId":' + _encode_value(stream_id, self._json, self.default)
-
-    def data(self, prefix: bytes, value: Any) -> Payload:
-        """The data message ``prefix`` (an :meth:`opening` and ``,"data":``) begins, carrying ``value``."""
-        return _around(prefix, _encode_value(value, self._json, self.default))
-
-
-_Encode = Callable[[Any], str]
-
-
-def _json_encoder(default: Optional[Callable[[Any], Any]]) -> _Encode:
-    """What ``json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=default)`` does.
-
-    json's own C encoder, made once: ``JSONEncoder.encode`` makes it afresh
-    for every message, which costs more than encoding a small one. With no
-    markers it does not look for circular references: a value that holds
-    itself ends in a RecursionError, which :func:`_encode_value` reports.
-    """
-    encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=default)
-    if c_make_encoder is None:  # pragma: no cover - Pythons without the _json accelerator
-        return encoder.encode
-    encode_chunks = c_make_encoder(None, encoder.default, encode_basestring, None, ":", ",", False, False, False)
-    return lambda value: "".join(encode_chunks(value, 0))
-
-
-_PLAIN = _json_encoder(None)
-
-
-def _encode(message: dict, encoder: _Encode, default: Optional[Callable[[Any], Any]]) -> Payload:
-    data = message.get("data")
-    if type(data) is str and len(data) > _LARGE and len(message) > 1:
-        # A long string, as a big answer usually is: the rest of the message is tiny.
-        rest = {key: value for key, value in message.items() if key != "data"}
-        return _around(_encode_value(rest, encoder, default)[:-1] + b',"data":', _encode_value(data, encoder, default))
-    return _encode_value(message, encoder, default)
-
-
-def with_close(payload: Payload) -> Payload:
-    """A stream's last message (data or error) carrying ``"close":true`` as well: protocol 2's one message for two."""
-    if type(payload) is bytes:
-        return payload[:-1] + b',"close":true}'
-    return (*payload[:-1], payload[-1][:-1] + b',"close":true}')
-
-
-def _around(prefix: bytes, value: bytes) -> Payload:
-    """``prefix``, ``value`` and the closing brace: joined when small, as pieces when large."""
-    if len(value) > _LARGE:
-        return prefix, value, b"}"
-    return prefix + value + b"}"
-
-
-def _encode_value(value: Any, encoder: _Encode, default: Optional[Callable[[Any], Any]]) -> bytes:
-    if orjson is not None and type(value) is str and len(value) > _LARGE:
-        # orjson escapes a long string several times faster than json.
-        try:
-            return orjson.dumps(value)
-        except orjson.JSONEncodeError:
-            pass  # lone surrogates: the standard path below decides
-    try:
-        text = encoder(value)
-    except TypeError as exc:
-        hint = "" if default is not None else " (a json_default in the config can encode your own types)"
-        raise ValueError(f"value is not JSON serialisable: {exc}{hint}") from None
-    except RecursionError:
-        raise ValueError("value is nested too deeply (or refers to itself) to be JSON") from None
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False, default=default).encode("ascii")
 
 
 def for_protocol(message: dict, protocol: int) -> dict:

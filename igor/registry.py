@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
+from .config import Config
 from .exceptions import ClientIdTaken, UnknownClient
 from .frames import Frame
 from .protocol import StreamId, short
@@ -81,7 +82,7 @@ class Client:
 class ClientRegistry:
     """Client ids, connected clients and parked sessions."""
 
-    def __init__(self, session_timeout: float = 10.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, session_timeout: float = Config.session_timeout, clock: Callable[[], float] = time.monotonic):
         self.session_timeout = session_timeout
         self._clock = clock
         self._lock = threading.Lock()

@@ -19,12 +19,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 from .config import CONFIG, Config
 from .dispatch import Dispatcher
+from .encoding import make_encoder
 from .exceptions import ConfigError
 from .files import LegacyFileServer
 from .handshake import LOOPBACK_HOSTS, SecurityPolicy, default_origins
 from .lifecycle import announce_ready, watch_parent
 from .process import Processes
-from .protocol import make_encoder
 from .registry import ClientId, ClientRegistry
 from .transport import IgorTransport
 

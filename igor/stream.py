@@ -15,10 +15,11 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, Iterator, List, Optional, Tuple, Union
 
+from .encoding import MessageEncoder, Payload, with_close
 from .exceptions import InputEnded, InputTimeout, StreamCancelled, StreamClosed
 from .executor import off_loop
 from .frames import Frame, text_frame
-from .protocol import MessageEncoder, Payload, StreamId, close_message, error_message, for_protocol, with_close
+from .protocol import StreamId, close_message, error_message, for_protocol
 
 if TYPE_CHECKING:
     import asyncio

@@ -21,9 +21,10 @@ import logging
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from .connection import Connection, Listener
+from .config import Config
+from .connection import Connection, Receiver
 from .frames import CLOSE_GOING_AWAY
 from .handshake import HandshakeError, SecurityPolicy
 
@@ -36,9 +37,6 @@ import websocket_server  # noqa: E402
 if not _root_had_handlers:
     for _handler in list(_root.handlers):
         _root.removeHandler(_handler)
-
-if TYPE_CHECKING:
-    from .config import Config
 
 __all__ = ["IgorTransport", "IgorHandler", "MAX_PENDING_HANDSHAKES", "REQUEST_LINE_TIMEOUT"]
 
@@ -84,10 +82,10 @@ class IgorTransport(websocket_server.WebsocketServer):
     request_queue_size = 1024
     daemon_threads = True
 
-    def __init__(self, config: Config, policy: SecurityPolicy, listener: Listener):
+    def __init__(self, config: Config, policy: SecurityPolicy, receiver: Receiver):
         self.config = config
         self.policy = policy
-        self.listener = listener
+        self.receiver = receiver
         self.address_family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
         self._lock = threading.Condition()
         self._connections: List[Connection] = []

@@ -6,9 +6,10 @@ import struct
 import pytest
 
 from igor import ClientIdTaken, ProtocolError, UnknownClient, flatten
+from igor.encoding import encode
 from igor.frames import FrameError, build_close, build_frame, parse_close, parse_header, unmask, unmask_translate
 from igor.handshake import HandshakeError, SecurityPolicy, accept_key, parse_request, switching_protocols
-from igor.protocol import Call, Cancel, data_message, encode, error_message, parse_message
+from igor.protocol import Call, Cancel, data_message, error_message, parse_message
 from igor.registry import Client, ClientRegistry
 from igor.static import resolve
 
@@ -240,7 +241,7 @@ BIG_TEXTS = [
 def test_large_string_values_encode_the_same_with_or_without_orjson(monkeypatch, text):
     import json
 
-    from igor import protocol
+    from igor import encoding as protocol
 
     fast = protocol.encode(data_message(7, text))
     monkeypatch.setattr(protocol, "orjson", None)
@@ -251,7 +252,7 @@ def test_large_string_values_encode_the_same_with_or_without_orjson(monkeypatch,
 def test_large_values_orjson_refuses_fall_back_to_the_standard_answers():
     import json
 
-    from igor import protocol
+    from igor import encoding as protocol
 
     lone = "x" * 100_000 + "\ud800"
     assert json.loads(protocol.encode(data_message(1, lone))) == {"streamId": 1, "data": lone}

@@ -1,0 +1,83 @@
+"""The Python client's WebSocket: websocket-client, connected the way Igor needs and closed only once.
+
+What :class:`~igor.client.IgorClient` needs of the socket underneath, kept
+apart from what it does with the messages: opening the connection (every
+way that fails becomes one :class:`~igor.ConnectionFailed` saying why),
+sending at most one close frame, and reading the code of the server's.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, List, Optional, Tuple, Union, cast
+from urllib.parse import urlsplit, urlunsplit
+
+# igor.client imports websocket-client first, and says what to install when it is missing.
+import websocket
+
+from .exceptions import ConnectionFailed
+from .protocol import CLIENT_SUBPROTOCOL
+
+__all__ = ["OneCloseWebSocket", "connect", "close_status", "CLOSE_NO_STATUS", "CLOSE_NO_FRAME"]
+
+# RFC 6455's names for a close with no code in its frame, and for no close frame at all.
+CLOSE_NO_STATUS = 1005
+CLOSE_NO_FRAME = 1006
+
+_STATUS_HINTS = {
+    401: "the server wants a token and this one is missing or wrong (pass token=server.token)",
+    403: "the server refused this client's Origin or Host header (see allowed_origins and allowed_hosts)",
+    503: "the server is full or shutting down (max_clients, or too many pending handshakes)",
+}
+
+
+class OneCloseWebSocket(websocket.WebSocket):
+    """A ``WebSocket`` that sends at most one close frame.
+
+    websocket-client answers every close frame it reads with one of its own,
+    including the server's answer to the close this client sent; a second
+    close frame breaks RFC 6455 and may meet a socket the server already shut.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._close_lock = threading.Lock()
+        self._close_sent = False
+
+    def send_close(self, status: int = websocket.STATUS_NORMAL, reason: Union[str, bytes] = b"") -> None:
+        with self._close_lock:
+            if self._close_sent:
+                return
+            self._close_sent = True
+        super().send_close(status, reason)
+
+
+def connect(url: str, timeout: Optional[float], header: List[str]) -> OneCloseWebSocket:
+    """Open the WebSocket, turning every way that can fail into ConnectionFailed."""
+    where = _without_query(url)  # the query may hold the token
+    try:
+        ws = websocket.create_connection(url, timeout=timeout, header=header, enable_multithread=True,
+                                         class_=OneCloseWebSocket, subprotocols=[CLIENT_SUBPROTOCOL])
+    except websocket.WebSocketBadStatusException as exc:
+        status = exc.status_code
+        hint = _STATUS_HINTS.get(status, "the server refused the WebSocket handshake")
+        raise ConnectionFailed(f"cannot connect to {where}: HTTP {status}: {hint}", status) from exc
+    except (websocket.WebSocketException, OSError, ValueError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ConnectionFailed(f"cannot connect to {where}: {reason}") from exc
+    return cast(OneCloseWebSocket, ws)  # create_connection is typed as making a plain WebSocket, whatever class_ is
+
+
+def _without_query(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return repr(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def close_status(payload: bytes) -> Tuple[int, str]:
+    """The code and reason of a close frame's payload."""
+    if len(payload) < 2:
+        return CLOSE_NO_STATUS, ""
+    return int.from_bytes(payload[:2], "big"), payload[2:].decode("utf-8", "replace")
