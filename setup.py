@@ -4,8 +4,8 @@ from setuptools import find_packages, setup
 
 with open("README.md", encoding="utf-8") as f:
     long_description = f.read()
-# igor.__version__ is the one place the version is written (importing igor here would need its dependencies).
-with open("igor/__init__.py", encoding="utf-8") as f:
+# igor/version.py is the one place the version is written (importing igor here would need its dependencies).
+with open("igor/version.py", encoding="utf-8") as f:
     version = re.search(r'^__version__ = "([^"]+)"$', f.read(), re.MULTILINE).group(1)
 
 setup(

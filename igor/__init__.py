@@ -37,6 +37,7 @@ from .exceptions import (
     UnknownProcess,
     UnknownStream,
 )
+from .version import __version__ as __version__
 
 if TYPE_CHECKING:
     # What the lazy names below resolve to, for type checkers; "as" re-exports
@@ -51,8 +52,6 @@ if TYPE_CHECKING:
 
 # The application decides where log records go; without its say, none are printed.
 logging.getLogger("igor").addHandler(logging.NullHandler())
-
-__version__ = "2.0.0"
 
 __all__ = [
     "IgorServer",

@@ -61,7 +61,7 @@ A mistake in the command is one line on stderr and exit status 2."""
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import __version__  # not at the top: check_package() must be able to run first
+    from .version import __version__  # not at the top: check_package() must be able to run first
 
     parser = argparse.ArgumentParser(prog="igor", usage=_USAGE, description=_DESCRIPTION, epilog=_EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

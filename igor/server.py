@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
-from .config import CONFIG, Config
+from .config import CALL_TIMEOUT, CONFIG, Config
 from .dispatch import Dispatcher
 from .encoding import make_encoder
 from .exceptions import ConfigError
@@ -127,7 +127,7 @@ class IgorServer:
         return self._processes.add(process_id, thread, start=self.running)
 
     def call_client(self, client_id: ClientId, action: str, data: Any = None,
-                    timeout: Optional[float] = 30.0) -> Any:
+                    timeout: Optional[float] = CALL_TIMEOUT) -> Any:
         """Call the function ``action`` that client ``client_id`` exposed; return what it answers.
 
         Blocks the calling thread (a handler or a process) until the client

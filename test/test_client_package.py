@@ -84,7 +84,7 @@ def test_the_client_imports_nothing_of_the_server():
     )
     loaded = json.loads(out)
     assert loaded == ["igor", "igor.client", "igor.client_socket", "igor.client_stream", "igor.exceptions",
-                      "igor.protocol"]
+                      "igor.protocol", "igor.version"]
     # Named too, so that a new module cannot slip in under a name this test forgot.
     assert not {f"igor.{name}" for name in SERVER_MODULES} & set(loaded)
 

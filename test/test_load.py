@@ -335,7 +335,7 @@ def test_close_ends_a_connection_whose_writer_is_blocked(start):
         wait_for(lambda: len(server.registry) == 1, 10, message="the slow client to register")
         assert server.scope["flood"]["done"].wait(10) and server.scope["flood"]["sent"] == 1
         wsraw.send_frame(sock, 0x1, json.dumps({"streamId": "k", "action": "kick"}).encode())
-        # close() must end the connection within a bounded time (CLOSE_TIMEOUT is 2 s).
+        # close() must end the connection within a bounded time (CLOSE_HANDSHAKE_TIMEOUT is 2 s).
         wait_for(lambda: len(server.registry) == 0, 8, message="the kicked client to be removed")
 
 

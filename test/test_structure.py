@@ -93,6 +93,14 @@ def test_the_reader_sees_the_imports_it_must():
     assert {"server", "client", "process"} <= graph["__init__"]  # under if TYPE_CHECKING
 
 
+def test_no_module_imports_the_package_back():
+    # igor/__init__ gathers the public names from every module; a module that
+    # took one from it ("from . import __version__") would depend on all of them.
+    graph = _graph()
+    back = sorted(name for name, imported in graph.items() if "__init__" in imported)
+    assert back == [], f"these modules import igor/__init__: {back}"
+
+
 def test_no_import_cycles():
     cycle = _cycle(_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
