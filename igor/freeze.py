@@ -212,6 +212,15 @@ def _write_hooks(folder: str) -> None:
         f.write('excludedimports = ["numpy"]\n')
 
 
+def _stderr_fd() -> Optional[int]:
+    """Our stderr's file descriptor, or None (inherit) where it has none, as under a notebook."""
+    try:
+        sys.stderr.flush()
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both an OSError and a ValueError
+        return None
+
+
 def _app_environment() -> Dict[str, str]:
     """What a packaged app passes: no PYTHON* variables, so nothing but the bundle can supply the code."""
     return {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
@@ -284,7 +293,7 @@ def build(args: argparse.Namespace, work: str) -> str:
     log.info("freezing %s into %s with PyInstaller (a minute or two)", what.serve[1], target)
     # PyInstaller's messages go to stderr: stdout is for the executable's path alone.
     status = subprocess.run(pyinstaller_command(what, entry, args.name, dist, work), stdin=subprocess.DEVNULL,
-                            stdout=sys.stderr, check=False).returncode
+                            stdout=_stderr_fd(), check=False).returncode
     if status != 0:
         raise BuildError(f"PyInstaller failed (exit status {status}): see its messages above")
     executable = os.path.join(target, args.name + (".exe" if sys.platform == "win32" else ""))

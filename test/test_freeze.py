@@ -150,6 +150,19 @@ def test_the_build_gets_the_apps_modules_by_name_and_the_folders_that_hold_them(
     assert "['serve', 'api:API', '--process', 'echo=api:Echo', '--json-default', 'api:encode']" in entry
 
 
+def test_a_module_of_a_package_is_imported_by_its_dotted_name(fake_build, tmp_path):
+    run, ran = fake_build
+    package = tmp_path / "app" / "shop"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "api.py").write_text("API = {}\n")
+    run("shop/api.py:API", "--work", str(tmp_path / "work"))
+    command = ran.read_text().split()
+    assert [command[i + 1] for i, arg in enumerate(command) if arg == "--paths"] == [ROOT, str(tmp_path / "app")]
+    entry = (tmp_path / "work" / "igor_frozen_entry.py").read_text()
+    assert "\nimport shop.api\n" in entry and "['serve', 'shop.api:API']" in entry
+
+
 # -- a real build -----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
