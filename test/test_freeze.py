@@ -9,6 +9,7 @@ a fake one on PYTHONPATH records whether it ran, or "builds" an app that fails
 the way a real one missing igor does.
 """
 
+import importlib.util
 import json
 import os
 import shutil
@@ -251,6 +252,10 @@ def test_the_frozen_app_serves_the_api_its_process_its_page_and_its_json_default
     bundle = os.path.join(os.path.dirname(frozen_app), "_internal")
     assert where == {"frozen": True, "file": os.path.join(bundle, "api.py"), "bundle": bundle}
     assert call(ws, 3, "app.today") == {"day": "2026-12-03"}  # the baked-in --json-default
+
+    # numpy, imported in a handler, is bundled, though igor's own optional import of it is left out.
+    if importlib.util.find_spec("numpy") is not None:  # the test extra has it
+        assert call(ws, 4, "app.total", [1, 2, 3]) == 6
 
     # The baked-in --process, its push encoded by the json default too.
     ws.send(json.dumps({"process": "echo", "data": "ping"}))

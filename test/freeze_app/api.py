@@ -33,7 +33,14 @@ def encode(value):
     raise TypeError(f"cannot send a {type(value).__name__}")
 
 
-API = {"hello": hello, "app": {"where": where, "today": today}}
+def total(out, data):
+    # Imported here, as igor.frames imports it: the build leaves out only igor's own use of numpy.
+    import numpy
+
+    return int(numpy.array(data).sum())
+
+
+API = {"hello": hello, "app": {"where": where, "today": today, "total": total}}
 
 
 class Echo(IgorProcess):
