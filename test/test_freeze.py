@@ -114,6 +114,7 @@ def fake_build(tmp_path):
     (["api.py:API", "--process", "echo=api:hello"], ["--process echo", "needs arguments"]),
     (["api.py:API", "--json-default", "api:DAY"], ["--json-default", "not a function"]),
     (["api.py:API", "--static", "nowhere"], ["--static 'nowhere' is not a folder"]),
+    (["api.py:API", "--name", "../app"], ["--name '../app' must be a plain file name"]),
 ])
 def test_a_spec_that_does_not_load_fails_in_one_line_before_pyinstaller_runs(fake_build, tmp_path, args, fragments):
     run, ran = fake_build
@@ -122,6 +123,16 @@ def test_a_spec_that_does_not_load_fails_in_one_line_before_pyinstaller_runs(fak
     assert len(lines) == 1, result.stderr
     assert not ran.exists(), "PyInstaller ran"
     assert not (tmp_path / "dist").exists()
+
+
+def test_a_folder_in_the_way_that_is_not_a_frozen_app_is_left_alone(fake_build, tmp_path):
+    run, ran = fake_build
+    mine = tmp_path / "dist" / "igor-backend" / "notes.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("mine")
+    # PyInstaller's --noconfirm would empty it without asking.
+    assert_one_line_error(run(*FREEZE_ARGS), 2, "igor-backend exists and is not a frozen app")
+    assert mine.read_text() == "mine" and not ran.exists()
 
 
 def test_an_app_that_would_not_start_fails_the_build_in_one_line(fake_build):
