@@ -33,7 +33,7 @@ setup(
             "numpy==2.0.2; python_version<'3.11'",
             "orjson==3.11.5",
         ],
-        # Freezes a backend into one folder for a packaged app (examples/electron/freeze.py).
+        # Freezes a backend into one folder for a packaged app (igor freeze, examples/electron/freeze.py).
         "freeze": ["pyinstaller==6.22.3"],
         # bench/peers.py: the servers Igor is measured against, its client, and the chart. Python 3.11+.
         "bench": [

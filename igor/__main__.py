@@ -40,7 +40,8 @@ def _is_loopback(host: str) -> bool:
 
 
 _USAGE = """igor [serve] MODULE:API [options]
-       igor types MODULE:API [-o FILE]"""
+       igor types MODULE:API [-o FILE]
+       igor freeze MODULE:API [options]"""
 
 _DESCRIPTION = """\
 Serve a Python API to a web UI over one localhost WebSocket, or write TypeScript
@@ -49,6 +50,7 @@ declarations of its actions.
 commands:
   serve    serve the API (the default command: igor MODULE:API is igor serve MODULE:API)
   types    write TypeScript declarations of the API's actions (see igor types --help)
+  freeze   build a one-folder executable that serves the API, with PyInstaller (see igor freeze --help)
 
 MODULE:API names the dict of actions, nested or flat: an attribute of a module
 (myapp.api:API) or of a file (path/to/api.py:API). Modules are looked for in the
@@ -101,6 +103,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .typescript import main as types_main
 
         return types_main(argv[1:])
+    if argv[:1] == ["freeze"]:  # `python -m igor freeze module:API`: a PyInstaller app that serves it
+        from .freeze import main as freeze_main
+
+        return freeze_main(argv[1:])
     # A subcommand of its own, and the default: `igor app:API` has always served.
     args = _parser().parse_args(argv[1:] if argv[:1] == ["serve"] else argv)
     try:

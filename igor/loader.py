@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any, Callable, NoReturn, Tuple
 
-__all__ = ["UsageError", "resolve", "load_api", "load_callable", "load_process", "check_package"]
+__all__ = ["UsageError", "resolve", "module_of", "load_api", "load_callable", "load_process", "check_package"]
 
 
 class UsageError(SystemExit):
@@ -50,18 +50,9 @@ def resolve(spec: str, option: str = "the API") -> Any:
     spec is for in the error messages. Raises :class:`UsageError` saying what
     is missing.
     """
-    # The attribute never holds a colon; a path may (C:\\app\\api.py:API).
-    module_part, colon, attribute = spec.rpartition(":")
-    if not colon or not module_part or not attribute:
-        _fail(f"expected module:attribute or path/to/file.py:attribute for {option} (e.g. myapp.api:API), "
-              f"got {spec!r}")
-    # Like `python -m`, let the current folder's modules be found (the `igor` script's own folder is not it).
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    if _is_path(module_part):
-        module, owner = _import_file(module_part, spec), f"file {module_part!r}"
-    else:
-        module, owner = _import_module(module_part, spec), f"module {module_part!r}"
+    module_part, attribute = _split(spec, option)
+    module = module_of(spec, option)
+    owner = f"file {module_part!r}" if _is_path(module_part) else f"module {module_part!r}"
     value: Any = module
     parts = attribute.split(".")
     for depth, part in enumerate(parts):
@@ -70,6 +61,28 @@ def resolve(spec: str, option: str = "the API") -> Any:
             _fail(f"{where} has no attribute {part!r} (in {spec!r})")
         value = getattr(value, part)
     return value
+
+
+def _split(spec: str, option: str) -> Tuple[str, str]:
+    """``spec`` as (its module part, its attribute part)."""
+    # The attribute never holds a colon; a path may (C:\\app\\api.py:API).
+    module_part, colon, attribute = spec.rpartition(":")
+    if not colon or not module_part or not attribute:
+        _fail(f"expected module:attribute or path/to/file.py:attribute for {option} (e.g. myapp.api:API), "
+              f"got {spec!r}")
+    return module_part, attribute
+
+
+def module_of(spec: str, option: str = "the API") -> ModuleType:
+    """The module (or file's module) whose attribute ``spec`` names, imported as :func:`resolve` imports it.
+
+    ``igor freeze`` needs it by its import name (``path/to/api.py:API`` is the module ``api``).
+    """
+    module_part, _ = _split(spec, option)
+    # Like `python -m`, let the current folder's modules be found (the `igor` script's own folder is not it).
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    return _import_file(module_part, spec) if _is_path(module_part) else _import_module(module_part, spec)
 
 
 def _import_module(module_name: str, spec: str) -> ModuleType:

@@ -230,8 +230,9 @@ def test_help_lists_the_commands_and_the_options(app_dir):
     result = run_igor(app_dir, "--help")
     assert result.returncode == 0, result.stderr
     usage, commands = result.stdout.split("\n\n")[0], result.stdout.split("commands:\n")[1].split("\n\n")[0]
-    assert usage == "usage: igor [serve] MODULE:API [options]\n       igor types MODULE:API [-o FILE]"
-    assert [line.split()[0] for line in commands.splitlines()] == ["serve", "types"]
+    assert usage == ("usage: igor [serve] MODULE:API [options]\n       igor types MODULE:API [-o FILE]\n"
+                     "       igor freeze MODULE:API [options]")
+    assert [line.split()[0] for line in commands.splitlines()] == ["serve", "types", "freeze"]
     assert "path/to/api.py:API" in result.stdout
     serve_options = result.stdout.split("serve options:\n")[1]
     for option in ("--host", "--port", "--token", "--no-token", "--static", "--process", "--json-default",
@@ -241,6 +242,11 @@ def test_help_lists_the_commands_and_the_options(app_dir):
     types = run_igor(app_dir, "types", "--help")
     assert types.returncode == 0, types.stderr
     assert types.stdout.startswith("usage: igor types ") and "-o FILE" in types.stdout
+    freeze = run_igor(app_dir, "freeze", "--help")
+    assert freeze.returncode == 0, freeze.stderr
+    assert freeze.stdout.startswith("usage: igor freeze ")
+    for option in ("--static", "--process", "--json-default", "--name", "--dist"):
+        assert f"  {option}" in freeze.stdout, option
 
 
 def test_serve_is_a_command_of_its_own(serve):
