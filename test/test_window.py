@@ -1,4 +1,4 @@
-"""IgorServer.open_window: a real Chromium in app mode, whose process the backend lives and dies with.
+"""igor app and IgorServer.open_window: a real Chromium in app mode, whose process the backend lives and dies with.
 
 Chromium runs headless (--headless=new) so that the tests run without a
 display; the window's flags, the throwaway profile and the process watch are
@@ -7,6 +7,7 @@ proves the window got the token from its fragment; a second client reads what
 the backend recorded.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -82,6 +83,56 @@ def _env(**extra):
     return env
 
 
+class App:
+    """``python -m igor app`` in a subprocess: its ready line, its stderr, the browser's pid it logs."""
+
+    def __init__(self, folder, *args):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "igor", "app", "app:API", *args],
+            cwd=folder, env=_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        line = self.process.stdout.readline()
+        assert line.startswith("IGOR_READY "), (line, self.process.stderr.read() if not line else "")
+        self.ready = json.loads(line[len("IGOR_READY "):])
+        self.stderr = []
+        for line in self.process.stderr:  # the window's line comes right after the ready line
+            self.stderr.append(line)
+            if "window opened:" in line:
+                self.browser_pid = int(line.split(", pid ")[1].split(",")[0])
+                self.profile = line.rsplit("profile ", 1)[1].strip()
+                break
+        else:
+            raise AssertionError("no window line:\n" + "".join(self.stderr))
+
+    def calls(self):
+        with IgorClient(self.ready["url"], token=self.ready["token"], timeout=5) as igor:
+            return igor.call("calls")
+
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        try:
+            os.kill(self.browser_pid, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+
+
+@pytest.fixture
+def app(tmp_path):
+    apps = []
+
+    def start(reloads=0, *args):
+        started = App(tmp_path, "--static", str(_write_app(tmp_path, reloads)),
+                      *[f"--browser-arg={arg}" for arg in BROWSER_ARGS], *args)
+        apps.append(started)
+        return started
+
+    yield start
+    for started in apps:
+        started.kill()
+
+
 def _exits_within(process, seconds):
     """The exit code, asserting it came within ``seconds``."""
     start = time.monotonic()
@@ -90,6 +141,59 @@ def _exits_within(process, seconds):
     except subprocess.TimeoutExpired:
         raise AssertionError(f"the backend did not exit within {seconds}s") from None
     return code, time.monotonic() - start
+
+
+@needs_browser
+def test_app_survives_a_reload_and_exits_0_when_the_browser_is_killed(app):
+    started = app(reloads=1)
+    # The page loaded, called with the token from its fragment, reloaded (a new socket), and called again.
+    assert wait_for(lambda: len(started.calls()) == 2, timeout=20, message="two page loads' calls")
+    assert started.calls() == [{"load": 1}, {"load": 2}]
+    assert started.process.poll() is None, "a reload ended the backend"
+    os.kill(started.browser_pid, signal.SIGKILL)
+    code, took = _exits_within(started.process, 2.0)
+    assert code == 0, started.process.stderr.read()
+    assert not os.path.exists(started.profile), "the throwaway profile was left behind"
+
+
+@needs_browser
+def test_app_exits_0_when_the_window_closes(app):
+    started = app()
+    wait_for(lambda: started.calls() == [{"load": 1}], timeout=20, message="the page's call")
+    os.kill(started.browser_pid, signal.SIGTERM)  # how a window manager's close ends Chromium's last window
+    code, _ = _exits_within(started.process, 2.0)
+    assert code == 0
+    assert not os.path.exists(started.profile)
+
+
+def _run_app(tmp_path, *args, env=None):
+    static = _write_app(tmp_path)
+    return subprocess.run([sys.executable, "-m", "igor", "app", "app:API", "--static", str(static), *args],
+                          cwd=tmp_path, env=env or _env(), stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_a_browser_that_does_not_exist_is_one_line_and_exit_2(tmp_path):
+    result = _run_app(tmp_path, "--browser", "/no/such")
+    assert result.returncode == 2
+    assert result.stderr == "igor: no browser at '/no/such': give the path of a Chromium, Chrome or Edge executable\n"
+    assert result.stdout == "", "nothing listened"
+
+
+def test_no_browser_found_is_one_line_and_exit_2(tmp_path):
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    result = _run_app(tmp_path, env=_env(PATH=str(empty)))
+    assert result.returncode == 2
+    assert result.stderr == "igor: no Chromium, Chrome or Edge found: install Chromium or pass --browser PATH\n"
+
+
+def test_app_without_static_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "app.py").write_text(API)
+    result = subprocess.run([sys.executable, "-m", "igor", "app", "app:API"], cwd=tmp_path, env=_env(),
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "--static DIR" in result.stderr
 
 
 def test_page_url_puts_the_token_in_the_fragment():
@@ -144,6 +248,28 @@ def test_open_window_from_a_script(tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def _gone(pid):
+    """True once ``pid`` has ended (a zombie that nobody reaped yet counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@needs_browser
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc to see the browser end")
+def test_the_window_closes_when_the_backend_ends(app):
+    # The backend ending first (SIGTERM, Ctrl-C, a sys.exit) takes its window along, profile and all.
+    started = app()
+    wait_for(lambda: started.calls() == [{"load": 1}], timeout=20, message="the page's call")
+    started.process.send_signal(signal.SIGTERM)
+    code, _ = _exits_within(started.process, 5.0)
+    assert code == 0
+    assert _gone(started.browser_pid), "the window outlived its backend"
+    assert not os.path.exists(started.profile)
 
 
 def test_find_browser_takes_a_name_on_path(tmp_path, monkeypatch):
