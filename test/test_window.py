@@ -9,10 +9,10 @@ the backend recorded.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from conftest import wait_for
@@ -32,7 +32,10 @@ needs_browser = pytest.mark.skipif(BROWSER is None, reason="no Chromium, Chrome 
 BROWSER_ARGS = ["--headless=new"] + (["--no-sandbox"] if hasattr(os, "geteuid") and os.geteuid() == 0 else [])
 
 API = '''\
+import threading
+
 CALLS = []
+RELEASED = threading.Event()
 
 
 def hello(out, data):
@@ -44,36 +47,55 @@ def calls(out, data):
     out.send(CALLS)
 
 
-API = {"hello": hello, "calls": calls}
+def wait_for_release(out, data):
+    # Polls its cancel: a handler that ignored it would hold the shutdown for shutdown_timeout.
+    while not RELEASED.wait(0.05):
+        if out.cancelled:
+            return
+    out.send(True)
+
+
+def release(out, data):
+    RELEASED.set()
+
+
+API = {"hello": hello, "calls": calls, "wait_for_release": wait_for_release, "release": release}
 '''
 
-# The page calls hello once per load; it reloads itself until it has loaded RELOADS + 1 times.
-# A bare WebSocket, not the JS client: these tests need no npm build.
+# The page calls hello once per load; it reloads itself until it has loaded RELOADS + 1 times. With
+# CLOSE it then waits for the test's release and closes its own window, as a person closing it would:
+# Chromium quits with its last window. A bare WebSocket, not the JS client: these tests need no npm build.
 PAGE = '''\
 <!doctype html>
 <meta charset="utf-8">
 <title>igor window test</title>
 <pre id="out">loading</pre>
 <script>
-  const RELOADS = %d;
+  const RELOADS = %d, CLOSE = %s;
   const token = new URLSearchParams(location.hash.slice(1)).get('token');
   const load = Number(sessionStorage.getItem('load') || 0) + 1;
   sessionStorage.setItem('load', String(load));
   const socket = new WebSocket(`ws://${location.host}/`, ['igor.v2', 'igor.token.' + token]);
   socket.onopen = () => socket.send(JSON.stringify({ streamId: 1, action: 'hello', data: { load } }));
   socket.onmessage = (event) => {
-    document.getElementById('out').textContent = event.data;
-    if (load <= RELOADS) location.reload();
+    const message = JSON.parse(event.data);
+    if (message.streamId === 1) {
+      document.getElementById('out').textContent = message.data;
+      if (load <= RELOADS) location.reload();
+      else if (CLOSE) socket.send(JSON.stringify({ streamId: 2, action: 'wait_for_release' }));
+    } else if (message.streamId === 2) {
+      window.close();
+    }
   };
 </script>
 '''
 
 
-def _write_app(folder, reloads=0):
+def _write_app(folder, reloads=0, close=False):
     (folder / "app.py").write_text(API)
     static = folder / "static"
     static.mkdir()
-    (static / "index.html").write_text(PAGE % reloads)
+    (static / "index.html").write_text(PAGE % (reloads, "true" if close else "false"))
     return static
 
 
@@ -86,10 +108,10 @@ def _env(**extra):
 class App:
     """``python -m igor app`` in a subprocess: its ready line, its stderr, the browser's pid it logs."""
 
-    def __init__(self, folder, *args):
+    def __init__(self, folder, args, env):
         self.process = subprocess.Popen(
             [sys.executable, "-m", "igor", "app", "app:API", *args],
-            cwd=folder, env=_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True)
         line = self.process.stdout.readline()
         assert line.startswith("IGOR_READY "), (line, self.process.stderr.read() if not line else "")
@@ -104,9 +126,18 @@ class App:
         else:
             raise AssertionError("no window line:\n" + "".join(self.stderr))
 
-    def calls(self):
+    def call(self, action):
         with IgorClient(self.ready["url"], token=self.ready["token"], timeout=5) as igor:
-            return igor.call("calls")
+            return igor.call(action)
+
+    def calls(self):
+        return self.call("calls")
+
+    def exits_within(self, seconds):
+        """The backend's exit code, asserting it came within ``seconds``; the rest of its stderr is read."""
+        code = _exits_within(self.process, seconds)
+        self.stderr.extend(self.process.stderr)
+        return code
 
     def kill(self):
         if self.process.poll() is None:
@@ -122,9 +153,10 @@ class App:
 def app(tmp_path):
     apps = []
 
-    def start(reloads=0, *args):
-        started = App(tmp_path, "--static", str(_write_app(tmp_path, reloads)),
-                      *[f"--browser-arg={arg}" for arg in BROWSER_ARGS], *args)
+    def start(reloads=0, close=False, browser_args=BROWSER_ARGS, env=None):
+        static = _write_app(tmp_path, reloads, close)
+        started = App(tmp_path, ["--static", str(static), *[f"--browser-arg={arg}" for arg in browser_args]],
+                      env or _env())
         apps.append(started)
         return started
 
@@ -134,35 +166,61 @@ def app(tmp_path):
 
 
 def _exits_within(process, seconds):
-    """The exit code, asserting it came within ``seconds``."""
-    start = time.monotonic()
     try:
-        code = process.wait(seconds)
+        return process.wait(seconds)
     except subprocess.TimeoutExpired:
         raise AssertionError(f"the backend did not exit within {seconds}s") from None
-    return code, time.monotonic() - start
 
 
 @needs_browser
 def test_app_survives_a_reload_and_exits_0_when_the_browser_is_killed(app):
     started = app(reloads=1)
     # The page loaded, called with the token from its fragment, reloaded (a new socket), and called again.
-    assert wait_for(lambda: len(started.calls()) == 2, timeout=20, message="two page loads' calls")
+    wait_for(lambda: len(started.calls()) == 2, timeout=20, message="two page loads' calls")
     assert started.calls() == [{"load": 1}, {"load": 2}]
     assert started.process.poll() is None, "a reload ended the backend"
     os.kill(started.browser_pid, signal.SIGKILL)
-    code, took = _exits_within(started.process, 2.0)
-    assert code == 0, started.process.stderr.read()
+    assert started.exits_within(2.0) == 0, "".join(started.stderr)
     assert not os.path.exists(started.profile), "the throwaway profile was left behind"
 
 
 @needs_browser
 def test_app_exits_0_when_the_window_closes(app):
-    started = app()
+    started = app(close=True)
     wait_for(lambda: started.calls() == [{"load": 1}], timeout=20, message="the page's call")
-    os.kill(started.browser_pid, signal.SIGTERM)  # how a window manager's close ends Chromium's last window
-    code, _ = _exits_within(started.process, 2.0)
-    assert code == 0
+    started.call("release")  # the page closes its window: Chromium quits with its last window
+    assert started.exits_within(2.0) == 0, "".join(started.stderr)
+    assert any("browser ended (exit code 0)" in line for line in started.stderr), "".join(started.stderr)
+    assert not os.path.exists(started.profile)
+
+
+@pytest.fixture(scope="module")
+def display():
+    """A display of Xvfb's own (-displayfd picks a free number), for a real window."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (apt-get install -y xvfb)")
+    read, write = os.pipe()
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-nolisten", "tcp", "-screen", "0", "1024x768x24"],
+                            pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write)
+    with os.fdopen(read) as numbers:
+        number = numbers.readline().strip()  # written once the display accepts clients
+    assert number, "Xvfb did not start"
+    yield f":{number}"
+    xvfb.terminate()
+    xvfb.wait(5)
+
+
+@needs_browser
+def test_app_in_a_real_window_survives_a_reload_and_exits_0_when_it_closes(app, display):
+    no_headless = [arg for arg in BROWSER_ARGS if not arg.startswith("--headless")]
+    started = app(reloads=1, close=True, browser_args=no_headless, env=_env(DISPLAY=display))
+    wait_for(lambda: len(started.calls()) == 2, timeout=20, message="two page loads' calls")
+    assert started.calls() == [{"load": 1}, {"load": 2}]
+    assert started.process.poll() is None, "a reload ended the backend"
+    started.call("release")
+    assert started.exits_within(2.0) == 0, "".join(started.stderr)
+    assert any("browser ended (exit code 0)" in line for line in started.stderr), "".join(started.stderr)
     assert not os.path.exists(started.profile)
 
 
@@ -241,7 +299,7 @@ def test_open_window_from_a_script(tmp_path):
         assert calls() == [{"load": 1}, {"load": 2}]
         assert process.poll() is None
         os.kill(int(pid), signal.SIGKILL)
-        code, _ = _exits_within(process, 2.0)
+        code = _exits_within(process, 2.0)
         assert code == 0, process.stderr.read()
         assert not os.path.exists(profile)
     finally:
@@ -266,7 +324,7 @@ def test_the_window_closes_when_the_backend_ends(app):
     started = app()
     wait_for(lambda: started.calls() == [{"load": 1}], timeout=20, message="the page's call")
     started.process.send_signal(signal.SIGTERM)
-    code, _ = _exits_within(started.process, 5.0)
+    code = _exits_within(started.process, 5.0)
     assert code == 0
     assert _gone(started.browser_pid), "the window outlived its backend"
     assert not os.path.exists(started.profile)
