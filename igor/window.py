@@ -104,7 +104,7 @@ class Window:
     """A browser window opened by :func:`open_window`: its process, and what to do when it ends."""
 
     def __init__(self, process: subprocess.Popen, profile: str, url: str,
-                 on_close: Optional[Callable[[int], None]]):
+                 on_close: Optional[Callable[[int], object]]):
         self.process = process
         #: The throwaway profile folder (``--user-data-dir``), removed once the browser has ended.
         self.profile = profile
@@ -191,7 +191,7 @@ def _close_open_windows() -> None:
         window.close()
 
 
-def open_window(url: str, on_close: Optional[Callable[[int], None]] = None, browser: Optional[str] = None,
+def open_window(url: str, on_close: Optional[Callable[[int], object]] = None, browser: Optional[str] = None,
                 args: Sequence[str] = ()) -> Window:
     """Open ``url`` in a Chromium-family browser's app mode, with a throwaway profile.
 
@@ -218,7 +218,7 @@ def open_window(url: str, on_close: Optional[Callable[[int], None]] = None, brow
 
 
 def open_server_window(server: IgorServer, path: str, browser: Optional[str], args: Sequence[str],
-                       on_close: Callable[[int], None]) -> Window:
+                       on_close: Callable[[int], object]) -> Window:
     """:meth:`IgorServer.open_window`: the server's ``static_dir`` page at ``path``, token in the fragment."""
     if server.config.static_dir is None:
         raise ConfigError("open_window shows the page of static_dir: set static_dir to the page's folder")
