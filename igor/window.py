@@ -78,6 +78,9 @@ def find_browser(browser: Optional[str] = None) -> str:
     Raises :class:`BrowserNotFound` with a one-line message.
     """
     if browser:
+        if browser.rstrip("/").endswith(".app") and os.path.isdir(browser):  # a macOS bundle: its executable
+            name = os.path.basename(browser.rstrip("/"))[:-len(".app")]
+            browser = os.path.join(browser, "Contents", "MacOS", name)
         found = browser if os.path.isfile(browser) else shutil.which(browser)
         if not found:
             raise BrowserNotFound(f"no browser at {browser!r}: give the path of a Chromium, Chrome or Edge executable")

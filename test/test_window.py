@@ -340,3 +340,24 @@ def test_find_browser_takes_a_name_on_path(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
     with pytest.raises(BrowserNotFound, match="install Chromium or pass --browser PATH"):
         find_browser()
+
+
+def test_find_browser_takes_a_macos_app_bundle(tmp_path):
+    executable = tmp_path / "Google Chrome.app" / "Contents" / "MacOS" / "Google Chrome"
+    executable.parent.mkdir(parents=True)
+    executable.write_text("#!/bin/sh\n")
+    assert find_browser(str(tmp_path / "Google Chrome.app")) == str(executable)
+
+
+def test_the_usual_install_folders_are_looked_in(monkeypatch):
+    from igor import window
+
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome" in window._candidates()
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(window.os, "name", "nt")  # window.os is os: restored by monkeypatch at once after
+    monkeypatch.setenv("PROGRAMFILES", "C:/Program Files")
+    candidates = window._candidates()
+    monkeypatch.undo()
+    assert os.path.join("C:/Program Files", r"Microsoft\Edge\Application\msedge.exe") in candidates
+    assert os.path.join("C:/Program Files", r"Google\Chrome\Application\chrome.exe") in candidates
