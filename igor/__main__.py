@@ -40,15 +40,18 @@ def _is_loopback(host: str) -> bool:
 
 
 _USAGE = """igor [serve] MODULE:API [options]
+       igor app MODULE:API --static DIR [--browser PATH] [--browser-arg ARG]... [options]
        igor types MODULE:API [-o FILE]
        igor freeze MODULE:API [options]"""
 
 _DESCRIPTION = """\
-Serve a Python API to a web UI over one localhost WebSocket, or write TypeScript
-declarations of its actions.
+Serve a Python API to a web UI over one localhost WebSocket, show the UI in a
+browser's app-mode window, write TypeScript declarations of its actions, or
+freeze it into an executable.
 
 commands:
   serve    serve the API (the default command: igor MODULE:API is igor serve MODULE:API)
+  app      serve the API and show the --static page in a browser's app-mode window; exit when it closes
   types    write TypeScript declarations of the API's actions (see igor types --help)
   freeze   build a one-folder executable that serves the API, with PyInstaller (see igor freeze --help)
 
@@ -107,6 +110,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .freeze import main as freeze_main
 
         return freeze_main(argv[1:])
+    if argv[:1] == ["app"]:  # `igor app MODULE:API --static DIR`: serve, and show the page in a browser window
+        from .window import app_main
+
+        return app_main(_parser(), argv[1:], _serve)
     # A subcommand of its own, and the default: `igor app:API` has always served.
     args = _parser().parse_args(argv[1:] if argv[:1] == ["serve"] else argv)
     try:
@@ -153,6 +160,8 @@ def _serve(args: argparse.Namespace) -> int:
         # never sends, so this is the address to open. stdout stays the ready line's alone, for the UI process.
         sys.stderr.write(f"igor: open {_page_url(server)}\n")
         sys.stderr.flush()
+    if getattr(args, "window", None) is not None:  # igor app (see igor.window): the page in a browser window
+        args.window(server)
     return server.run_forever() or 0
 
 

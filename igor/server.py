@@ -15,7 +15,7 @@ import secrets
 import signal
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from .config import CALL_TIMEOUT, CONFIG, Config
 from .dispatch import Dispatcher
@@ -27,6 +27,9 @@ from .lifecycle import announce_ready, watch_parent
 from .process import Processes
 from .registry import ClientId, ClientRegistry
 from .transport import IgorTransport
+
+if TYPE_CHECKING:
+    from .window import Window
 
 __all__ = ["IgorServer", "CONFIG"]
 
@@ -237,6 +240,21 @@ class IgorServer:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.shutdown()
+
+    def open_window(self, path: str = "/", browser: Optional[str] = None, args: Sequence[str] = ()) -> Window:
+        """Show the ``static_dir`` page at ``path`` in a browser window; shut down with code 0 once it closes.
+
+        The window is a Chromium, Chrome or Edge app-mode window (no tabs, no
+        address bar) with a throwaway profile and the token in the URL's
+        fragment; ``browser`` names the executable, ``args`` are more flags
+        for it. Starts the server unless started. What ends the server is the
+        browser process ending (the window closed, the browser killed), never
+        a page reload. Returns the :class:`igor.window.Window`; raises
+        :class:`igor.window.BrowserNotFound` when there is no browser.
+        """
+        from .window import open_server_window  # a browser is only looked for by those who open a window
+
+        return open_server_window(self, path, browser, args, on_close=lambda code: self.shutdown(0))
 
     # -- life cycle ---------------------------------------------------------
 

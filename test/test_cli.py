@@ -230,9 +230,11 @@ def test_help_lists_the_commands_and_the_options(app_dir):
     result = run_igor(app_dir, "--help")
     assert result.returncode == 0, result.stderr
     usage, commands = result.stdout.split("\n\n")[0], result.stdout.split("commands:\n")[1].split("\n\n")[0]
-    assert usage == ("usage: igor [serve] MODULE:API [options]\n       igor types MODULE:API [-o FILE]\n"
+    assert usage == ("usage: igor [serve] MODULE:API [options]\n"
+                     "       igor app MODULE:API --static DIR [--browser PATH] [--browser-arg ARG]... [options]\n"
+                     "       igor types MODULE:API [-o FILE]\n"
                      "       igor freeze MODULE:API [options]")
-    assert [line.split()[0] for line in commands.splitlines()] == ["serve", "types", "freeze"]
+    assert [line.split()[0] for line in commands.splitlines()] == ["serve", "app", "types", "freeze"]
     assert "path/to/api.py:API" in result.stdout
     serve_options = result.stdout.split("serve options:\n")[1]
     for option in ("--host", "--port", "--token", "--no-token", "--static", "--process", "--json-default",
@@ -286,7 +288,8 @@ def test_port_in_use(app_dir):
     ("app:NOPE", ["module 'app' has no attribute 'NOPE'"]),
     ("app:API.missing", ["has no attribute 'missing'"]),
     ("app:NUMBER", ["app:NUMBER is a int, not a dict of actions"]),
-    ("app", ["expected module:attribute", "'app'"]),
+    # Not "app" alone, which is now the app command: the mistake is the same, the colon forgotten.
+    ("app.py", ["expected module:attribute", "'app.py'"]),
 ])
 def test_a_bad_api_spec_says_what_is_wrong(app_dir, spec, fragments):
     assert_one_line_error(run_igor(app_dir, spec), *fragments)

@@ -3,7 +3,8 @@
 //
 // The page is served by the Python server itself, so the WebSocket lives at
 // the same host and port as the page; the server's token arrives in the
-// address's fragment (#token=...), which browsers never send over HTTP.
+// address's fragment (#token=...), which browsers never send over HTTP, and
+// the client reads it from there itself when given no token.
 //
 // Type-checked (tsc --checkJs, see clients/js/test/typed.test.mjs) against
 // api.d.ts, which `python -m igor types server_instance:API` generates.
@@ -16,12 +17,6 @@ const $ = (id) => document.getElementById(id);
 
 // --- identity and connection -------------------------------------------------------
 
-/** The token from `#token=...`, or null when the server runs with --no-token. */
-function readToken() {
-  const params = new URLSearchParams(location.hash.replace(/^#/, ''));
-  return params.get('token') || null;
-}
-
 /** A fresh id per window, so that the server can push to this window alone. */
 function makeClientId() {
   const bytes = new Uint8Array(4);
@@ -30,7 +25,6 @@ function makeClientId() {
 }
 
 const clientId = makeClientId();
-const token = readToken();
 const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/`;
 
 $('client-id').textContent = clientId;
@@ -38,7 +32,7 @@ $('session-client-id').textContent = clientId;
 $('server-host').textContent = location.host;
 
 /** @type {IgorClient<import('./api').Api>} */
-const igor = new IgorClient(url, { token, clientId, reconnect: true });
+const igor = new IgorClient(url, { clientId, reconnect: true });
 
 // Expose the client for a developer's console (and for end-to-end tests).
 /** @type {any} */ (window).igor = igor;

@@ -27,6 +27,7 @@ import { PushListeners } from './pushes.js';
 import type { IgorStream } from './stream.js';
 import type { ActionName, ActionResult, CallArgs } from './typed.js';
 import { safely, serialise, utf8Length } from './util.js';
+import { tokenFromLocation } from './websocket.js';
 
 
 /**
@@ -87,7 +88,9 @@ export class IgorClient<A = any> {
       shutdown: (error, why) => this._shutdown(error, why),
       reportError: (error) => this._reportError(error),
     };
-    this._connection = new Connection(url, { ...options }, host);
+    // No token given (null is "none"): in a page, the one its address's #token= fragment carries.
+    const token = options.token === undefined ? tokenFromLocation() : options.token;
+    this._connection = new Connection(url, { ...options, token }, host);
     this._calls = new Calls(this._connection, options.timeout ?? undefined, (error) => this._reportError(error));
     this._pushes = new PushListeners((error) => this._reportError(error));
     this._exposed = new ExposedFunctions((text) => this._connection.write(text));

@@ -45,7 +45,9 @@ export interface ReconnectOptions {
 export interface IgorClientOptions {
   /**
    * The server's token (from its `IGOR_READY` line, or the value you gave it).
-   * `null`/`undefined`: connect without a token.
+   * Not given (or `undefined`): in a browser, the `token` of the page
+   * address's fragment (`#token=...`, where `igor app` and `--static` put
+   * it), else none. `null`: connect without a token.
    */
   token?: string | null;
   /**

@@ -20,6 +20,20 @@ function isNode(): boolean {
 }
 
 /**
+ * The token in the page's address fragment (`#token=...`), where `igor app`,
+ * `IgorServer.open_window()` and `igor serve --static` put it: a fragment is
+ * never sent over HTTP, so it stays out of server logs. `undefined` outside a
+ * browser (Node has no page; a `location` there is not one) and when the
+ * fragment holds no token.
+ */
+export function tokenFromLocation(): string | undefined {
+  if (isNode()) return undefined;
+  const hash = (globalThis as { location?: { hash?: unknown } }).location?.hash;
+  if (typeof hash !== 'string' || hash === '') return undefined;
+  return new URLSearchParams(hash.replace(/^#/, '')).get('token') || undefined;
+}
+
+/**
  * Find a WebSocket class: the given one; in a browser the global one; in Node
  * the `ws` package when it can be imported, else the global one (Node 22+).
  */

@@ -32,7 +32,7 @@ after(async () => {
   if (root) rmSync(root, { recursive: true, force: true });
 });
 
-it('call, stream, pushes, errors, cancel and 1 MB work in Chromium', async () => {
+it('call, stream, pushes, errors, cancel, 1 MB and the token from #token= work in Chromium', async () => {
   const page = await browser.newPage();
   const consoleLines = [];
   page.on('console', (message) => consoleLines.push(`${message.type()}: ${message.text()}`));
@@ -48,6 +48,8 @@ it('call, stream, pushes, errors, cancel and 1 MB work in Chromium', async () =>
   assert.equal(results.refused.isIgorError, true);
   assert.equal(results.refused.type, 'ConnectionFailed');
   assert.match(results.refused.message, /401/, 'the message names the likely cause');
+  assert.equal(results.wrongToken, 'ConnectionFailed', 'a token given is used, not the one in the address');
+  assert.equal(results.fromHash, 'Hello fragment', 'without a token option the client took #token= from the address');
   assert.equal(results.status, 'open');
   assert.equal(results.hello, 'Hello Chromium');
   assert.equal(results.whoami, 'browser-window');

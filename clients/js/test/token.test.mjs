@@ -54,6 +54,18 @@ describe('token refused', () => {
   });
 });
 
+describe('token from the address (#token=)', () => {
+  it('is not read in Node, even with a location global: only a page has an address', async () => {
+    globalThis.location = { hash: `#token=${TOKEN}`, href: 'http://127.0.0.1/#token=' + TOKEN };
+    try {
+      const { error } = await refusal({});
+      assert.equal(error.code, 401);
+    } finally {
+      delete globalThis.location;
+    }
+  });
+});
+
 describe('token accepted', () => {
   it('as subprotocols igor.v2 + igor.token.T (the default); the server answers igor.v2', async () => {
     const { WebSocket: Tracked, sockets } = trackingWebSocket();

@@ -8,11 +8,20 @@ async function run() {
   const results = { nativeWebSocket: typeof WebSocket === 'function' };
 
   // Without the token the server refuses the handshake; the browser cannot see the 401 itself.
-  const refused = new IgorClient(url);
+  // token: null is "no token"; left out, the client would take the one in location.hash.
+  const refused = new IgorClient(url, { token: null });
   results.refused = await refused.ready.then(
     () => 'connected?!',
     (e) => ({ isIgorError: e instanceof IgorError, type: e.type, code: e.code, message: e.message }),
   );
+  // A token given wins over the one in the address.
+  const wrong = new IgorClient(url, { token: 'wrong' });
+  results.wrongToken = await wrong.ready.then(() => 'connected?!', (e) => e.type);
+
+  // No token option: the client reads #token= from the page's address itself.
+  const fromHash = new IgorClient(url);
+  results.fromHash = await fromHash.call('hello', { name: 'fragment' });
+  fromHash.close();
 
   const igor = new IgorClient(url, { token, clientId: 'browser-window' });
   await igor.ready;
