@@ -4,12 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install -q -e '.[test,freeze]'   # freeze: PyInstaller, for clients/js/test/frozen.test.mjs
-if [ ! -x /usr/bin/chromium ]; then
+python3 -m pip install -q -e '.[test,freeze]'   # freeze: PyInstaller, for igor freeze and the frozen-backend tests
+# Chromium for the browser tests; Xvfb for the one that opens a real window (skipped without it).
+if [ ! -x /usr/bin/chromium ] || ! command -v Xvfb >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-    else
-        echo "The browser tests need Chromium at /usr/bin/chromium: sudo apt-get install chromium" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium xvfb >/dev/null
+    elif [ ! -x /usr/bin/chromium ]; then
+        echo "The browser tests need Chromium at /usr/bin/chromium: sudo apt-get install chromium xvfb" >&2
         exit 1
     fi
 fi
