@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 from types import ModuleType
-from typing import Dict, List, NamedTuple, NoReturn, Optional, Sequence
+from typing import Callable, Dict, List, NamedTuple, NoReturn, Optional, Sequence
 
 from .loader import UsageError, load_api, load_callable, load_process, module_of
 
@@ -118,9 +118,8 @@ def plan(args: argparse.Namespace) -> Plan:
     if args.static is not None and not os.path.isdir(args.static):
         _fail(f"--static {args.static!r} is not a folder")
 
-    import igor
-
-    paths = [_search_folder(igor, "igor")]
+    # The folder holding this igor package: on sys.path it makes igor importable, an editable install too.
+    paths = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
     modules: List[str] = []
     baked: Dict[str, str] = {}  # spec as typed -> spec by import name, which the frozen app can load
     for option, spec in specs:
@@ -150,6 +149,7 @@ import multiprocessing
 import sys
 
 import igor.freeze
+from igor.__main__ import main
 
 # By name, so that PyInstaller's analysis bundles them and all they import, and so that serve finds
 # them already imported, never a file of the same name in the folder the app is started from.
@@ -158,18 +158,20 @@ import igor.freeze
 if __name__ == "__main__":
     # A handler's multiprocessing child re-runs this executable: this makes it do the child's work.
     multiprocessing.freeze_support()
-    sys.exit(igor.freeze.run_frozen({build.serve!r}, {static!r}, {build.modules!r}))
+    sys.exit(igor.freeze.run_frozen(main, {build.serve!r}, {static!r}, {build.modules!r}))
 '''
 
 
-def run_frozen(serve: Sequence[str], static: Optional[str], modules: Sequence[str]) -> int:
+def run_frozen(igor_main: Callable[[List[str]], int], serve: Sequence[str], static: Optional[str],
+               modules: Sequence[str]) -> int:
     """Serve as the entry script was built to, with the command line's options after the baked-in ones.
+
+    ``igor_main`` is :func:`igor.__main__.main`, passed in by the entry script: this module may not
+    import the command line, which dispatches to it.
 
     With only :data:`CHECK_FLAG`, report instead where igor and ``modules``
     were loaded from, as one JSON line, for the build to check.
     """
-    from .__main__ import main as igor_main  # here, not at the top: __main__ dispatches to this module
-
     bundle = getattr(sys, "_MEIPASS", os.path.dirname(os.path.abspath(sys.argv[0])))
     argv = sys.argv[1:]
     if argv == [CHECK_FLAG]:

@@ -25,14 +25,14 @@ import tempfile
 import threading
 import time
 from collections import deque
-from typing import IO, TYPE_CHECKING, Callable, Deque, List, Optional, Sequence, Set
+from typing import IO, Any, Callable, Deque, List, Optional, Sequence, Set
 from urllib.parse import quote
 
 from .exceptions import ConfigError
 from .loader import UsageError
 
-if TYPE_CHECKING:
-    from .server import IgorServer
+# The server is typed Any here: server.py imports this module (for open_window), and the arrows run one way.
+IgorServer = Any
 
 __all__ = ["Window", "BrowserNotFound", "find_browser", "open_window", "page_url"]
 
