@@ -278,7 +278,8 @@ class Processes:
         deliver = getattr(thread, "deliver", None)
         if not callable(deliver):
             return UnknownProcess(f"no process {process_id!r} takes input")
-        if thread.ident is not None and not thread.is_alive() or getattr(thread, "_ended", False):
+        # Ended: its thread is gone, or its run() has returned and the guard is dropping its inbox.
+        if (thread.ident is not None and not thread.is_alive()) or getattr(thread, "_ended", False):
             return UnknownProcess(f"process {process_id!r} has ended")
         if not deliver(client.id, data, cost, client, release):
             return InboxFull(f"process {process_id!r} holds {thread.inbox_size} unread messages from this client")
