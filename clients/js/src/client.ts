@@ -26,7 +26,8 @@ import type {
 import { PushListeners } from './pushes.js';
 import type { IgorStream } from './stream.js';
 import type { ActionName, ActionResult, CallArgs } from './typed.js';
-import { safely, serialise, utf8Length } from './util.js';
+import { safely } from './util.js';
+import { encode } from './binary.js';
 import { tokenFromLocation } from './websocket.js';
 
 
@@ -93,7 +94,10 @@ export class IgorClient<A = any> {
     this._connection = new Connection(url, { ...options, token }, host);
     this._calls = new Calls(this._connection, options.timeout ?? undefined, (error) => this._reportError(error));
     this._pushes = new PushListeners((error) => this._reportError(error));
-    this._exposed = new ExposedFunctions((text) => this._connection.write(text));
+    this._exposed = new ExposedFunctions(
+      (payload) => this._connection.write(payload),
+      () => this._connection.protocol,
+    );
     if (options.autoConnect !== false) this._connection.open();
   }
 
@@ -268,18 +272,31 @@ export class IgorClient<A = any> {
       throw new TypeError(`sendToProcess: the process id must be a non-empty string, got ${JSON.stringify(processId) ?? String(processId)}`);
     }
     const what = `sendToProcess(${JSON.stringify(processId)})`;
-    const text = serialise({ process: processId, data: data === undefined ? null : data }, what);
+    const encoded = encode({ process: processId, data: data === undefined ? null : data }, what);
     if (this._connection.closed) {
       throw new IgorError(`${what}: the client is closed`, 0, 'ConnectionClosed', { cause: this._connection.finalError });
     }
+    const refused = (): IgorError | undefined =>
+      encoded.binary && this._connection.protocol < 3
+        ? new IgorError(`${what}: the server speaks protocol ${this._connection.protocol}, which cannot carry binary data`, 0, 'BinaryUnsupported')
+        : undefined;
     if (this._connection.status === 'open') {
-      this._connection.write(text);
+      const error = refused();
+      if (error) throw error;
+      this._connection.write(encoded.payload);
       return;
     }
-    const size = utf8Length(text);
+    const size = encoded.size;
     const full = this._connection.reserve(size, what);
     if (full) throw full;
-    this._connection.enqueue({ size, send: () => this._connection.write(text) });
+    this._connection.enqueue({
+      size,
+      send: () => {
+        const error = refused();
+        if (error) this._pushes.processError(processId, error);
+        else this._connection.write(encoded.payload);
+      },
+    });
   }
 
   /**

@@ -120,15 +120,15 @@ describe('token placement (no server)', () => {
     );
     client.close();
     assert.equal(made.length, 1);
-    assert.deepEqual(made[0].protocols, ['igor.v2']);
+    assert.deepEqual(made[0].protocols, ['igor.v3', 'igor.v2']);
     assert.equal(new URL(made[0].url).searchParams.get('token'), 'a b/c=d');
   });
 
-  it('offers only igor.v2 without a token', async () => {
+  it('offers only igor.v3 and igor.v2 without a token', async () => {
     const { Fake, made } = recorder();
     const client = new IgorClient('ws://127.0.0.1:1/', { WebSocket: Fake });
     await new Promise((resolve) => setImmediate(resolve));
     client.close();
-    assert.deepEqual(made, [{ url: 'ws://127.0.0.1:1/', protocols: ['igor.v2'] }]);
+    assert.deepEqual(made, [{ url: 'ws://127.0.0.1:1/', protocols: ['igor.v3', 'igor.v2'] }]);
   });
 });
