@@ -25,6 +25,8 @@ import type {
 } from './options.js';
 import { PushListeners } from './pushes.js';
 import type { IgorStream } from './stream.js';
+import { download, upload } from './transfer.js';
+import type { DownloadOptions, DownloadResult, UploadOptions, UploadSource } from './transfer.js';
 import type { ActionName, ActionResult, CallArgs } from './typed.js';
 import { safely } from './util.js';
 import { encode } from './binary.js';
@@ -181,6 +183,58 @@ export class IgorClient<A = any> {
   private _stream<T>(what: string, action: string, data?: unknown, options?: CallOptions): IgorStream<T> {
     checkCallArguments(what, action, options);
     return this._calls.start<T>(action, data, options);
+  }
+
+  /**
+   * Upload `source` into the handler of `action`: the action is called with
+   * `options.data`, then the source follows as its input in chunks (bare
+   * bytes, 1 MiB by default) that the handler reads with `out.receive()`,
+   * iteration, or `out.receive_file(path)`, then the end of input. Chunks are
+   * paced by the server's `read` acknowledgements (protocol 3), so however
+   * slow the handler, its inbox never overflows and the server holds at most
+   * its input window of this upload. Resolves with the handler's result.
+   *
+   * ```ts
+   * const saved = await igor.upload('files.save', input.files[0], {
+   *   data: { name: input.files[0].name },
+   *   onProgress: (done, total) => (bar.value = done / total!),
+   *   signal: controller.signal,
+   * });
+   * ```
+   *
+   * @param source - a Blob or File (read a chunk at a time), an ArrayBuffer or
+   *   view, or an (async) iterable of chunks such as Node's `fs.createReadStream(path)`.
+   * @throws TypeError for a source of another kind; rejects with
+   *   {@link IgorError}: the handler's error, `'Aborted'` (the `signal`; the
+   *   handler is cancelled), `'BinaryUnsupported'` (a protocol 2 server).
+   */
+  async upload<T = unknown>(action: ActionName<A>, source: UploadSource, options: UploadOptions = {}): Promise<T> {
+    checkCallArguments('upload', action, { signal: options.signal, timeout: options.timeout });
+    if (this._connection.status !== 'open') await this._connection.ready;
+    const start = <R>(data: unknown, o: CallOptions): IgorStream<R> => this._calls.start<R>(action, data, o);
+    return upload<T>(start, this._connection.limits, action, source, options);
+  }
+
+  /**
+   * Download what the handler of `action` sends with `out.send_file(path)` or
+   * `out.send_chunks(chunks)`: a `{"transfer": {size, name, type}}` header,
+   * then bare chunks. Resolves with the joined bytes; with `options.onChunk`,
+   * hands each chunk over as it comes instead (memory stays bounded) and
+   * resolves with the header and the bytes received.
+   *
+   * @throws rejects with {@link IgorError}: the handler's error, `'Aborted'`
+   *   (the `signal`), `'ProtocolError'` (a value that is not bytes).
+   */
+  download(action: ActionName<A>, data: unknown, options: DownloadOptions & { onChunk: NonNullable<DownloadOptions['onChunk']> }): Promise<DownloadResult>;
+  download(action: ActionName<A>, data?: unknown, options?: DownloadOptions): Promise<Uint8Array>;
+  download(action: ActionName<A>, data?: unknown, options: DownloadOptions = {}): Promise<Uint8Array | DownloadResult> {
+    try {
+      checkCallArguments('download', action, { signal: options.signal, timeout: options.timeout });
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const start = <R>(d: unknown, o: CallOptions): IgorStream<R> => this._calls.start<R>(action, d, o);
+    return download(start, action, data, options);
   }
 
   /**
