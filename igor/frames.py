@@ -13,6 +13,8 @@ import struct
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
+from .binary import Binary
+
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
 OP_BINARY = 0x2
@@ -68,12 +70,19 @@ def _header(opcode: int, length: int) -> bytes:
     return struct.pack("!BBQ", 0x80 | opcode, 127, length)
 
 
-def text_frame(payload: Union[bytes, Sequence[bytes]]) -> Frame:
-    """A text frame carrying ``payload`` (UTF-8 JSON, whole or in parts), built once however many clients get it.
+def text_frame(payload: Union[bytes, Sequence[bytes], Binary]) -> Frame:
+    """The frame of a message: text for UTF-8 JSON (whole or in parts), binary for a :class:`~igor.binary.Binary`.
 
-    A large payload is not copied: the frame is its header followed by the
-    payload's own parts.
+    Built once however many clients get it. A large payload is not copied:
+    the frame is its header followed by the payload's own parts (for a
+    binary message, the caller's buffers themselves).
     """
+    if type(payload) is Binary:
+        pieces = payload.pieces()
+        size = sum(len(piece) for piece in pieces)
+        if size < _GATHER:
+            return build_frame(OP_BINARY, b"".join(pieces))
+        return (_header(OP_BINARY, size) + pieces[0], *pieces[1:])
     if type(payload) is bytes:
         if len(payload) < _GATHER:
             return build_frame(OP_TEXT, payload)
@@ -194,6 +203,13 @@ class TextMessage:
 
 
 @dataclass(frozen=True)
+class BinaryMessage:
+    """A whole binary message (protocol 3), reassembled and unmasked."""
+
+    payload: bytearray
+
+
+@dataclass(frozen=True)
 class Ping:
     payload: bytes
 
@@ -212,7 +228,7 @@ class Close:
 
 
 #: What :meth:`FrameParser.feed` returns; a :class:`FrameError` comes last, after the events before the fault.
-Event = Union[TextMessage, Ping, Pong, Close, FrameError]
+Event = Union[TextMessage, BinaryMessage, Ping, Pong, Close, FrameError]
 
 _HEADER, _PAYLOAD, _CLOSED = range(3)
 _MAX_HEADER = 14
@@ -234,8 +250,11 @@ class FrameParser:
     across fragment boundaries as each fragment arrives.
     """
 
-    def __init__(self, max_size: int, max_fragments: int = 1024):
+    def __init__(self, max_size: int, max_fragments: int = 1024, binary: bool = False):
         self.max_size = max_size
+        #: Protocol 3 takes binary messages; before it they close the connection with 1003.
+        self.binary = binary
+        self._binary: bytearray = bytearray()
         self.max_fragments = max_fragments
         self._state = _HEADER
         self._head = bytearray()
@@ -407,7 +426,14 @@ class FrameParser:
         start = self._length - self._remaining
         unmask(data, self._mask if not start % 4 else self._mask[start % 4:] + self._mask[:start % 4])
         if self._message_opcode == OP_BINARY:
-            return  # read off the wire, then refused when its frame ends
+            # Kept as it arrives (never allocated from a header's claim); before protocol 3 read off
+            # the wire, then refused when its frame ends.
+            if self.binary:
+                if self._binary:
+                    self._binary += data
+                else:
+                    self._binary = data
+            return
         self._parts.append(self._decode(data))
 
     def _decode(self, data: bytes, final: bool = False) -> str:
@@ -432,10 +458,16 @@ class FrameParser:
         self._state = _CLOSED
         return Close(code, reason)
 
-    def _data_frame_complete(self) -> Optional[TextMessage]:
+    def _data_frame_complete(self) -> Union[TextMessage, BinaryMessage, None]:
         if self._message_opcode == OP_BINARY:
-            # Refused once its first frame has been read off the wire, so the close is not lost in a reset.
-            raise FrameError(CLOSE_UNSUPPORTED_DATA, "binary messages are not supported")
+            if not self.binary:
+                # Refused once its first frame has been read off the wire, so the close is not lost in a reset.
+                raise FrameError(CLOSE_UNSUPPORTED_DATA, "binary messages need protocol 3 (igor.v3)")
+            if not self._fin:
+                return None
+            self._message_opcode = 0
+            payload, self._binary = self._binary, bytearray()
+            return BinaryMessage(payload)
         if not self._fin:
             return None
         self._message_opcode = 0

@@ -25,11 +25,14 @@ __all__ = [
     "Message",
     "MAX_NAME",
     "parse_message",
+    "parse_object",
+    "binary_cost",
     "parsed_cost",
     "sniff_stream_id",
     "sniff_target",
     "short",
     "data_message",
+    "hello_message",
     "error_message",
     "close_message",
     "for_protocol",
@@ -121,6 +124,11 @@ def parse_message(text: str) -> Message:
         raise ProtocolError(str(exc), sniff_stream_id(text)) from None
     except ValueError:
         raise ProtocolError("message is not valid JSON") from None
+    return parse_object(message)
+
+
+def parse_object(message: Any) -> Message:
+    """:func:`parse_message` for a message already decoded: a JSON value, or a binary message's head and values."""
     if not isinstance(message, dict):
         raise ProtocolError("message must be a JSON object")
     if "callId" in message:
@@ -213,6 +221,20 @@ def parsed_cost(text: str) -> int:
     return width * len(text) + _COST_PER_VALUE * (text.count("{") + text.count("[") + text.count(","))
 
 
+def binary_cost(payload: Union[bytes, bytearray, memoryview]) -> int:
+    """:func:`parsed_cost` of a binary message: its values' bytes, and the parsed cost of its head.
+
+    Found from the head's length alone: a head length past the end counts the whole payload as head.
+    """
+    if len(payload) < 4:
+        return len(payload)
+    length = int.from_bytes(payload[:4], "big")
+    if 4 + length > len(payload):
+        return len(payload)  # malformed: refused as such, for what it is
+    head = str(payload[4:4 + length], "utf-8", "replace")
+    return parsed_cost(head) + len(payload) - 4 - length
+
+
 _LEADING_KEY = re.compile(r'\s*\{\s*"(streamId|process)"\s*:\s*(-?[0-9]{1,19}|"[^"\\]{1,256}")\s*[,}]')
 
 
@@ -264,6 +286,12 @@ def for_protocol(message: dict, protocol: int) -> dict:
     if protocol < 2 and "data" not in message:
         return {**message, "data": None}
     return message
+
+
+def hello_message(config: Any) -> bytes:
+    """Protocol 3's first message: the figures of ``config`` (a Config) a client chunks and paces its input by."""
+    return b'{"hello":{"protocol":3,"max_message_size":%d,"inbox_size":%d,"input_window":%d}}' % (
+        config.max_message_size, config.inbox_size, config.input_window)
 
 
 def data_message(stream_id: StreamId, data: Any) -> dict:

@@ -16,7 +16,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, Iterator, List, Optional, Tuple, Union
 
 from .encoding import MessageEncoder, Payload, with_close
-from .exceptions import InputEnded, InputTimeout, StreamCancelled, StreamClosed
+from .exceptions import BinaryUnsupported, InputEnded, InputTimeout, StreamCancelled, StreamClosed
 from .executor import off_loop
 from .frames import Frame, text_frame
 from .protocol import StreamId, close_message, error_message, for_protocol
@@ -66,6 +66,7 @@ class Stream:
         self._input_ready: Optional[threading.Condition] = None
         self._inbox: Deque[Tuple[Any, int]] = deque()
         self._input_ended = False
+        self._taken = 0  # input values the handler has taken, for protocol 3's "read"
         # areceive() calls waiting for input: (their loop, a future to resolve).
         self._waiters: List[Tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
         # Tells the dispatcher how many input bytes were read (or dropped), for its per-client bound.
@@ -96,14 +97,25 @@ class Stream:
     # -- output ---------------------------------------------------------------
 
     def send(self, data: Any = None) -> None:
-        """Send one value to the client (any JSON-serialisable value)."""
+        """Send one value to the client: any JSON value, with binary values (bytes, buffers) anywhere in it.
+
+        Binary goes without a copy: the socket is given the buffer itself,
+        maybe after this returns, so a ``bytearray`` or array once sent must
+        not change (send a fresh one each time, as reading a file does). A client of protocol
+        1 or 2 cannot take binary: the stream then fails with 415
+        :class:`~igor.BinaryUnsupported`, which this raises.
+        """
         self._emit(self._data_payload(data))
 
     def _data_payload(self, data: Any) -> Payload:
         prefix = self._data_prefix
         if prefix is None:
             prefix = self._data_prefix = self._encode.opening(self.stream_id) + b',"data":'
-        return self._encode.data(prefix, data)
+        try:
+            return self._encode.data(prefix, data, self.client.protocol)
+        except BinaryUnsupported as exc:
+            self.fail(exc)  # the client hears why; the handler's send raises
+            raise
 
     def _close_payload(self) -> bytes:
         """``{"streamId":S,"close":true}``, from the opening a stream that sent data has encoded already."""
@@ -231,8 +243,24 @@ class Stream:
                     self._input_ready = threading.Condition(self._input)
                 self._input_ready.wait(remaining)
             value, size = self._inbox.popleft()
+            self._taken += 1
+            taken = self._taken
         self._on_consumed(size)
+        if self.client.protocol >= 3:
+            self._acknowledge(taken, True)
         return value
+
+    def _acknowledge(self, taken: int, wait: Optional[bool]) -> Optional[bool]:
+        """Tell a protocol 3 client how many inputs the handler has taken: ``{"streamId":S,"read":N}``.
+
+        What paces an upload (see docs/protocol.md, "Paced input"). ``wait``
+        as in :meth:`Client.send <igor.registry.Client.send>`: a handler's
+        thread waits for room; the event loop does not.
+        """
+        if self._closed:
+            return True
+        return self.client.send(text_frame(self._encode.opening(self.stream_id) + b',"read":%d}' % taken), wait,
+                                self._cancelled)
 
     def _take_ready(self) -> bool:
         """True if the inbox has a value; raises if none will come. Called with ``_input`` held."""
@@ -342,6 +370,8 @@ class Stream:
             with self._input:
                 if self._take_ready():
                     value, size = self._inbox.popleft()
+                    self._taken += 1
+                    taken = self._taken
                     break
                 waiter = loop.create_future()
                 self._waiters.append((loop, waiter))
@@ -356,6 +386,8 @@ class Stream:
                     if not self._take_ready():
                         raise InputTimeout(f"no input on stream {self.stream_id!r} within {timeout}s")
         self._on_consumed(size)
+        if self.client.protocol >= 3 and self._acknowledge(taken, None) is None:
+            await off_loop(self._acknowledge, taken, True)
         return value
 
     async def asleep(self, seconds: float) -> bool:
