@@ -234,6 +234,10 @@ export async function download(start: StartCall, action: string, data: unknown, 
   let parts: Uint8Array[] = [];
   let joined: Uint8Array | undefined;
   for await (const value of stream) {
+    // Aborted: values that came before the abort may still be queued in the iterator; they are not handed over.
+    if (options.signal?.aborted) {
+      throw new IgorError(`${action}: aborted`, 0, 'Aborted', { streamId: stream.id, action, cause: options.signal.reason });
+    }
     if (first) {
       first = false;
       const header = transferInfo(value);

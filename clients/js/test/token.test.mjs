@@ -67,12 +67,12 @@ describe('token from the address (#token=)', () => {
 });
 
 describe('token accepted', () => {
-  it('as subprotocols igor.v2 + igor.token.T (the default); the server answers igor.v2', async () => {
+  it('as subprotocols igor.v3, igor.v2 + igor.token.T (the default); the server answers igor.v3', async () => {
     const { WebSocket: Tracked, sockets } = trackingWebSocket();
     const client = new IgorClient(server.url, { WebSocket: Tracked, token: TOKEN });
     try {
       assert.equal(await within(5000, client.call('hello', { name: 'Ada' }), 'call'), 'Hello Ada');
-      assert.equal(sockets[0].protocol, 'igor.v2');
+      assert.equal(sockets[0].protocol, 'igor.v3');
       assert.ok(!sockets[0].url.includes('token'), 'token kept out of the URL');
     } finally {
       client.close();
@@ -85,7 +85,7 @@ describe('token accepted', () => {
     try {
       assert.equal(await within(5000, client.call('hello', { name: 'Bo' }), 'call'), 'Hello Bo');
       assert.equal(new URL(sockets[0].url).searchParams.get('token'), TOKEN);
-      assert.equal(sockets[0].protocol, 'igor.v2');
+      assert.equal(sockets[0].protocol, 'igor.v3');
     } finally {
       client.close();
     }
