@@ -35,5 +35,5 @@ export type { ClientErrorType, WireError } from './errors.js';
 export { IgorStream } from './stream.js';
 export type { BinaryInput } from './binary.js';
 export type { DownloadOptions, DownloadResult, TransferInfo, UploadChunk, UploadOptions, UploadSource } from './transfer.js';
-export type { ActionData, ActionName, ActionResult, ActionTypes, ActionValue, BuiltinActions, CallArgs, IsUntyped } from './typed.js';
+export type { ActionData, ActionName, ActionResult, ActionTypes, ActionValue, BuiltinActions, CallArgs, IsUntyped, Sendable } from './typed.js';
 export type { StreamObserver, Unsubscribable } from './stream.js';

@@ -16,6 +16,7 @@
  * @packageDocumentation
  */
 
+import type { BinaryInput } from './binary.js';
 import type { CallOptions } from './options.js';
 
 /** The entry of one action in an `Api`. */
@@ -78,12 +79,19 @@ export type ActionValue<A, K> = K extends keyof BuiltinActions
 export type ActionResult<A, K, T> = IsUntyped<A> extends true ? T : ActionValue<A, K>;
 
 /**
+ * What may be sent where the action's type says `Uint8Array` (Python's
+ * `bytes`): any binary the client takes (a view of any kind, an
+ * ArrayBuffer, a Blob); the handler gets `bytes` all the same.
+ */
+export type Sendable<T> = T extends Uint8Array ? BinaryInput : T extends object ? { [K in keyof T]: Sendable<T[K]> } : T;
+
+/**
  * The arguments after the action name: the data, which may be left out when
  * the action takes `null` (Python's `None`: an `Optional` or unannotated
  * `data`), then the call options.
  */
 export type CallArgs<A, K> = undefined extends ActionData<A, K>
-  ? [data?: ActionData<A, K>, options?: CallOptions]
+  ? [data?: Sendable<ActionData<A, K>>, options?: CallOptions]
   : null extends ActionData<A, K>
-    ? [data?: ActionData<A, K>, options?: CallOptions]
-    : [data: ActionData<A, K>, options?: CallOptions];
+    ? [data?: Sendable<ActionData<A, K>>, options?: CallOptions]
+    : [data: Sendable<ActionData<A, K>>, options?: CallOptions];

@@ -49,3 +49,25 @@ const err = new IgorError('m', 0, 'Timeout');
 const isError: boolean = err instanceof Error && err.code === 0 && err.type === 'Timeout';
 
 export { ready, opened, greeting, iterate, off, offStatus, status, a, b, c, d, e, f, g, h, providers, isError };
+
+// Protocol 3: where a typed action takes `Uint8Array` (Python's bytes), any binary goes;
+// what comes back is a Uint8Array. Uploads and downloads are typed too.
+interface BinaryApi {
+  'files.save': { data: { name: string; body: Uint8Array; parts: Uint8Array[] }; value: { bytes: number; echo: Uint8Array } };
+}
+export async function binary(): Promise<number> {
+  const typedBinary = new IgorClient<BinaryApi>('ws://127.0.0.1:5678');
+  const saved = await typedBinary.call('files.save', {
+    name: 'a', body: new Blob(['x']), parts: [new Uint8Array(1), new ArrayBuffer(2), new DataView(new ArrayBuffer(4), 1, 2)],
+  });
+  const echo: Uint8Array = saved.echo;
+  const stream = igor.stream<number>('x');
+  stream.send(new Float32Array(2));
+  const done: { bytes: number } = await igor.upload<{ bytes: number }>('x', new Blob([]), {
+    data: { name: 'n' }, chunkSize: 1024, onProgress: (d: number, t: number | null) => void [d, t], signal: new AbortController().signal,
+  });
+  const bytes: Uint8Array = await igor.download('x', null, { onProgress: (d, t, info) => void [d, t, info.name] });
+  const streamed = await igor.download('x', null, { onChunk: (chunk: Uint8Array) => void chunk });
+  const received: number = streamed.received;
+  return saved.bytes + echo.length + done.bytes + bytes.length + received;
+}
