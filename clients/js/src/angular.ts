@@ -35,7 +35,9 @@ import type { Observable } from 'rxjs';
 import { IgorClient } from './client.js';
 import type { ConnectionStatus, ExposedFunction, IgorClientOptions, Push } from './options.js';
 import type { ActionName, ActionResult, CallArgs } from './typed.js';
-import { call$, channel$, on$, pushes$, status$, stream$ } from './rxjs.js';
+import { call$, channel$, download$, on$, pushes$, status$, stream$, upload$ } from './rxjs.js';
+import type { TransferEvent } from './rxjs.js';
+import type { DownloadOptions, UploadOptions, UploadSource } from './transfer.js';
 
 /** The configuration of {@link IgorService}: the server URL plus any {@link IgorClientOptions}. */
 export interface IgorConfig extends IgorClientOptions {
@@ -121,6 +123,16 @@ export class IgorService<A = any> implements OnDestroy {
     action: K, input$: Observable<I>, ...args: CallArgs<A, K>
   ): Observable<ActionResult<A, K, T>> {
     return channel$<T, I, A, K>(this.client, action, input$, ...args);
+  }
+
+  /** Upload `source` into `action`'s handler: progress events, then its result; unsubscribing cancels. See {@link upload$}. */
+  upload<R = unknown>(action: string, source: UploadSource, options?: Omit<UploadOptions, 'onProgress' | 'signal'>): Observable<TransferEvent<R>> {
+    return upload$<R>(this.client, action, source, options);
+  }
+
+  /** Download what `action`'s handler sends with `out.send_file`: progress events, then the bytes. See {@link download$}. */
+  download(action: string, data?: unknown, options?: Omit<DownloadOptions, 'onProgress' | 'onChunk' | 'signal'>): Observable<TransferEvent<Uint8Array>> {
+    return download$(this.client, action, data, options);
   }
 
   /** Let Python call `fn` by `name` (`server.call_client`); returns the function that removes it. See {@link IgorClient.expose}. */

@@ -26,6 +26,7 @@ import { takeLast } from 'rxjs/operators';
 
 import type { IgorClient } from './client.js';
 import type { ConnectionStatus, Push, StatusEvent } from './options.js';
+import type { DownloadOptions, UploadOptions, UploadSource } from './transfer.js';
 import type { ActionName, ActionResult, CallArgs } from './typed.js';
 
 /**
@@ -187,5 +188,71 @@ export function status$(client: IgorClient): Observable<ConnectionStatus> {
       subscriber.next(event.status);
       if (event.status === 'closed') subscriber.complete();
     });
+  });
+}
+
+/** What {@link upload$} and {@link download$} emit: progress as it goes, then the result (last, once). */
+export type TransferEvent<R> =
+  | { type: 'progress'; done: number; total: number | null }
+  | { type: 'result'; value: R };
+
+/**
+ * {@link IgorClient.upload} as an Observable: each subscription uploads
+ * `source` once, emitting `{type: 'progress', done, total}` as the handler
+ * reads, then `{type: 'result', value}` (the handler's return) and
+ * completing. Unsubscribing before the end cancels the upload.
+ */
+export function upload$<R = unknown>(
+  client: IgorClient<any>,
+  action: string,
+  source: UploadSource,
+  options: Omit<UploadOptions, 'onProgress' | 'signal'> = {},
+): Observable<TransferEvent<R>> {
+  return new Observable<TransferEvent<R>>((subscriber) => {
+    const controller = new AbortController();
+    client
+      .upload<R>(action, source, {
+        ...options,
+        signal: controller.signal,
+        onProgress: (done, total) => subscriber.next({ type: 'progress', done, total }),
+      })
+      .then(
+        (value) => {
+          subscriber.next({ type: 'result', value });
+          subscriber.complete();
+        },
+        (error: unknown) => subscriber.error(error),
+      );
+    return () => controller.abort();
+  });
+}
+
+/**
+ * {@link IgorClient.download} as an Observable: `{type: 'progress', done,
+ * total}` after each chunk, then `{type: 'result', value}` with the joined
+ * bytes. Unsubscribing before the end cancels the download.
+ */
+export function download$(
+  client: IgorClient<any>,
+  action: string,
+  data?: unknown,
+  options: Omit<DownloadOptions, 'onProgress' | 'onChunk' | 'signal'> = {},
+): Observable<TransferEvent<Uint8Array>> {
+  return new Observable<TransferEvent<Uint8Array>>((subscriber) => {
+    const controller = new AbortController();
+    client
+      .download(action, data, {
+        ...options,
+        signal: controller.signal,
+        onProgress: (done, total) => subscriber.next({ type: 'progress', done, total }),
+      })
+      .then(
+        (value) => {
+          subscriber.next({ type: 'result', value });
+          subscriber.complete();
+        },
+        (error: unknown) => subscriber.error(error),
+      );
+    return () => controller.abort();
   });
 }

@@ -10,7 +10,11 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import WebSocket from 'ws';
 
+import { lastValueFrom } from 'rxjs';
+import { toArray } from 'rxjs/operators';
+
 import { IgorClient } from '../dist/index.js';
+import { download$, upload$ } from '../dist/rxjs.js';
 import { nextPush, startServer, trackingWebSocket, within } from './helpers.mjs';
 
 let server;
@@ -277,6 +281,28 @@ describe('download', () => {
     });
     await assert.rejects(within(5000, download, 'download'), (e) => e.type === 'Aborted');
     assert.equal(chunks, 2);
+  });
+});
+
+describe('RxJS: upload$ and download$', () => {
+  it('emit progress, then the result; unsubscribing cancels', async () => {
+    const events = await lastValueFrom(upload$(igor, 'bin.save', new Uint8Array(3000), { chunkSize: 1000 }).pipe(toArray()));
+    assert.deepEqual(events.map((e) => e.type), ['progress', 'progress', 'progress', 'result']);
+    assert.deepEqual(events[2], { type: 'progress', done: 3000, total: 3000 });
+    assert.equal(events[3].value.bytes, 3000);
+    const down = await lastValueFrom(download$(igor, 'bin.send', { chunk: 10, chunks: 2 }).pipe(toArray()));
+    assert.deepEqual(down.map((e) => e.type), ['progress', 'progress', 'result']);
+    assert.equal(down[2].value.length, 20);
+    // Unsubscribed mid-way: the handler is cancelled (the next call on the same client still works).
+    await new Promise((resolve) => {
+      const subscription = download$(igor, 'bin.send', { chunk: 10, chunks: 1000, delay: 0.01 }).subscribe((e) => {
+        if (e.type === 'progress' && e.done >= 20) {
+          subscription.unsubscribe();
+          resolve();
+        }
+      });
+    });
+    assert.equal(await igor.call('hello', { name: 'rx' }), 'Hello rx');
   });
 });
 
