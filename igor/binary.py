@@ -21,7 +21,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from .exceptions import ProtocolError
 
-__all__ = ["Binary", "MAX_ENTRIES", "is_binary", "as_view", "split", "pack", "unpack", "HEAD_ROOM"]
+__all__ = ["Binary", "MAX_ENTRIES", "is_binary", "as_view", "split", "pack", "unpack", "HEAD_ROOM", "dumps"]
 
 #: The most binary values one message may carry.
 MAX_ENTRIES = 1024
@@ -215,3 +215,35 @@ def _step(container: Any, step: Any, path: list) -> Any:
             and 0 <= step < len(container)):
         return container[step]
     raise ProtocolError(f"binary path {path!r} does not lead to a value in the head")
+
+
+class _HasBinary(Exception):
+    pass
+
+
+def _hook(value: Any) -> Any:
+    if is_binary(value):
+        raise _HasBinary
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+
+def dumps(message: dict) -> Union[str, Binary]:
+    """A client's message: JSON text, or a :class:`Binary` when its ``data`` holds binary values.
+
+    The Python client's encoder: JSON's ``default`` hook meets the first
+    binary value, and only then is the value walked for the others.
+    Raises TypeError for what is neither JSON nor binary.
+    """
+    try:
+        return json.dumps(message, default=_hook)
+    except _HasBinary:
+        data = message.get("data")
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            head, found = None, [(["data"], as_view(data))]
+        else:
+            head, found = split(data, at=["data"])
+        return pack(_json_bytes({**message, "data": head}), found, _json_bytes)

@@ -345,11 +345,14 @@ def call_cancel_message(call_id: int) -> dict:
 # The inverse of parse_message, for the Python client: it builds its messages
 # here, beside the parser, and needs no other server module.
 
-#: The subprotocol a client asks for: protocol 2, where a stream's last value or error may carry its close.
-CLIENT_SUBPROTOCOL = "igor.v2"
+#: The subprotocol a client asks for first: protocol 3, binary values and paced input.
+CLIENT_SUBPROTOCOL = "igor.v3"
+#: Every subprotocol the client offers, best first: a server from before protocol 3 picks igor.v2.
+CLIENT_SUBPROTOCOLS = ("igor.v3", "igor.v2")
 
 __all__ += [
     "CLIENT_SUBPROTOCOL",
+    "CLIENT_SUBPROTOCOLS",
     "client_call_message",
     "client_cancel_message",
     "client_input_message",
