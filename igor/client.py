@@ -109,6 +109,8 @@ class IgorClient:
         self.errors: queue.SimpleQueue[RemoteError] = queue.SimpleQueue()
         self._reader = threading.Thread(target=self._read_loop, name="igor-client-reader", daemon=True)
         self._reader.start()
+        if self.protocol >= 3:
+            self._hello.wait(self.timeout)  # the first message: calls may then rely on it (upload's chunks)
         self.client_id: Union[str, int, None] = None
         #: The latest secret the server gave for :attr:`client_id`: a later
         #: connection presents it (``resume=``) to get the id and its session back.

@@ -140,7 +140,6 @@ def upload(client: IgorClient, action: str, source: Source, data: Any = None, *,
         raise BinaryUnsupported(f"the server speaks protocol {client.protocol}: uploads need igor.v3")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
         raise ValueError(f"chunk_size is a positive number of bytes, not {chunk_size!r}")
-    client._hello.wait(timeout)  # it comes first; a server that sends none gets the defaults below
     hello = client.hello
     chunk_size = min(chunk_size, max(1, int(hello.get("max_message_size", 16 << 20)) - HEAD_ROOM))
     max_unread = max(1, int(hello.get("inbox_size", 100)) // 2)
