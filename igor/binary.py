@@ -227,6 +227,10 @@ def _hook(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+# What json.dumps(message) does, made once: dumps with a default= builds a new encoder each call.
+_CLIENT_JSON = json.JSONEncoder(default=_hook)
+
+
 def _json_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode("utf-8")
 
@@ -239,7 +243,7 @@ def dumps(message: dict) -> Union[str, Binary]:
     Raises TypeError for what is neither JSON nor binary.
     """
     try:
-        return json.dumps(message, default=_hook)
+        return _CLIENT_JSON.encode(message)
     except _HasBinary:
         data = message.get("data")
         if isinstance(data, (bytes, bytearray, memoryview)):
