@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .exceptions import ProtocolError
 
@@ -30,6 +30,7 @@ HEAD_ROOM = 4096
 
 Path = List[Union[str, int]]
 _JSON_SCALARS = (str, int, float, bool, type(None))
+_DATA_PATH: Path = ["data"]
 
 
 class Binary:
@@ -151,7 +152,7 @@ def _refuse_constant(name: str) -> Any:
 _loads = json.JSONDecoder(parse_constant=_refuse_constant).decode
 
 
-def unpack(payload: Union[bytes, bytearray, memoryview], loads: Callable[[str], Any] = _loads) -> dict:
+def unpack(payload: Union[bytes, bytearray, memoryview], loads: Callable[[str], Any] = _loads) -> Dict[str, Any]:
     """The message a binary payload carries, with ``bytes`` put back at each path.
 
     Raises :class:`~igor.ProtocolError` (400) for every malformed payload,
@@ -180,7 +181,7 @@ def unpack(payload: Union[bytes, bytearray, memoryview], loads: Callable[[str], 
     return head
 
 
-def _place(head: dict, view: memoryview, offset: int) -> None:
+def _place(head: Dict[str, Any], view: memoryview, offset: int) -> None:
     entries = head.pop("binary", None)
     if not isinstance(entries, list) or not entries:
         raise ProtocolError('binary message\'s head needs "binary": a non-empty array of {"at", "size"}')
@@ -208,7 +209,7 @@ def _place(head: dict, view: memoryview, offset: int) -> None:
         offset += size
 
 
-def _step(container: Any, step: Any, path: list) -> Any:
+def _step(container: Any, step: Any, path: List[Any]) -> Any:
     if isinstance(container, dict) and isinstance(step, str) and step in container:
         return container[step]
     if (isinstance(container, list) and isinstance(step, int) and not isinstance(step, bool)
@@ -235,7 +236,7 @@ def _json_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode("utf-8")
 
 
-def dumps(message: dict) -> Union[str, Binary]:
+def dumps(message: Dict[str, Any]) -> Union[str, Binary]:
     """A client's message: JSON text, or a :class:`Binary` when its ``data`` holds binary values.
 
     The Python client's encoder: JSON's ``default`` hook meets the first
@@ -247,7 +248,7 @@ def dumps(message: dict) -> Union[str, Binary]:
     except _HasBinary:
         data = message.get("data")
         if isinstance(data, (bytes, bytearray, memoryview)):
-            head, found = None, [(["data"], as_view(data))]
+            head, found = None, [(_DATA_PATH.copy(), as_view(data))]
         else:
             head, found = split(data, at=["data"])
         return pack(_json_bytes({**message, "data": head}), found, _json_bytes)

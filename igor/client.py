@@ -471,12 +471,12 @@ class IgorClient:
         workers.submit(self._answer, call_id, message.get("action"), fn, message.get("data"))
 
     def _answer(self, call_id: Any, action: Any, fn: Optional[Callable[[Any], Any]], data: Any) -> None:
+        answer: Union[Message, str, Binary]
         if fn is None:
             answer = client_reply_error_message(call_id, f"this client exposes no function {action!r}", 404,
                                                 "UnknownAction")
         else:
-            try:
-                # A result that is not JSON (or binary) is the function's error, not the connection's.
+            try:  # a result that is neither JSON nor binary is the function's error, not the connection's
                 answer = self._encode(client_reply_message(call_id, fn(data)))
             except Exception as exc:
                 log.debug("exposed function %r failed", action, exc_info=True)

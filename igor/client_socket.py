@@ -62,9 +62,9 @@ class _BinaryFrame(websocket.ABNF):
 
     def _get_masked(self, mask_key: Union[str, bytes]) -> bytes:
         numpy = _numpy()
-        data = self.data
+        data: Any = self.data
         if not numpy or len(data) < 1 << 16 or not isinstance(mask_key, bytes):
-            return super()._get_masked(mask_key)  # type: ignore[no-any-return]
+            return super()._get_masked(mask_key)
         masked = bytearray(4 + len(data))
         masked[:4] = mask_key
         masked[4:] = data
@@ -84,9 +84,10 @@ def _numpy() -> Any:
     if _numpy_module is None:
         try:
             import numpy
+
+            _numpy_module = numpy
         except ImportError:  # pragma: no cover - depends on the environment
-            numpy = False
-        _numpy_module = numpy
+            _numpy_module = False
     return _numpy_module
 
 
@@ -113,7 +114,7 @@ def connect(url: str, timeout: Optional[float], header: List[str]) -> OneCloseWe
 
 def protocol_of(ws: websocket.WebSocket) -> int:
     """The protocol the server chose: 3 for ``igor.v3``, 2 for ``igor.v2``, 1 for ``igor`` or none."""
-    return {"igor.v3": 3, "igor.v2": 2}.get(ws.getsubprotocol() or "", 1)  # type: ignore[no-untyped-call]
+    return {"igor.v3": 3, "igor.v2": 2}.get(ws.getsubprotocol() or "", 1)
 
 
 def _without_query(url: str) -> str:

@@ -114,10 +114,10 @@ def _chunks(source: Source, chunk_size: int) -> Iterator[bytes]:
             if not chunk:
                 return
             yield chunk
-    for item in source:  # type: ignore[union-attr]
+    for item in source:
         view = memoryview(item).cast("B")
         for start in range(0, len(view), chunk_size):
-            yield view[start:start + chunk_size]  # type: ignore[misc]
+            yield view[start:start + chunk_size]  # type: ignore[misc]  # a view: bytes-like, not bytes
 
 
 def _total(source: Source) -> Optional[int]:
@@ -125,9 +125,10 @@ def _total(source: Source) -> Optional[int]:
         return memoryview(source).nbytes
     if isinstance(source, (str, os.PathLike)):
         return os.path.getsize(source)
+    file: Any = source
     try:
-        fileno, position = source.fileno(), source.tell()  # type: ignore[union-attr]
-        return os.fstat(fileno).st_size - position
+        size: int = os.fstat(file.fileno()).st_size - file.tell()
+        return size
     except (AttributeError, OSError, ValueError):
         return None
 
