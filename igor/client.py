@@ -338,7 +338,7 @@ class IgorClient:
                 raise self._closed_error()
             try:
                 if isinstance(encoded, Binary):
-                    self._ws.send_frame(binary_frame(encoded.joined()))
+                    self._ws.send_frame(binary_frame(*encoded.pieces()))
                 else:
                     self._ws.send(encoded)
             except (websocket.WebSocketException, OSError) as exc:
