@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .exceptions import ProtocolError
 
-__all__ = ["Binary", "MAX_ENTRIES", "is_binary", "as_view", "split", "pack", "unpack", "HEAD_ROOM", "dumps"]
+__all__ = ["Parts", "Binary", "MAX_ENTRIES", "is_binary", "as_view", "split", "pack", "unpack", "HEAD_ROOM", "dumps"]
 
 #: The most binary values one message may carry.
 MAX_ENTRIES = 1024
@@ -152,20 +152,49 @@ def _refuse_constant(name: str) -> Any:
 _loads = json.JSONDecoder(parse_constant=_refuse_constant).decode
 
 
-def unpack(payload: Union[bytes, bytearray, memoryview], loads: Callable[[str], Any] = _loads) -> Dict[str, Any]:
+class Parts:
+    """A binary message as the pieces it arrived in, sliced into ``bytes`` without being joined whole first.
+
+    The server's frame parser keeps a large message as the buffers it read:
+    each value is then copied once, from them into its own ``bytes``.
+    """
+
+    def __init__(self, parts: Sequence[Union[bytes, bytearray]]):
+        self.parts = [memoryview(part) for part in parts if len(part)]
+        self._size = sum(len(part) for part in self.parts)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, index: slice) -> bytes:
+        start, stop, _ = index.indices(self._size)
+        views, offset = [], 0
+        for part in self.parts:
+            if offset >= stop:
+                break
+            end = offset + len(part)
+            if end > start:
+                views.append(part[max(0, start - offset):stop - offset])
+            offset = end
+        return bytes(views[0]) if len(views) == 1 else b"".join(views)
+
+
+Payload = Union[bytes, bytearray, Parts]
+
+
+def unpack(payload: Payload, loads: Callable[[str], Any] = _loads) -> Dict[str, Any]:
     """The message a binary payload carries, with ``bytes`` put back at each path.
 
     Raises :class:`~igor.ProtocolError` (400) for every malformed payload,
     with the ``stream_id`` of the head when it names one.
     """
-    view = memoryview(payload)
-    if len(view) < 4:
+    if len(payload) < 4:
         raise ProtocolError("binary message shorter than its 4-byte head length")
-    (length,) = struct.unpack_from("!I", view, 0)
-    if 4 + length > len(view):
-        raise ProtocolError(f"binary message's head length {length} runs past its end ({len(view)} bytes)")
+    (length,) = struct.unpack("!I", payload[:4])
+    if 4 + length > len(payload):
+        raise ProtocolError(f"binary message's head length {length} runs past its end ({len(payload)} bytes)")
     try:
-        head = loads(str(view[4:4 + length], "utf-8"))  # a UnicodeDecodeError is a ValueError
+        head = loads(str(payload[4:4 + length], "utf-8"))  # a UnicodeDecodeError is a ValueError
     except RecursionError:
         raise ProtocolError("binary message's head is nested too deeply") from None
     except ValueError:
@@ -175,13 +204,13 @@ def unpack(payload: Union[bytes, bytearray, memoryview], loads: Callable[[str], 
     stream_id = head.get("streamId")
     stream_id = stream_id if isinstance(stream_id, (str, int)) and not isinstance(stream_id, bool) else None
     try:
-        _place(head, view, 4 + length)
+        _place(head, payload, 4 + length)
     except ProtocolError as exc:
         raise ProtocolError(str(exc), stream_id) from None
     return head
 
 
-def _place(head: Dict[str, Any], view: memoryview, offset: int) -> None:
+def _place(head: Dict[str, Any], payload: Payload, offset: int) -> None:
     entries = head.pop("binary", None)
     if not isinstance(entries, list) or not entries:
         raise ProtocolError('binary message\'s head needs "binary": a non-empty array of {"at", "size"}')
@@ -193,8 +222,8 @@ def _place(head: Dict[str, Any], view: memoryview, offset: int) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise ProtocolError('each "binary" entry needs "size": a non-negative integer')
         sizes.append(size)
-    if sum(sizes) != len(view) - offset:
-        raise ProtocolError(f"binary sizes add up to {sum(sizes)} bytes, but {len(view) - offset} follow the head")
+    if sum(sizes) != len(payload) - offset:
+        raise ProtocolError(f"binary sizes add up to {sum(sizes)} bytes, but {len(payload) - offset} follow the head")
     for entry, size in zip(entries, sizes):
         path = entry.get("at")
         if not isinstance(path, list) or not path or path[0] != "data":
@@ -205,7 +234,7 @@ def _place(head: Dict[str, Any], view: memoryview, offset: int) -> None:
         last = path[-1]
         if _step(container, last, path) is not None:
             raise ProtocolError(f"binary path {path!r} does not lead to a null (a repeat, or inside another value)")
-        container[last] = bytes(view[offset:offset + size])
+        container[last] = bytes(payload[offset:offset + size])  # a slice of bytes or Parts is bytes: no copy here
         offset += size
 
 

@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
-from .binary import Binary
+from .binary import Binary, Parts
 
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
@@ -206,7 +206,7 @@ class TextMessage:
 class BinaryMessage:
     """A whole binary message (protocol 3), reassembled and unmasked."""
 
-    payload: bytearray
+    payload: Parts
 
 
 @dataclass(frozen=True)
@@ -254,7 +254,7 @@ class FrameParser:
         self.max_size = max_size
         #: Protocol 3 takes binary messages; before it they close the connection with 1003.
         self.binary = binary
-        self._binary: bytearray = bytearray()
+        self._binary: List[bytearray] = []
         self.max_fragments = max_fragments
         self._state = _HEADER
         self._head = bytearray()
@@ -429,10 +429,7 @@ class FrameParser:
             # Kept as it arrives (never allocated from a header's claim); before protocol 3 read off
             # the wire, then refused when its frame ends.
             if self.binary:
-                if self._binary:
-                    self._binary += data
-                else:
-                    self._binary = data
+                self._binary.append(data)  # joined only value by value, each copied once (see Parts)
             return
         self._parts.append(self._decode(data))
 
@@ -466,7 +463,7 @@ class FrameParser:
             if not self._fin:
                 return None
             self._message_opcode = 0
-            payload, self._binary = self._binary, bytearray()
+            payload, self._binary = Parts(self._binary), []
             return BinaryMessage(payload)
         if not self._fin:
             return None

@@ -221,10 +221,11 @@ def parsed_cost(text: str) -> int:
     return width * len(text) + _COST_PER_VALUE * (text.count("{") + text.count("[") + text.count(","))
 
 
-def binary_cost(payload: Union[bytes, bytearray, memoryview]) -> int:
+def binary_cost(payload: Any) -> int:
     """:func:`parsed_cost` of a binary message: its values' bytes, and the parsed cost of its head.
 
-    Found from the head's length alone: a head length past the end counts the whole payload as head.
+    ``payload``: bytes, or the parts the server read it in (:class:`~igor.binary.Parts`). Found from
+    the head's length alone; a malformed one counts its length.
     """
     if len(payload) < 4:
         return len(payload)
