@@ -159,7 +159,7 @@ class Parts:
     each value is then copied once, from them into its own ``bytes``.
     """
 
-    def __init__(self, parts: Sequence[Union[bytes, bytearray]]):
+    def __init__(self, parts: Sequence[Union[bytes, bytearray, memoryview]]):
         self.parts = [memoryview(part) for part in parts if len(part)]
         self._size = sum(len(part) for part in self.parts)
 
