@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .exceptions import ProtocolError
 
-__all__ = ["Binary", "MAX_ENTRIES", "is_binary", "as_view", "split", "pack", "unpack", "HEAD_ROOM"]
+__all__ = ["Parts", "Binary", "MAX_ENTRIES", "is_binary", "as_view", "split", "pack", "unpack", "HEAD_ROOM", "dumps"]
 
 #: The most binary values one message may carry.
 MAX_ENTRIES = 1024
@@ -30,6 +30,7 @@ HEAD_ROOM = 4096
 
 Path = List[Union[str, int]]
 _JSON_SCALARS = (str, int, float, bool, type(None))
+_DATA_PATH: Path = ["data"]
 
 
 class Binary:
@@ -151,20 +152,49 @@ def _refuse_constant(name: str) -> Any:
 _loads = json.JSONDecoder(parse_constant=_refuse_constant).decode
 
 
-def unpack(payload: Union[bytes, bytearray, memoryview], loads: Callable[[str], Any] = _loads) -> dict:
+class Parts:
+    """A binary message as the pieces it arrived in, sliced into ``bytes`` without being joined whole first.
+
+    The server's frame parser keeps a large message as the buffers it read:
+    each value is then copied once, from them into its own ``bytes``.
+    """
+
+    def __init__(self, parts: Sequence[Union[bytes, bytearray, memoryview]]):
+        self.parts = [memoryview(part) for part in parts if len(part)]
+        self._size = sum(len(part) for part in self.parts)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, index: slice) -> bytes:
+        start, stop, _ = index.indices(self._size)
+        views, offset = [], 0
+        for part in self.parts:
+            if offset >= stop:
+                break
+            end = offset + len(part)
+            if end > start:
+                views.append(part[max(0, start - offset):stop - offset])
+            offset = end
+        return bytes(views[0]) if len(views) == 1 else b"".join(views)
+
+
+Payload = Union[bytes, bytearray, Parts]
+
+
+def unpack(payload: Payload, loads: Callable[[str], Any] = _loads) -> Dict[str, Any]:
     """The message a binary payload carries, with ``bytes`` put back at each path.
 
     Raises :class:`~igor.ProtocolError` (400) for every malformed payload,
     with the ``stream_id`` of the head when it names one.
     """
-    view = memoryview(payload)
-    if len(view) < 4:
+    if len(payload) < 4:
         raise ProtocolError("binary message shorter than its 4-byte head length")
-    (length,) = struct.unpack_from("!I", view, 0)
-    if 4 + length > len(view):
-        raise ProtocolError(f"binary message's head length {length} runs past its end ({len(view)} bytes)")
+    (length,) = struct.unpack("!I", payload[:4])
+    if 4 + length > len(payload):
+        raise ProtocolError(f"binary message's head length {length} runs past its end ({len(payload)} bytes)")
     try:
-        head = loads(str(view[4:4 + length], "utf-8"))  # a UnicodeDecodeError is a ValueError
+        head = loads(str(payload[4:4 + length], "utf-8"))  # a UnicodeDecodeError is a ValueError
     except RecursionError:
         raise ProtocolError("binary message's head is nested too deeply") from None
     except ValueError:
@@ -174,13 +204,13 @@ def unpack(payload: Union[bytes, bytearray, memoryview], loads: Callable[[str], 
     stream_id = head.get("streamId")
     stream_id = stream_id if isinstance(stream_id, (str, int)) and not isinstance(stream_id, bool) else None
     try:
-        _place(head, view, 4 + length)
+        _place(head, payload, 4 + length)
     except ProtocolError as exc:
         raise ProtocolError(str(exc), stream_id) from None
     return head
 
 
-def _place(head: dict, view: memoryview, offset: int) -> None:
+def _place(head: Dict[str, Any], payload: Payload, offset: int) -> None:
     entries = head.pop("binary", None)
     if not isinstance(entries, list) or not entries:
         raise ProtocolError('binary message\'s head needs "binary": a non-empty array of {"at", "size"}')
@@ -192,8 +222,8 @@ def _place(head: dict, view: memoryview, offset: int) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise ProtocolError('each "binary" entry needs "size": a non-negative integer')
         sizes.append(size)
-    if sum(sizes) != len(view) - offset:
-        raise ProtocolError(f"binary sizes add up to {sum(sizes)} bytes, but {len(view) - offset} follow the head")
+    if sum(sizes) != len(payload) - offset:
+        raise ProtocolError(f"binary sizes add up to {sum(sizes)} bytes, but {len(payload) - offset} follow the head")
     for entry, size in zip(entries, sizes):
         path = entry.get("at")
         if not isinstance(path, list) or not path or path[0] != "data":
@@ -204,14 +234,50 @@ def _place(head: dict, view: memoryview, offset: int) -> None:
         last = path[-1]
         if _step(container, last, path) is not None:
             raise ProtocolError(f"binary path {path!r} does not lead to a null (a repeat, or inside another value)")
-        container[last] = bytes(view[offset:offset + size])
+        container[last] = bytes(payload[offset:offset + size])  # a slice of bytes or Parts is bytes: no copy here
         offset += size
 
 
-def _step(container: Any, step: Any, path: list) -> Any:
+def _step(container: Any, step: Any, path: List[Any]) -> Any:
     if isinstance(container, dict) and isinstance(step, str) and step in container:
         return container[step]
     if (isinstance(container, list) and isinstance(step, int) and not isinstance(step, bool)
             and 0 <= step < len(container)):
         return container[step]
     raise ProtocolError(f"binary path {path!r} does not lead to a value in the head")
+
+
+class _HasBinary(Exception):
+    pass
+
+
+def _hook(value: Any) -> Any:
+    if is_binary(value):
+        raise _HasBinary
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# What json.dumps(message) does, made once: dumps with a default= builds a new encoder each call.
+_CLIENT_JSON = json.JSONEncoder(default=_hook)
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+
+def dumps(message: Dict[str, Any]) -> Union[str, Binary]:
+    """A client's message: JSON text, or a :class:`Binary` when its ``data`` holds binary values.
+
+    The Python client's encoder: JSON's ``default`` hook meets the first
+    binary value, and only then is the value walked for the others.
+    Raises TypeError for what is neither JSON nor binary.
+    """
+    try:
+        return _CLIENT_JSON.encode(message)
+    except _HasBinary:
+        data = message.get("data")
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            head, found = None, [(_DATA_PATH.copy(), as_view(data))]
+        else:
+            head, found = split(data, at=["data"])
+        return pack(_json_bytes({**message, "data": head}), found, _json_bytes)

@@ -142,7 +142,7 @@ class Dispatcher:
     def received(self, client: Client, text: str) -> None:
         self._handle(client, text, parsed_cost(text), parse_message)
 
-    def received_binary(self, client: Client, payload: bytearray) -> None:
+    def received_binary(self, client: Client, payload: Any) -> None:
         """A protocol 3 binary message: its head and values (see igor.binary), parsed like a text one."""
         self._handle(client, payload, binary_cost(payload), _parse_binary)
 
@@ -417,10 +417,10 @@ class Dispatcher:
             self._send(client, close_message(stream_id))
 
 
-def _parse_binary(payload: bytearray) -> Any:
+def _parse_binary(payload: Any) -> Any:
     return parse_object(unpack(payload))
 
 
-def _head_text(payload: bytearray) -> str:
+def _head_text(payload: Any) -> str:
     """The start of a binary message's head, for sniff_target: the head is JSON too."""
     return str(payload[4:404], "utf-8", "replace")

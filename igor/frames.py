@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
-from .binary import Binary
+from .binary import Binary, Parts
 
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
@@ -139,6 +139,21 @@ def unmask(buffer: bytearray, mask: bytes) -> None:
         buffer[index] ^= mask[index % 4]
 
 
+def unmasked(chunk: memoryview, mask: bytes) -> Union[bytearray, memoryview]:
+    """:func:`unmask` into a new buffer: for a large chunk with numpy, one XOR pass from ``chunk`` (no copy first)."""
+    numpy = _load_numpy() if len(chunk) >= _NUMPY_THRESHOLD else False
+    if not numpy:
+        data = bytearray(chunk)
+        unmask(data, mask)
+        return data
+    whole, out = len(chunk) - len(chunk) % 4, numpy.empty(len(chunk), dtype=numpy.uint8)
+    numpy.bitwise_xor(numpy.frombuffer(chunk, dtype=numpy.uint32, count=whole // 4),
+                      numpy.frombuffer(mask, dtype=numpy.uint32)[0], out=out[:whole].view(numpy.uint32))
+    for index in range(whole, len(chunk)):
+        out[index] = chunk[index] ^ mask[index % 4]
+    return memoryview(out)
+
+
 def unmask_translate(buffer: bytearray, mask: bytes) -> None:
     """:func:`unmask` with the standard library only.
 
@@ -206,7 +221,7 @@ class TextMessage:
 class BinaryMessage:
     """A whole binary message (protocol 3), reassembled and unmasked."""
 
-    payload: bytearray
+    payload: Parts
 
 
 @dataclass(frozen=True)
@@ -254,7 +269,7 @@ class FrameParser:
         self.max_size = max_size
         #: Protocol 3 takes binary messages; before it they close the connection with 1003.
         self.binary = binary
-        self._binary: bytearray = bytearray()
+        self._binary: List[Union[bytearray, memoryview]] = []
         self.max_fragments = max_fragments
         self._state = _HEADER
         self._head = bytearray()
@@ -422,18 +437,14 @@ class FrameParser:
 
     def _data(self, chunk: memoryview) -> None:
         """Unmask and decode the part of a data frame's payload that has arrived."""
-        data = bytearray(chunk)
         start = self._length - self._remaining
-        unmask(data, self._mask if not start % 4 else self._mask[start % 4:] + self._mask[:start % 4])
+        mask = self._mask if not start % 4 else self._mask[start % 4:] + self._mask[:start % 4]
         if self._message_opcode == OP_BINARY:
-            # Kept as it arrives (never allocated from a header's claim); before protocol 3 read off
-            # the wire, then refused when its frame ends.
-            if self.binary:
-                if self._binary:
-                    self._binary += data
-                else:
-                    self._binary = data
-            return
+            if self.binary:  # kept as it arrives, then copied once value by value (see Parts)
+                self._binary.append(unmasked(chunk, mask))
+            return  # before protocol 3: read off the wire, then refused when its frame ends
+        data = bytearray(chunk)
+        unmask(data, mask)
         self._parts.append(self._decode(data))
 
     def _decode(self, data: bytes, final: bool = False) -> str:
@@ -466,7 +477,7 @@ class FrameParser:
             if not self._fin:
                 return None
             self._message_opcode = 0
-            payload, self._binary = self._binary, bytearray()
+            payload, self._binary = Parts(self._binary), []
             return BinaryMessage(payload)
         if not self._fin:
             return None

@@ -221,10 +221,11 @@ def parsed_cost(text: str) -> int:
     return width * len(text) + _COST_PER_VALUE * (text.count("{") + text.count("[") + text.count(","))
 
 
-def binary_cost(payload: Union[bytes, bytearray, memoryview]) -> int:
+def binary_cost(payload: Any) -> int:
     """:func:`parsed_cost` of a binary message: its values' bytes, and the parsed cost of its head.
 
-    Found from the head's length alone: a head length past the end counts the whole payload as head.
+    ``payload``: bytes, or the parts the server read it in (:class:`~igor.binary.Parts`). Found from
+    the head's length alone; a malformed one counts its length.
     """
     if len(payload) < 4:
         return len(payload)
@@ -345,11 +346,14 @@ def call_cancel_message(call_id: int) -> dict:
 # The inverse of parse_message, for the Python client: it builds its messages
 # here, beside the parser, and needs no other server module.
 
-#: The subprotocol a client asks for: protocol 2, where a stream's last value or error may carry its close.
-CLIENT_SUBPROTOCOL = "igor.v2"
+#: The subprotocol a client asks for first: protocol 3, binary values and paced input.
+CLIENT_SUBPROTOCOL = "igor.v3"
+#: Every subprotocol the client offers, best first: a server from before protocol 3 picks igor.v2.
+CLIENT_SUBPROTOCOLS = ("igor.v3", "igor.v2")
 
 __all__ += [
     "CLIENT_SUBPROTOCOL",
+    "CLIENT_SUBPROTOCOLS",
     "client_call_message",
     "client_cancel_message",
     "client_input_message",

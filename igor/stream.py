@@ -13,13 +13,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, Iterator, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, Iterable, Iterator, List, Optional, Tuple, Union
 
+from . import transfer
 from .encoding import MessageEncoder, Payload, with_close
 from .exceptions import BinaryUnsupported, InputEnded, InputTimeout, StreamCancelled, StreamClosed
 from .executor import off_loop
 from .frames import Frame, text_frame
 from .protocol import StreamId, close_message, error_message, for_protocol
+from .transfer import CHUNK_SIZE, FileLike
 
 if TYPE_CHECKING:
     import asyncio
@@ -140,6 +142,27 @@ class Stream:
             if self._closed:
                 return
             self._finish(self._close_payload())
+
+    # -- transfers (igor.transfer): a download's header and chunks, an upload into a file --
+
+    def send_file(self, source: FileLike, chunk_size: int = CHUNK_SIZE, name: Optional[str] = None,
+                  type: Optional[str] = None) -> int:
+        """Send a file (a path or a binary file object) in chunks, then close; returns the bytes sent.
+
+        First ``{"transfer": {"size", "name", "type"}}`` (from the file unless given), then each chunk
+        as bare binary: the clients' ``download`` helpers show progress from it. Memory stays bounded
+        whatever the size: each send waits for room in the client's outbox.
+        """
+        return transfer.send_file(self, source, chunk_size, name, type)
+
+    def send_chunks(self, chunks: Iterable[Any], size: Optional[int] = None, name: Optional[str] = None,
+                    type: Optional[str] = None) -> int:
+        """:meth:`send_file` for any iterable of bytes-like chunks (``size``: their total, if known)."""
+        return transfer.send_chunks(self, chunks, size, name, type)
+
+    def receive_file(self, target: FileLike, timeout: Optional[float] = None) -> int:
+        """Write each chunk the client uploads (bytes input, until it ends) to ``target``; returns the count."""
+        return transfer.receive_file(self, target, timeout)
 
     def cancel(self) -> None:
         """The client cancelled or left: stop the handler and send the close at once."""
