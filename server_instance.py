@@ -17,6 +17,7 @@ import logging
 import os
 import queue
 import sys
+import tempfile
 import threading
 from typing import Dict, Iterator, List, Optional, TypedDict, Union
 
@@ -77,6 +78,28 @@ class NotifyRequest(TypedDict, total=False):
     delay: float
 
 
+class PictureRequest(TypedDict, total=False):
+    width: int
+    height: int
+    seed: int
+
+
+class Picture(TypedDict):
+    width: int
+    height: int
+    seed: int
+    pixels: bytes  # RGBA, row by row: what a canvas's putImageData takes
+
+
+class UploadInfo(TypedDict, total=False):
+    name: str
+
+
+class Saved(TypedDict):
+    name: str
+    bytes: int
+
+
 class Me(TypedDict):
     client_id: Union[str, int, None]
     calls: int
@@ -127,6 +150,42 @@ def live_text(out, data: None, **kwargs) -> Iterator[LiveText]:
         last = str(text)[:10_000]
         yield {"words": len(last.split()), "chars": len(last), "upper": last.upper()}
     yield {"words": len(last.split()), "chars": len(last), "upper": last.upper(), "final": True}
+
+
+def make_picture(out, data: Optional[PictureRequest], **kwargs) -> Picture:
+    """An RGBA gradient made with pure Python bytes, sent as binary (no base64, no image format).
+
+    Pixel (x, y) is (x * 255 // (w - 1), y * 255 // (h - 1), seed * 40 % 256, 255): the page
+    draws it with putImageData, and the end-to-end test checks pixels against this formula.
+    """
+    data = data or {}
+    width = int(data.get("width", 256))
+    height = int(data.get("height", 128))
+    seed = int(data.get("seed", 0))
+    if not (2 <= width <= 2048 and 2 <= height <= 2048):
+        raise ValueError("width and height must be 2..2048")
+    blue = seed * 40 % 256
+    reds = [x * 255 // (width - 1) for x in range(width)]
+    pixels = bytearray()
+    for y in range(height):
+        green = y * 255 // (height - 1)
+        pixels += bytes(value for red in reds for value in (red, green, blue, 255))
+    return {"width": width, "height": height, "seed": seed, "pixels": bytes(pixels)}
+
+
+UPLOAD_DIR = tempfile.mkdtemp(prefix="igor-demo-uploads-")
+
+
+def save_upload(out, data: Optional[UploadInfo], **kwargs) -> Saved:
+    """Saves the bytes the page uploads (igor.upload) into a temp folder and counts them.
+
+    The page's chunks are paced by the server's read acknowledgements, so a
+    large file never fills this handler's inbox, however slow the disk.
+    """
+    name = os.path.basename(str((data or {}).get("name") or "upload.bin"))[:100] or "upload.bin"
+    with tempfile.NamedTemporaryFile(dir=UPLOAD_DIR, prefix="upload-", suffix="-" + name, delete=False) as target:
+        size = out.receive_file(target)
+    return {"name": name, "bytes": size}
 
 
 def _events(scope):
@@ -183,6 +242,8 @@ def shutdown(out, data: None, **kwargs) -> None:
 API = {
     "hello": hello,
     "jobs": {"run": run_job},
+    "picture": {"make": make_picture},
+    "files": {"upload": save_upload},
     "text": {"live": live_text},
     "events": {"list": list_events, "create": create_event, "remove": remove_event},
     "notify": {"me": notify_me},

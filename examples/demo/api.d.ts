@@ -19,6 +19,28 @@ export interface JobStep {
   stopped?: string;
 }
 
+export interface PictureRequest {
+  width?: number;
+  height?: number;
+  seed?: number;
+}
+
+export interface Picture {
+  width: number;
+  height: number;
+  seed: number;
+  pixels: Uint8Array;
+}
+
+export interface UploadInfo {
+  name?: string;
+}
+
+export interface Saved {
+  name: string;
+  bytes: number;
+}
+
 export interface LiveText {
   words: number;
   chars: number;
@@ -58,6 +80,10 @@ export interface Api {
   'hello': { data: Greeting | null; value: string };
   /** A long job: one progress value per step, until done or cancelled. */
   'jobs.run': { data: JobOptions | null; value: JobStep };
+  /** An RGBA gradient made with pure Python bytes, sent as binary (no base64, no image format). */
+  'picture.make': { data: PictureRequest | null; value: Picture };
+  /** Saves the bytes the page uploads (igor.upload) into a temp folder and counts them. */
+  'files.upload': { data: UploadInfo | null; value: Saved };
   /** Reads the text as the user types it (one input per change) and answers each with its statistics. */
   'text.live': { data: null; value: LiveText };
   'events.list': { data: null; value: EventItem[] };

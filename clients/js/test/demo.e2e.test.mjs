@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, copyFile, stat } from 'node:fs/promises';
+import { mkdtemp, copyFile, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -74,8 +74,15 @@ test('the demo app works end to end in Chromium', { timeout: 120_000 }, async (t
   const context_ = () => `\nbrowser problems:\n${problems.join('\n')}\nserver output:\n${serverLog}`;
 
   // What the page sends on its WebSocket, to see the typing go into one open call.
+  // Binary frames (protocol 3) are counted apart: their bytes are no JSON.
   const framesSent = [];
-  page.on('websocket', (ws) => ws.on('framesent', ({ payload }) => framesSent.push(JSON.parse(String(payload)))));
+  let binaryFramesSent = 0;
+  page.on('websocket', (ws) =>
+    ws.on('framesent', ({ payload }) => {
+      if (typeof payload === 'string') framesSent.push(JSON.parse(payload));
+      else binaryFramesSent++;
+    }),
+  );
 
   const shotDir = await mkdtemp(path.join(tmpdir(), 'igor-demo-e2e-'));
   const byId = (id) => page.getByTestId(id);
@@ -191,6 +198,52 @@ test('the demo app works end to end in Chromium', { timeout: 120_000 }, async (t
     await byId('error-box').waitFor({ state: 'visible' });
     assert.equal(await byId('error-message').textContent(), 'This action fails on purpose');
     assert.match(await byId('error-detail').textContent(), /ValueError/);
+
+    // A picture made in Python, sent as bytes, drawn with putImageData: every pixel as Python made it.
+    const expectedPixel = (x, y, w, h, seed) => [Math.floor((x * 255) / (w - 1)), Math.floor((y * 255) / (h - 1)), (seed * 40) % 256, 255];
+    const canvasCheck = async (seed) => {
+      await page.waitForSelector(`[data-testid="picture-canvas"][data-seed="${seed}"]`);
+      return page.evaluate(() => {
+        const canvas = document.querySelector('[data-testid="picture-canvas"]');
+        const { data, width, height } = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+        return { width, height, pixels: Array.from(data) };
+      });
+    };
+    for (const seed of [0, 1]) {
+      if (seed > 0) await byId('picture-make').click();
+      const { width, height, pixels } = await canvasCheck(seed);
+      assert.ok(pixels.some((v, i) => i % 4 !== 3 && v !== 0), 'the canvas is not blank');
+      let mismatches = 0;
+      for (let y = 0; y < height; y++) {
+        for (let x = 0; x < width; x++) {
+          const at = (y * width + x) * 4;
+          const want = expectedPixel(x, y, width, height, seed);
+          if (want.some((v, k) => pixels[at + k] !== v)) mismatches++;
+        }
+      }
+      assert.equal(mismatches, 0, `every pixel of the ${width}x${height} canvas is what Python made (seed ${seed})`);
+      assert.equal(await byId('picture-info').textContent(), `${width}×${height}, ${width * height * 4} bytes, seed ${seed}`);
+    }
+
+    // A file picked in the page, uploaded in paced chunks with a progress bar, into a handler that counts its bytes.
+    const uploadFile = path.join(shotDir, 'picked.bin');
+    const uploadSize = 3 * 1024 * 1024 + 12345;
+    await writeFile(uploadFile, Buffer.alloc(uploadSize, 0x5a));
+    const binaryBefore = binaryFramesSent;
+    const percents = [];
+    await page.exposeFunction('notePercent', (p) => percents.push(p));
+    await page.evaluate(() => {
+      const target = document.querySelector('[data-testid="upload-progress"]');
+      new MutationObserver(() => window.notePercent(Number(target.getAttribute('aria-valuenow')))).observe(target, { attributes: true });
+    });
+    await byId('upload-input').setInputFiles(uploadFile);
+    await page.waitForSelector('[data-testid="upload-status"][data-state="done"]');
+    assert.equal(await byId('upload-percent').textContent(), '100%');
+    assert.equal(await byId('upload-progress').getAttribute('aria-valuenow'), '100');
+    assert.equal(Number(await byId('upload-status').getAttribute('data-bytes')), uploadSize, "the handler's byte count is the file's size");
+    assert.equal(await byId('upload-status').textContent(), `Saved picked.bin: ${uploadSize} bytes`);
+    assert.ok(binaryFramesSent - binaryBefore >= 4, `the file went as binary chunks (${binaryFramesSent - binaryBefore} frames)`);
+    assert.ok(percents.some((p) => p > 0 && p < 100), `the bar showed progress on the way: ${percents.join(', ')}`);
 
     // The server-side session of this window counts its whoami calls.
     assert.equal(await byId('session-client-id').textContent(), clientId);
