@@ -239,6 +239,12 @@ describe('upload', () => {
     assert.equal(await igor.call('hello', { name: 'after' }), 'Hello after');
   });
 
+  it("into the server's out.receive_file: its count and content match", async () => {
+    const bytes = new Uint8Array(2 * 1024 * 1024 + 3).map((_, i) => (i * 31) & 0xff);
+    const result = await igor.upload('bin.receive', new Blob([bytes]));
+    assert.deepEqual(result, { bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') });
+  });
+
   it('refuses a source that is not bytes', async () => {
     await assert.rejects(igor.upload('bin.save', { not: 'bytes' }), TypeError);
     await assert.rejects(igor.upload('bin.save', [1, 2]), TypeError);
@@ -268,6 +274,16 @@ describe('download', () => {
     });
     assert.deepEqual(result, { size: 300, name: 'pattern.bin', type: 'application/octet-stream', received: 300 });
     assert.deepEqual(seen, [100, 100, 100]);
+  });
+
+  it("the server's out.send_file: name, type and size from the header, every byte", async () => {
+    const progress = [];
+    const bytes = await within(10000, igor.download('bin.file', { size: 250000, chunk: 65536 }, { onProgress: (done, total, info) => progress.push([done, total, info]) }), 'download');
+    assert.deepEqual(bytes, pattern(250000));
+    assert.deepEqual(progress.map((p) => p[0]), [65536, 131072, 196608, 250000]);
+    assert.equal(progress[0][1], 250000);
+    assert.equal(progress[0][2].type, 'application/x-test');
+    assert.match(progress[0][2].name, /\.bin$/);
   });
 
   it('cancel with an AbortSignal: rejects Aborted', async () => {

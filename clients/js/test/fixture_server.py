@@ -222,6 +222,23 @@ def bin_send(out, data):
             return
 
 
+def bin_file(out, data):
+    """out.send_file of a temp file of data['size'] bytes (byte i is i % 251), in data['chunk']-byte chunks."""
+    size = int(data['size'])
+    with tempfile.NamedTemporaryFile(suffix='.bin') as handle:
+        handle.write(bytes(i % 251 for i in range(size)))
+        handle.flush()
+        out.send_file(handle.name, chunk_size=int(data.get('chunk', 1024 * 1024)), type='application/x-test')
+
+
+def bin_receive(out, data):
+    """out.receive_file into a temp file: returns the byte count and the file's sha256."""
+    with tempfile.TemporaryFile() as handle:
+        count = out.receive_file(handle)
+        handle.seek(0)
+        return {'bytes': count, 'sha256': hashlib.sha256(handle.read()).hexdigest()}
+
+
 def pid(out, data):
     out.send(os.getpid())
 
@@ -329,7 +346,7 @@ API = flatten({
     'session': {'set': session_set, 'get': session_get},
     'clients': {'wait_gone': wait_gone},
     'bin': {'shape': bin_shape, 'make': bin_make, 'yield': bin_yield, 'inputs': bin_inputs, 'save': bin_save,
-            'send': bin_send},
+            'send': bin_send, 'file': bin_file, 'receive': bin_receive},
     'pid': pid,
     'rss': rss,
 })
