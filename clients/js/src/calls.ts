@@ -186,11 +186,18 @@ export class Calls implements StreamOwner {
     (entry.input ??= []).push(encoded);
   }
 
-  /** The error for binary on a connection whose protocol cannot carry it (2 or 1), if it is so. */
+  /** The error for a message the server would refuse: binary under protocol 2 or 1, or past its message size. */
   private _binaryRefused(entry: Entry, encoded: Encoded): IgorError | undefined {
     const protocol = this._connection.protocol;
-    if (!encoded.binary || protocol >= 3) return undefined;
     const { id: streamId, action } = entry.stream;
+    // Only a protocol 3 server tells its limit; one message past it would close the connection.
+    const limit = this._connection.limits.maxMessageSize;
+    if (protocol >= 3 && encoded.size > limit) {
+      return new IgorError(
+        `${action}: a message of ${encoded.size} bytes is more than the server reads (max_message_size ${limit}); send large data in chunks (igor.upload)`,
+        0, 'MessageTooBig', { streamId, action });
+    }
+    if (!encoded.binary || protocol >= 3) return undefined;
     return new IgorError(
       `${action}: the server speaks protocol ${protocol}, which cannot carry binary data (it needs an Igor server with protocol 3)`,
       0, 'BinaryUnsupported', { streamId, action });

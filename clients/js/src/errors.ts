@@ -39,6 +39,8 @@ export type ClientErrorType =
   | 'ProtocolError'
   /** Binary data on a connection whose server speaks protocol 2 or 1, which cannot carry it. */
   | 'BinaryUnsupported'
+  /** A call or its input is larger than the server's `max_message_size` (from its hello): nothing was sent. */
+  | 'MessageTooBig'
   /** A Blob in a message could not be read (it was not sent); the message is told to `onError`. */
   | 'BlobUnreadable'
   /** `launch()` of `igor-client/node` failed: the error is a `LaunchError`, whose `reason` says how. */

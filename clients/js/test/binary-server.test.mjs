@@ -322,6 +322,18 @@ describe('RxJS: upload$ and download$', () => {
   });
 });
 
+describe('limits', () => {
+  it('a message past max_message_size fails its call at once (MessageTooBig); the connection stays up', async () => {
+    const big = new Uint8Array(16 * 1024 * 1024 + 1);
+    await assert.rejects(igor.call('echo', big), (e) => e.type === 'MessageTooBig' && /max_message_size/.test(e.message));
+    const stream = igor.stream('bin.inputs');
+    assert.throws(() => stream.send({ big }), (e) => e.type === 'MessageTooBig');
+    stream.end();
+    for await (const value of stream) assert.deepEqual(value, { inputs: 0 });
+    assert.equal(await igor.call('hello', { name: 'still' }), 'Hello still');
+  });
+});
+
 describe('a protocol 2 client', () => {
   class V2Only extends WebSocket {
     constructor(url, protocols) {
