@@ -96,10 +96,7 @@ export class IgorClient<A = any> {
     this._connection = new Connection(url, { ...options, token }, host);
     this._calls = new Calls(this._connection, options.timeout ?? undefined, (error) => this._reportError(error));
     this._pushes = new PushListeners((error) => this._reportError(error));
-    this._exposed = new ExposedFunctions(
-      (payload) => this._connection.write(payload),
-      () => this._connection.protocol,
-    );
+    this._exposed = new ExposedFunctions((payload) => this._connection.write(payload), this._connection);
     if (options.autoConnect !== false) this._connection.open();
   }
 
@@ -330,10 +327,15 @@ export class IgorClient<A = any> {
     if (this._connection.closed) {
       throw new IgorError(`${what}: the client is closed`, 0, 'ConnectionClosed', { cause: this._connection.finalError });
     }
-    const refused = (): IgorError | undefined =>
-      encoded.binary && this._connection.protocol < 3
-        ? new IgorError(`${what}: the server speaks protocol ${this._connection.protocol}, which cannot carry binary data`, 0, 'BinaryUnsupported')
+    const refused = (): IgorError | undefined => {
+      const { protocol, limits } = this._connection;
+      if (protocol >= 3 && encoded.size > limits.maxMessageSize) {
+        return new IgorError(`${what}: ${encoded.size} bytes is more than the server reads (max_message_size ${limits.maxMessageSize})`, 0, 'MessageTooBig');
+      }
+      return encoded.binary && protocol < 3
+        ? new IgorError(`${what}: the server speaks protocol ${protocol}, which cannot carry binary data`, 0, 'BinaryUnsupported')
         : undefined;
+    };
     if (this._connection.status === 'open') {
       const error = refused();
       if (error) throw error;

@@ -28,11 +28,11 @@ export class ExposedFunctions {
 
   /**
    * @param _write - sends one message on the current connection (dropped when there is none).
-   * @param _protocol - the current connection's protocol: binary answers need 3.
+   * @param _server - the current connection's protocol (binary answers need 3) and the server's message size.
    */
   constructor(
     private readonly _write: (payload: Payload) => void,
-    private readonly _protocol: () => number,
+    private readonly _server: { readonly protocol: number; readonly limits: { maxMessageSize: number } },
   ) {}
 
   /** Expose `fn` as `name`, replacing what was exposed as `name` (as the Python client does). */
@@ -74,8 +74,12 @@ export class ExposedFunctions {
       let payload: Payload;
       try {
         const encoded = encode({ callId, ...message }, `the answer of ${JSON.stringify(action)}`);
-        if (encoded.binary && this._protocol() < 3) {
-          throw new TypeError(`the answer of ${JSON.stringify(action)} holds binary data, which protocol ${this._protocol()} cannot carry`);
+        const { protocol, limits } = this._server;
+        if (encoded.binary && protocol < 3) {
+          throw new TypeError(`the answer of ${JSON.stringify(action)} holds binary data, which protocol ${protocol} cannot carry`);
+        }
+        if (protocol >= 3 && encoded.size > limits.maxMessageSize) {
+          throw new TypeError(`the answer of ${JSON.stringify(action)} is ${encoded.size} bytes, more than the server reads (max_message_size ${limits.maxMessageSize})`);
         }
         payload = encoded.payload;
       } catch (error) {

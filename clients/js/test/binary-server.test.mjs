@@ -330,6 +330,16 @@ describe('limits', () => {
     assert.throws(() => stream.send({ big }), (e) => e.type === 'MessageTooBig');
     stream.end();
     for await (const value of stream) assert.deepEqual(value, { inputs: 0 });
+    assert.throws(() => igor.sendToProcess('inbox', big), (e) => e.type === 'MessageTooBig');
+    // An exposed function's answer past the limit reaches Python as an error, not as a closed connection.
+    const unexpose = igor.expose('huge', () => big);
+    try {
+      const answer = await igor.call('ask_client', { name: 'huge' });
+      assert.equal(answer.raised, 'RemoteError');
+      assert.match(answer.message, /max_message_size/);
+    } finally {
+      unexpose();
+    }
     assert.equal(await igor.call('hello', { name: 'still' }), 'Hello still');
   });
 });
