@@ -6,8 +6,9 @@ It uses every feature of the library: plain calls, a streaming job that can
 be cancelled and that asks the window to confirm a step (a call from Python
 into the page), a handler reading the user's typing as it streams in, shared
 state in ``scope``, per-client ``session``, a process broadcasting to
-everyone, a process sending to one client id, errors, and a ``shutdown``
-action. The page lives in examples/demo/.
+everyone, a process sending to one client id, errors, binary (a picture made
+in Python and drawn in a canvas, a file uploaded from the page in paced
+chunks), and a ``shutdown`` action. The page lives in examples/demo/.
 """
 
 from __future__ import annotations
