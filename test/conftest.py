@@ -11,6 +11,8 @@ from igor import IgorClient, IgorServer, flatten
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from ready_process import ready_processes  # noqa: E402,F401 - a fixture every test module may use
+
 
 def pytest_configure(config):
     # Long runs carry it so they can be picked out (-m slow); CI runs them all the same.
