@@ -242,19 +242,23 @@ class IgorServer:
         self.shutdown()
 
     def open_window(self, path: str = "/", browser: Optional[str] = None, args: Sequence[str] = ()) -> Window:
-        """Show the ``static_dir`` page at ``path`` in a browser window; shut down with code 0 once it closes.
+        """Show the ``static_dir`` page at ``path`` in a browser window; shut down once it closes.
 
         The window is a Chromium, Chrome or Edge app-mode window (no tabs, no
         address bar) with a throwaway profile and the token in the URL's
         fragment; ``browser`` names the executable, ``args`` are more flags
         for it. Starts the server unless started. What ends the server is the
         browser process ending (the window closed, the browser killed), never
-        a page reload. Returns the :class:`igor.window.Window`; raises
-        :class:`igor.window.BrowserNotFound` when there is no browser.
+        a page reload. The exit code is 0 when the window was closed or the
+        browser killed, 1 when the browser failed (it exited with an error
+        code: no display, a bad flag; its last lines are logged). Returns the
+        :class:`igor.window.Window`; raises :class:`igor.window.BrowserNotFound`
+        when there is no browser. On Linux the window also closes when the
+        backend is killed outright (SIGKILL).
         """
         from .window import open_server_window  # a browser is only looked for by those who open a window
 
-        return open_server_window(self, path, browser, args, on_close=lambda code: self.shutdown(0))
+        return open_server_window(self, path, browser, args, on_close=lambda code: self.shutdown(1 if code > 0 else 0))
 
     # -- life cycle ---------------------------------------------------------
 
