@@ -9,7 +9,6 @@ the backend recorded.
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -192,23 +191,6 @@ def test_app_exits_0_when_the_window_closes(app):
     assert started.exits_within(2.0) == 0, "".join(started.stderr)
     assert any("browser ended (exit code 0)" in line for line in started.stderr), "".join(started.stderr)
     assert not os.path.exists(started.profile)
-
-
-@pytest.fixture(scope="module")
-def display():
-    """A display of Xvfb's own (-displayfd picks a free number), for a real window."""
-    if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb is not installed (apt-get install -y xvfb)")
-    read, write = os.pipe()
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-nolisten", "tcp", "-screen", "0", "1024x768x24"],
-                            pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(write)
-    with os.fdopen(read) as numbers:
-        number = numbers.readline().strip()  # written once the display accepts clients
-    assert number, "Xvfb did not start"
-    yield f":{number}"
-    xvfb.terminate()
-    xvfb.wait(5)
 
 
 @needs_browser
