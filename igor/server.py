@@ -126,11 +126,12 @@ class IgorServer:
         return self._transport is not None and not self._stopped.is_set()
 
     def stats(self) -> Dict[str, int]:
-        """What the server holds now: connections, pending handshakes, open streams, handler threads, client data."""
+        """What the server holds now: connections, handshakes, files being sent, streams, threads, client data."""
         pending, connections = self._transport.counts() if self._transport is not None else (0, 0)
         return {
             "connections": connections,
             "pending_handshakes": pending,
+            "file_answers": self._transport.file_answers() if self._transport is not None else 0,
             "open_streams": sum(self.dispatcher.open_streams(client) for client in self.registry.clients()),
             "worker_threads": self.dispatcher.threads(),
             "busy_workers": self.dispatcher.busy_threads(),

@@ -245,6 +245,11 @@ class IgorTransport(websocket_server.WebsocketServer):
         with self._lock:
             return len(self._pending), len(self._connections)
 
+    def file_answers(self) -> int:
+        """Plain HTTP answers whose file is being sent."""
+        with self._lock:
+            return len(self._transfers)
+
     def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down") -> None:
         """Close every connection and admit no new one."""
         with self._lock:

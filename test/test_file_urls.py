@@ -419,9 +419,9 @@ def test_a_peer_that_stops_reading_is_cut_off(start_server, tree):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     with sock:
         sock.sendall(f"GET {target(server.file_url(big))} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-        wait_for(lambda: server._transport._transfers, message="the answer to start")
+        wait_for(lambda: server.stats()["file_answers"], message="the answer to start")
         assert server.stats()["pending_handshakes"] == 0  # it left the handshake table for the transfers
-        wait_for(lambda: not server._transport._transfers, timeout=5, message="the stalled answer to be cut")
+        wait_for(lambda: not server.stats()["file_answers"], timeout=5, message="the stalled answer to be cut")
 
 
 def test_file_answers_in_flight_are_capped(start_server, tree):
@@ -430,9 +430,9 @@ def test_file_answers_in_flight_are_capped(start_server, tree):
     path = target(server.file_url(big))
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as stalled:
         stalled.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-        wait_for(lambda: server._transport._transfers, message="the first answer to start")
+        wait_for(lambda: server.stats()["file_answers"], message="the first answer to start")
         assert fetch(server.port, target(server.file_url(tree / "root" / "a.png")))[0] == 503
-    wait_for(lambda: not server._transport._transfers, message="the closed answer to end")
+    wait_for(lambda: not server.stats()["file_answers"], message="the closed answer to end")
     assert fetch(server.port, target(server.file_url(tree / "root" / "a.png")))[2] == PNG
 
 
@@ -441,7 +441,7 @@ def test_shutdown_ends_answers_in_flight(start_server, tree):
     server = start_server(config={"file_roots": [tree / "root"]})
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as stalled:
         stalled.sendall(f"GET {target(server.file_url(big))} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-        wait_for(lambda: server._transport._transfers, message="the answer to start")
+        wait_for(lambda: server.stats()["file_answers"], message="the answer to start")
         started = time.monotonic()
         assert server.shutdown()
         assert time.monotonic() - started < server.config.shutdown_timeout + 0.5
