@@ -71,13 +71,14 @@ class FileUrls:
             raise TypeError(f"file_url() needs a path (str or os.PathLike), got {type(path).__name__}")
         real = os.path.realpath(os.fspath(path))
         if not os.path.exists(real):
-            raise FileNotFoundError(f"no such file: {os.fspath(path)!r}")
+            raise FileNotFoundError(f"no such file: {os.fspath(path)!r} (file_roots: {list(self.roots)})")
         index = next((i for i, root in enumerate(self.roots) if os.path.commonpath([root, real]) == root), None)
         if index is None:
             raise ValueError(f"{os.fspath(path)!r} is not under any of the file_roots {list(self.roots)} "
                              f"(it resolves to {real!r})")
         if not os.path.isfile(real):
-            raise ValueError(f"{os.fspath(path)!r} is not a regular file: only files can be given a URL")
+            raise ValueError(f"{os.fspath(path)!r} is not a regular file: only files under the file_roots "
+                             f"{list(self.roots)} can be given a URL")
         parts = [os.fsencode(part) for part in os.path.relpath(real, self.roots[index]).split(os.sep)]
         if any(b"\\" in part for part in parts):
             raise ValueError(f"{os.fspath(path)!r} has a backslash in a name, which a file URL cannot carry")
