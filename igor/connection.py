@@ -25,7 +25,6 @@ import threading
 import time
 from typing import Any, List, Optional, Protocol
 
-from . import static
 from .config import Config
 from .frames import (
     CLOSE_INTERNAL_ERROR,
@@ -47,6 +46,7 @@ from .frames import (
 from .handshake import (
     SUBPROTOCOL_V2,
     HandshakeError,
+    Request,
     SecurityPolicy,
     chosen_subprotocol,
     http_response,
@@ -97,6 +97,9 @@ class Transport(Protocol):
 
     def request_line_arrived(self, sock: socket.socket) -> None:
         """The first line of the opening request is in: the handshake is no longer slow to start."""
+
+    def answer_http(self, sock: socket.socket, request: Request) -> None:
+        """Answer a plain HTTP request (no upgrade) whose Host has been checked."""
 
     def admit(self, connection: Connection) -> None:
         """Count an upgraded connection in, or raise the :class:`~igor.handshake.HandshakeError` refusing it."""
@@ -204,9 +207,7 @@ class Connection:
             request = parse_request(lines)
             if not request.is_upgrade:
                 transport.policy.check_host(request)
-                status, response = static.respond(transport.config.static_dir, request)
-                log.info("HTTP %s %s -> %d", request.method, request.path, status)
-                self.sock.sendall(response)
+                transport.answer_http(self.sock, request)
                 return None
             transport.policy.check_websocket(request)
             self.client = Client(self, self.address, request.path, request.query, request.headers)
