@@ -56,7 +56,7 @@ def _kind(command):
 
 @pytest.fixture
 def shell(tmp_path):
-    """Runs the guide's commands in an empty folder, with ``python`` this Python and ``$IGOR`` a copy of this checkout's JS client."""
+    """Runs the guide's commands in an empty folder: ``python`` is this Python, ``$IGOR`` holds this JS client."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "python").symlink_to(sys.executable)
