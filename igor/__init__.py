@@ -15,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Any, List
 
 from .exceptions import (
+    BinaryUnsupported,
     CallTimeout,
     ClientIdTaken,
     ConfigError,
@@ -79,6 +80,7 @@ __all__ = [
     "TooManyStreams",
     "InboxFull",
     "OverBudget",
+    "BinaryUnsupported",
     "UnknownStream",
     "UnknownProcess",
     "UnknownCall",

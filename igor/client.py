@@ -12,15 +12,13 @@ to a small pool of worker threads; calls block the calling thread only::
 
 from __future__ import annotations
 
-import enum
 import itertools
 import json
 import logging
-import math
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, Final, List, Literal, Optional, Set, Union
+from typing import Any, Callable, Dict, List, Optional, Set, Union
 
 try:
     import websocket
@@ -28,9 +26,12 @@ except ImportError as exc:  # the optional "client" extra is not installed
     raise ImportError("igor's Python client needs websocket-client: pip install 'igor[client]'",
                       name=exc.name) from exc
 
-from .client_socket import CLOSE_NO_FRAME, close_status, connect
+from . import client_transfer
+from .binary import Binary, dumps, unpack
+from .client_socket import CLOSE_NO_FRAME, binary_frame, close_status, connect, protocol_of
 from .client_stream import CLOSED, ClientStream
-from .exceptions import ConnectionClosed, RemoteError
+from .client_support import DEFAULT, Listener, Observer, Timeout, remote_error, safely, seconds
+from .exceptions import BinaryUnsupported, ConnectionClosed, RemoteError
 from .protocol import (
     client_call_message,
     client_introduce_data,
@@ -43,19 +44,8 @@ __all__ = ["IgorClient", "ClientStream", "DEFAULT", "Timeout"]
 
 log = logging.getLogger("igor.client")
 
-Listener = Callable[[Any], None]
 Message = Dict[str, Any]
 
-
-class _Default(enum.Enum):
-    DEFAULT = "DEFAULT"
-
-
-#: ``timeout=DEFAULT`` means the client's own timeout, as leaving the argument
-#: out does; for code that passes a timeout on, since None means no timeout.
-DEFAULT: Final = _Default.DEFAULT
-#: A call's timeout: seconds, None or ``float('inf')`` for none, or :data:`DEFAULT`.
-Timeout = Union[float, None, Literal[_Default.DEFAULT]]
 
 # How long close() waits for the server to answer its close frame before it
 # cuts the socket anyway.
@@ -64,18 +54,6 @@ CLOSE_ANSWER_TIMEOUT = 3.0
 # its own thread, never the reader, and a server cannot make the client spawn
 # a thread per call.
 EXPOSED_WORKERS = 8
-
-
-class _Observer:
-    """One :meth:`IgorClient.on` registration."""
-
-    __slots__ = ("next", "error", "complete")
-
-    def __init__(self, next: Optional[Listener], error: Optional[Callable[[RemoteError], None]],
-                 complete: Optional[Callable[[], None]]):
-        self.next = next
-        self.error = error
-        self.complete = complete
 
 
 class IgorClient:
@@ -109,9 +87,14 @@ class IgorClient:
             header.append(f"Authorization: Bearer {token}")
         self._ws = connect(url, self.timeout, header)
         self._ws.settimeout(None)
+        #: The protocol the server chose: 3 carries binary values (bytes anywhere in a message), 2 does not.
+        self.protocol = protocol_of(self._ws)
+        #: The server's hello (protocol 3): ``max_message_size``, ``inbox_size``, ``input_window``.
+        self.hello: Dict[str, Any] = {}
+        self._hello = threading.Event()
         self._ids = itertools.count(1)
         self._streams: Dict[int, ClientStream] = {}
-        self._listeners: Dict[Optional[str], List[_Observer]] = {}
+        self._listeners: Dict[Optional[str], List[Observer]] = {}
         self._exposed: Dict[str, Callable[[Any], Any]] = {}
         self._server_calls: Set[Any] = set()  # callIds the server still waits for
         self._workers: Optional[ThreadPoolExecutor] = None
@@ -126,6 +109,8 @@ class IgorClient:
         self.errors: queue.SimpleQueue[RemoteError] = queue.SimpleQueue()
         self._reader = threading.Thread(target=self._read_loop, name="igor-client-reader", daemon=True)
         self._reader.start()
+        if self.protocol >= 3:
+            self._hello.wait(self.timeout)  # the first message: calls may then rely on it (upload's chunks)
         self.client_id: Union[str, int, None] = None
         #: The latest secret the server gave for :attr:`client_id`: a later
         #: connection presents it (``resume=``) to get the id and its session back.
@@ -146,7 +131,7 @@ class IgorClient:
 
     @timeout.setter
     def timeout(self, value: Optional[float]) -> None:
-        self._timeout = _seconds(value)
+        self._timeout = seconds(value)
 
     def stream(self, action: str, data: Any = None, timeout: Timeout = DEFAULT) -> ClientStream:
         """Start ``action`` and return its values as a :class:`ClientStream`.
@@ -168,8 +153,35 @@ class IgorClient:
             result = value
         return result
 
+    def upload(self, action: str, source: client_transfer.Source, data: Any = None, *,
+               chunk_size: int = client_transfer.CHUNK_SIZE, on_progress: Optional[client_transfer.Progress] = None,
+               cancel: Optional[threading.Event] = None, size: Optional[int] = None,
+               timeout: Timeout = DEFAULT) -> Any:
+        """Call ``action`` with ``data``, send it ``source`` (bytes-like, a path, a binary file, an iterable of bytes).
+
+        Chunks of ``chunk_size`` go as bare binary input (the handler reads
+        them with ``out.receive()`` or ``out.receive_file()``), paced by its
+        reads: no 429 however slow it is. ``on_progress(done, total)`` gets
+        the bytes it has read; setting ``cancel`` (a ``threading.Event``)
+        cancels the call and raises :class:`~igor.StreamCancelled`. Returns
+        what the handler returns. Needs protocol 3 (else :class:`~igor.BinaryUnsupported`).
+        """
+        return client_transfer.upload(self, action, source, data, chunk_size=chunk_size, on_progress=on_progress,
+                                      cancel=cancel, size=size, timeout=self._timeout_of(timeout))
+
+    def download(self, action: str, data: Any = None, *, to: Any = None,
+                 on_progress: Optional[client_transfer.Progress] = None, cancel: Optional[threading.Event] = None,
+                 timeout: Timeout = DEFAULT) -> Union[bytes, int]:
+        """Call ``action`` (a handler using ``out.send_file`` or ``out.send_chunks``) and collect its bytes.
+
+        Returns them joined, or writes them to ``to`` (a path or binary file) and returns
+        the count. ``on_progress(done, total)`` after each chunk; ``cancel`` as for :meth:`upload`.
+        """
+        return client_transfer.download(self, action, data, to=to, on_progress=on_progress, cancel=cancel,
+                                        timeout=self._timeout_of(timeout))
+
     def _timeout_of(self, timeout: Timeout) -> Optional[float]:
-        return self._timeout if timeout is DEFAULT else _seconds(timeout)
+        return self._timeout if timeout is DEFAULT else seconds(timeout)
 
     def introduce_self(self, client_id: Union[str, int], resume: Optional[str] = None) -> None:
         """Take ``client_id`` as this connection's id, and its parked session.
@@ -216,7 +228,7 @@ class IgorClient:
         """
         if listener is None and error is None and complete is None:
             raise TypeError("on() needs a listener, error= or complete=")
-        observer = _Observer(listener, error, complete)
+        observer = Observer(listener, error, complete)
         with self._lock:
             self._listeners.setdefault(name, []).append(observer)
 
@@ -287,7 +299,7 @@ class IgorClient:
 
     def wait_closed(self, timeout: Optional[float] = None) -> bool:
         """Wait until the connection has ended; False if ``timeout`` passed first."""
-        return self._closed.wait(_seconds(timeout))
+        return self._closed.wait(seconds(timeout))
 
     def __enter__(self) -> IgorClient:
         return self
@@ -311,12 +323,24 @@ class IgorClient:
         return stream
 
     def _send(self, message: Message) -> None:
-        text = json.dumps(message)
+        self._write(self._encode(message))
+
+    def _encode(self, message: Message) -> Union[str, Binary]:
+        encoded = dumps(message)
+        if isinstance(encoded, Binary) and self.protocol < 3:
+            raise BinaryUnsupported(f"the server speaks protocol {self.protocol}, which cannot carry binary "
+                                    "data (a server of this version offers igor.v3)")
+        return encoded
+
+    def _write(self, encoded: Union[str, Binary]) -> None:
         with self._send_lock:
             if self._closed.is_set():
                 raise self._closed_error()
             try:
-                self._ws.send(text)
+                if isinstance(encoded, Binary):
+                    self._ws.send_frame(binary_frame(*encoded.pieces()))
+                else:
+                    self._ws.send(encoded)
             except (websocket.WebSocketException, OSError) as exc:
                 # The reader may not have seen the end yet: without its close frame, the drop is all we know.
                 code = CLOSE_NO_FRAME if self.close_code is None else self.close_code
@@ -337,7 +361,9 @@ class IgorClient:
                     break
                 if opcode == websocket.ABNF.OPCODE_TEXT:
                     self._dispatch(json.loads(payload.decode("utf-8")))
-        except (websocket.WebSocketException, OSError, ValueError) as exc:
+                elif opcode == websocket.ABNF.OPCODE_BINARY:
+                    self._dispatch(unpack(payload))
+        except (websocket.WebSocketException, OSError, ValueError) as exc:  # a ProtocolError too
             log.debug("reader stopped: %s", exc)
         finally:
             if self.close_code is None:
@@ -364,6 +390,10 @@ class IgorClient:
             self._ws.shutdown()  # type: ignore[no-untyped-call]
 
     def _dispatch(self, message: Message) -> None:
+        if "hello" in message:
+            self.hello = message["hello"] if isinstance(message["hello"], dict) else {}
+            self._hello.set()
+            return
         if "callId" in message:
             self._server_call(message)
             return
@@ -373,14 +403,17 @@ class IgorClient:
             return
         if "process" in message:  # the answer to send_to_process: only errors come back
             if "error" in message:
-                self._process_error(message["process"], _remote_error(message))
+                self._process_error(message["process"], remote_error(message))
             return
         with self._lock:
             stream = self._streams.get(stream_id) if isinstance(stream_id, int) else None
         if stream is not None:
+            if "read" in message:
+                stream._on_read(message["read"])
+                return
             if "error" in message:
                 stream._answered = True
-                stream._deliver(_remote_error(message))
+                stream._deliver(remote_error(message))
                 return
             if "data" in message:
                 stream._deliver(message["data"])
@@ -391,16 +424,16 @@ class IgorClient:
             # Process ids are strings and this client's stream ids integers,
             # so a string id is a process's failure or end.
             if "error" in message:
-                self._process_error(stream_id, _remote_error(message))
+                self._process_error(stream_id, remote_error(message))
             elif message.get("close"):
                 for observer in self._observers(stream_id, None):
                     if observer.complete is not None:
-                        _safely(observer.complete)
+                        safely(observer.complete)
         elif "error" in message and stream_id is None:
-            self.errors.put(_remote_error(message))
+            self.errors.put(remote_error(message))
         # Anything else is a late answer on a stream this client already ended.
 
-    def _observers(self, *names: Optional[str]) -> List[_Observer]:
+    def _observers(self, *names: Optional[str]) -> List[Observer]:
         with self._lock:
             # dict.fromkeys: a push whose action is its process id counts once
             return [o for name in dict.fromkeys(names) for o in self._listeners.get(name, ())]
@@ -409,16 +442,16 @@ class IgorClient:
         names = [message["action"]] + ([process_id] if isinstance(process_id, str) else [])
         for observer in self._observers(*names):
             if observer.next is not None:
-                _safely(observer.next, message.get("data"))
+                safely(observer.next, message.get("data"))
         for observer in self._observers(None):
             if observer.next is not None:
-                _safely(observer.next, message)
+                safely(observer.next, message)
 
     def _process_error(self, process_id: str, error: RemoteError) -> None:
         self.errors.put(error)
         for observer in self._observers(process_id, None):
             if observer.error is not None:
-                _safely(observer.error, error)
+                safely(observer.error, error)
 
     def _server_call(self, message: Message) -> None:
         call_id = message["callId"]
@@ -438,13 +471,13 @@ class IgorClient:
         workers.submit(self._answer, call_id, message.get("action"), fn, message.get("data"))
 
     def _answer(self, call_id: Any, action: Any, fn: Optional[Callable[[Any], Any]], data: Any) -> None:
+        answer: Union[Message, str, Binary]
         if fn is None:
             answer = client_reply_error_message(call_id, f"this client exposes no function {action!r}", 404,
                                                 "UnknownAction")
         else:
-            try:
-                answer = client_reply_message(call_id, fn(data))
-                json.dumps(answer)  # a result that is not JSON is the function's error, not the connection's
+            try:  # a result that is neither JSON nor binary is the function's error, not the connection's
+                answer = self._encode(client_reply_message(call_id, fn(data)))
             except Exception as exc:
                 log.debug("exposed function %r failed", action, exc_info=True)
                 answer = client_reply_error_message(call_id, str(exc) or type(exc).__name__, 500, type(exc).__name__)
@@ -453,7 +486,7 @@ class IgorClient:
                 return  # the server stopped waiting (timeout): it wants no answer
             self._server_calls.discard(call_id)
         try:
-            self._send(answer)
+            self._write(dumps(answer) if isinstance(answer, dict) else answer)
         except ConnectionClosed:
             pass
 
@@ -465,30 +498,3 @@ class IgorClient:
             self._server_calls.clear()
         for stream in streams:
             stream._deliver(error)
-
-
-def _seconds(timeout: Any) -> Optional[float]:
-    """A timeout as the standard library takes it: None for no timeout, which infinity means too.
-
-    Infinity would overflow the lock waits underneath, and a negative or NaN
-    timeout is a mistake better raised here than as an odd error later.
-    """
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"a timeout is a number of seconds or None, not {timeout!r}")
-    if math.isnan(timeout) or timeout < 0:
-        raise ValueError(f"a timeout is a number of seconds at least 0, or None, not {timeout!r}")
-    return None if math.isinf(timeout) else float(timeout)
-
-
-def _remote_error(message: Message) -> RemoteError:
-    return RemoteError(message["error"], message.get("code", 500), message.get("type", "Error"),
-                       message.get("traceback"))
-
-
-def _safely(fn: Callable[..., None], *args: Any) -> None:
-    try:
-        fn(*args)
-    except Exception:
-        log.exception("listener %r failed", fn)

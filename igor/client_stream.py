@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import queue
 import time
-from typing import Any, Dict, Iterator, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Protocol
 
 from .exceptions import CallTimeout, ConnectionClosed, StreamClosed
 from .protocol import client_cancel_message, client_end_message, client_input_message
+
+if TYPE_CHECKING:
+    from .client_transfer import Pacer
 
 __all__ = ["ClientStream", "StreamOwner", "CLOSED"]
 
@@ -54,6 +57,8 @@ class ClientStream:
         # ``whole``: the timeout bounds the whole stream (call()), not each gap.
         self._deadline = time.monotonic() + timeout if whole and timeout is not None else None
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        #: An upload's bookkeeping of the server's ``read`` acknowledgements (see igor.client_transfer).
+        self._pacer: Optional[Pacer] = None
 
     def __iter__(self) -> Iterator[Any]:
         try:
@@ -134,3 +139,10 @@ class ClientStream:
 
     def _deliver(self, item: Any) -> None:
         self._inbox.put(item)
+        if self._pacer is not None:
+            self._pacer.wake()  # an upload waiting for reads learns the stream has ended
+
+    def _on_read(self, count: Any) -> None:
+        """The server's ``{"streamId": S, "read": N}``: ignored unless an upload paces this stream."""
+        if self._pacer is not None:
+            self._pacer.on_read(count)

@@ -137,6 +137,15 @@ class Config:
         if self.file_server_config is not None:
             object.__setattr__(self, "file_server_config", _file_server_settings(self.file_server_config))
 
+    @property
+    def input_window(self) -> int:
+        """Bytes of unread input a protocol 3 client keeps in flight on one stream (told in the hello).
+
+        A sixteenth of ``max_client_memory`` (4 MiB by default), so that a
+        paced upload leaves the rest of the client's budget to its other calls.
+        """
+        return max(1, self.max_client_memory // 16)
+
     @classmethod
     def from_mapping(cls, config: Union[Mapping[str, Any], Config, None] = None, **overrides: Any) -> Config:
         """A Config from a dict (the original Igor's form) and/or keywords; keywords win.

@@ -32,6 +32,7 @@ from .frames import (
     CLOSE_POLICY_VIOLATION,
     OP_PING,
     OP_PONG,
+    BinaryMessage,
     Close,
     Event,
     Frame,
@@ -42,19 +43,20 @@ from .frames import (
     build_close,
     build_frame,
     frame_size,
+    text_frame,
 )
 from .handshake import (
-    SUBPROTOCOL_V2,
     HandshakeError,
     Request,
     SecurityPolicy,
-    chosen_subprotocol,
+    chosen_protocol,
     http_response,
     parse_request,
     split_head,
     switching_protocols,
 )
 from .outbox import Chunk, Outbox
+from .protocol import hello_message
 from .registry import Client
 
 __all__ = ["Connection", "Receiver", "Transport", "CLOSE_HANDSHAKE_TIMEOUT"]
@@ -79,6 +81,8 @@ class Receiver(Protocol):
     def connected(self, client: Client) -> None: ...
 
     def received(self, client: Client, text: str) -> None: ...
+
+    def received_binary(self, client: Client, payload: Any) -> None: ...
 
     def disconnected(self, client: Client) -> None: ...
 
@@ -211,8 +215,7 @@ class Connection:
                 return None
             transport.policy.check_websocket(request)
             self.client = Client(self, self.address, request.path, request.query, request.headers)
-            if chosen_subprotocol(request) == SUBPROTOCOL_V2:
-                self.client.protocol = 2
+            self.client.protocol = chosen_protocol(request)
             transport.admit(self)
         except HandshakeError as exc:
             log.warning("refused handshake from %s: %d %s", self.address, exc.status, exc.reason)
@@ -222,6 +225,9 @@ class Connection:
         # Nagle's algorithm and delayed ACKs would add about 40 ms to every two-frame reply.
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.sendall(switching_protocols(request))
+        if self.client.protocol >= 3:
+            # Before anything else can be sent: the client is not in the registry yet.
+            self.sock.sendall(text_frame(hello_message(transport.config)))
         return bytes(rest)
 
     def _send_quietly(self, data: bytes) -> None:
@@ -233,7 +239,7 @@ class Connection:
     # -- reading ------------------------------------------------------------
 
     def _read_loop(self, rest: bytes) -> None:
-        parser = FrameParser(self._transport.config.max_message_size)
+        parser = FrameParser(self._transport.config.max_message_size, binary=self.client.protocol >= 3)
         received = self._transport.receiver.received
         events = parser.feed(rest)
         size = _RECV_IDLE
@@ -268,6 +274,9 @@ class Connection:
             raise event
         if isinstance(event, Ping):
             self._send_pong(build_frame(OP_PONG, event.payload))
+        elif isinstance(event, BinaryMessage) and not self._closing:
+            self.spoke = True
+            self._transport.receiver.received_binary(self.client, event.payload)
         elif isinstance(event, Close):
             self.close(CLOSE_NORMAL if event.code is None else event.code, "")
             return False

@@ -31,9 +31,11 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional
 
 from .api import Handler
+from .binary import unpack
 from .config import CALL_TIMEOUT, Config
 from .encoding import MessageEncoder, make_encoder
 from .exceptions import (
+    BinaryUnsupported,
     CallTimeout,
     ConfigError,
     ConnectionClosed,
@@ -60,6 +62,7 @@ from .protocol import (
     Input,
     ProcessInput,
     Reply,
+    binary_cost,
     call_cancel_message,
     call_message,
     close_message,
@@ -68,6 +71,7 @@ from .protocol import (
     for_protocol,
     is_valid_id,
     parse_message,
+    parse_object,
     parsed_cost,
     short,
     sniff_target,
@@ -136,16 +140,22 @@ class Dispatcher:
         log.info("client %r left", client.id)
 
     def received(self, client: Client, text: str) -> None:
+        self._handle(client, text, parsed_cost(text), parse_message)
+
+    def received_binary(self, client: Client, payload: Any) -> None:
+        """A protocol 3 binary message: its head and values (see igor.binary), parsed like a text one."""
+        self._handle(client, payload, binary_cost(payload), _parse_binary)
+
+    def _handle(self, client: Client, raw: Any, cost: int, parse: Callable[[Any], Any]) -> None:
         peer = self._peer(client)
         if peer is None:
             return
-        cost = parsed_cost(text)
         # Only this thread adds to `held`, so it can only shrink between this check and the charge.
         if peer.held + cost > self.config.max_client_memory:
-            self._over_budget(client, peer, text, cost)
+            self._over_budget(client, peer, raw, cost)
             return
         try:
-            message = parse_message(text)
+            message = parse(raw)
         except ProtocolError as exc:
             peer.complain(client, "sent a malformed message: %s", exc)
             with peer.lock:
@@ -166,12 +176,12 @@ class Dispatcher:
         else:
             self._reply(client, peer, message)
 
-    def _over_budget(self, client: Client, peer: Peer, text: str, cost: int) -> None:
+    def _over_budget(self, client: Client, peer: Peer, raw: Any, cost: int) -> None:
         """Refuse a message too costly to parse, tied to its stream when its first key names one."""
         error = OverBudget(f"a message that may hold {cost} bytes once parsed would take the client past "
                            f"max_client_memory ({self.config.max_client_memory} bytes, {peer.held} held now)")
         peer.complain(client, "%s", error)
-        key, target = sniff_target(text)
+        key, target = sniff_target(raw if isinstance(raw, str) else _head_text(raw))
         if key == "process":
             self._send(client, {"process": target, **error_message(error)})
             return
@@ -292,7 +302,9 @@ class Dispatcher:
             raise UnknownClient(f"no connected client has id {client_id!r}")
         call_id = next(peer.call_ids)
         try:
-            frame = text_frame(self.encode(call_message(call_id, action, data)))
+            frame = text_frame(self.encode(call_message(call_id, action, data), client.protocol))
+        except BinaryUnsupported as exc:
+            raise BinaryUnsupported(f"call_client({action!r}): {exc}") from None
         except ValueError as exc:
             # Before anything is registered: a call that cannot be sent leaves nothing behind.
             raise TypeError(f"call_client({action!r}): {exc}") from None
@@ -403,3 +415,12 @@ class Dispatcher:
         self._send(client, error_message(error, stream_id))
         if stream_id is not None:
             self._send(client, close_message(stream_id))
+
+
+def _parse_binary(payload: Any) -> Any:
+    return parse_object(unpack(payload))
+
+
+def _head_text(payload: Any) -> str:
+    """The start of a binary message's head, for sniff_target: the head is JSON too."""
+    return str(payload[4:404], "utf-8", "replace")

@@ -12,6 +12,8 @@ import json
 from json.encoder import c_make_encoder, encode_basestring
 from typing import Any, Callable, Optional, Tuple, Union
 
+from .binary import Binary, as_view, is_binary, pack, split
+from .exceptions import BinaryUnsupported
 from .protocol import StreamId
 
 try:  # the optional "speedups" extra
@@ -31,7 +33,8 @@ __all__ = ["Payload", "encode", "make_encoder", "MessageEncoder", "with_close"]
 #: (opening, value, closing brace) that the connection writes with one
 #: gathering ``sendmsg``. Joining them would copy the value, and a 10 MB copy
 #: into fresh memory costs more in page faults than the copying itself.
-Payload = Union[bytes, Tuple[bytes, ...]]
+#: A message with binary values (protocol 3) is a :class:`~igor.binary.Binary`: head and buffers.
+Payload = Union[bytes, Tuple[bytes, ...], Binary]
 
 
 def encode(message: dict, default: Optional[Callable[[Any], Any]] = None) -> bytes:
@@ -57,14 +60,33 @@ class MessageEncoder:
 
     :meth:`data` is the hot path of a stream's values: the message's opening
     (``{"streamId":S``) is encoded once per stream, not once per value.
+
+    ``protocol`` says who reads the message. Under protocol 3 a binary value
+    (bytes, bytearray, memoryview, a C-contiguous buffer) makes the message a
+    :class:`~igor.binary.Binary`; the encoder notices one through its
+    ``default`` hook, which JSON calls only for values it cannot write, so a
+    message without binary costs nothing more. Under protocols 1 and 2 a
+    binary value the application's ``json_default`` does not turn into JSON
+    raises :class:`~igor.BinaryUnsupported`.
     """
 
     def __init__(self, default: Optional[Callable[[Any], Any]] = None):
         self.default = default
         self._json = _PLAIN if default is None else _json_encoder(default)
+        self._json3 = _json_encoder(_binary_hook(default))
 
-    def __call__(self, message: dict) -> Payload:
-        return _encode(message, self._json, self.default)
+    def __call__(self, message: dict, protocol: int = 2) -> Payload:
+        if protocol >= 3:
+            try:
+                return _encode(message, self._json3, self.default)
+            except _HasBinary:
+                head, found = self._split(message.get("data"))
+                return pack(self._value({**message, "data": head}), found, self._value)
+        try:
+            return _encode(message, self._json, self.default)
+        except ValueError:
+            self._refuse_binary(message.get("data"), protocol)
+            raise
 
     def opening(self, stream_id: StreamId) -> bytes:
         """``{"streamId":S``: how every message of stream ``S`` starts, encoded once per stream."""
@@ -72,9 +94,62 @@ class MessageEncoder:
             return b'{"streamId":%d' % stream_id
         return b'{"streamId":' + _encode_value(stream_id, self._json, self.default)
 
-    def data(self, prefix: bytes, value: Any) -> Payload:
+    def data(self, prefix: bytes, value: Any, protocol: int = 2) -> Payload:
         """The data message ``prefix`` (an :meth:`opening` and ``,"data":``) begins, carrying ``value``."""
-        return _around(prefix, _encode_value(value, self._json, self.default))
+        if protocol >= 3:
+            try:
+                return _around(prefix, _encode_value(value, self._json3, self.default))
+            except _HasBinary:
+                head, found = self._split(value)
+                return pack(prefix + self._value(head) + b"}", found, self._value)
+        try:
+            return _around(prefix, _encode_value(value, self._json, self.default))
+        except ValueError:
+            self._refuse_binary(value, protocol)
+            raise
+
+    def _value(self, value: Any) -> bytes:
+        return _encode_value(value, self._json, self.default)
+
+    def _split(self, data: Any) -> Tuple[Any, list]:
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            return None, [(["data"], as_view(data))]  # a bare chunk: the usual binary message
+        return split(data, self.default, ["data"])
+
+    def _refuse_binary(self, data: Any, protocol: int) -> None:
+        """Raise BinaryUnsupported if ``data``, which JSON could not write, holds binary values."""
+        default = self.default
+
+        def lenient(value: Any) -> Any:
+            try:
+                return None if default is None else default(value)
+            except Exception:
+                return None  # the application's default fails on it: that error is the one to tell
+
+        try:
+            found = is_binary(data) or split(data, lenient)[1]
+        except (TypeError, ValueError):
+            found = True  # a non-contiguous buffer, or over the entries' bound: binary all the same
+        except RecursionError:
+            return
+        if found:
+            raise BinaryUnsupported(f"protocol {protocol} cannot carry binary data; connect with igor.v3 "
+                                    "(the Python and JavaScript clients of this version do)") from None
+
+
+class _HasBinary(Exception):
+    """Raised by the encoder's ``default`` hook at the first binary value: the message is sent as binary."""
+
+
+def _binary_hook(default: Optional[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    def hook(value: Any) -> Any:
+        if is_binary(value):
+            raise _HasBinary
+        if default is None:
+            raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+        return default(value)
+
+    return hook
 
 
 _Encode = Callable[[Any], str]
@@ -109,6 +184,8 @@ def _encode(message: dict, encoder: _Encode, default: Optional[Callable[[Any], A
 
 def with_close(payload: Payload) -> Payload:
     """A stream's last message (data or error) carrying ``"close":true`` as well: protocol 2's one message for two."""
+    if type(payload) is Binary:
+        return payload.with_close()
     if type(payload) is bytes:
         return payload[:-1] + b',"close":true}'
     return (*payload[:-1], payload[-1][:-1] + b',"close":true}')

@@ -24,6 +24,7 @@ __all__ = [
     "TooManyStreams",
     "InboxFull",
     "OverBudget",
+    "BinaryUnsupported",
     "UnknownStream",
     "UnknownProcess",
     "UnknownCall",
@@ -94,6 +95,12 @@ class OverBudget(IgorError):
     """
 
     code = 429
+
+
+class BinaryUnsupported(IgorError, TypeError):
+    """Binary data for a client of protocol 1 or 2, which cannot carry it (415): it must connect with ``igor.v3``."""
+
+    code = 415
 
 
 class UnknownStream(IgorError):

@@ -13,6 +13,8 @@ import struct
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
+from .binary import Binary, Parts
+
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
 OP_BINARY = 0x2
@@ -68,12 +70,19 @@ def _header(opcode: int, length: int) -> bytes:
     return struct.pack("!BBQ", 0x80 | opcode, 127, length)
 
 
-def text_frame(payload: Union[bytes, Sequence[bytes]]) -> Frame:
-    """A text frame carrying ``payload`` (UTF-8 JSON, whole or in parts), built once however many clients get it.
+def text_frame(payload: Union[bytes, Sequence[bytes], Binary]) -> Frame:
+    """The frame of a message: text for UTF-8 JSON (whole or in parts), binary for a :class:`~igor.binary.Binary`.
 
-    A large payload is not copied: the frame is its header followed by the
-    payload's own parts.
+    Built once however many clients get it. A large payload is not copied:
+    the frame is its header followed by the payload's own parts (for a
+    binary message, the caller's buffers themselves).
     """
+    if type(payload) is Binary:
+        pieces = payload.pieces()
+        size = sum(len(piece) for piece in pieces)
+        if size < _GATHER:
+            return build_frame(OP_BINARY, b"".join(pieces))
+        return (_header(OP_BINARY, size) + pieces[0], *pieces[1:])
     if type(payload) is bytes:
         if len(payload) < _GATHER:
             return build_frame(OP_TEXT, payload)
@@ -128,6 +137,21 @@ def unmask(buffer: bytearray, mask: bytes) -> None:
     numpy.bitwise_xor(words, numpy.frombuffer(mask, dtype=numpy.uint32)[0], out=words)
     for index in range(length - length % 4, length):
         buffer[index] ^= mask[index % 4]
+
+
+def unmasked(chunk: memoryview, mask: bytes) -> Union[bytearray, memoryview]:
+    """:func:`unmask` into a new buffer: for a large chunk with numpy, one XOR pass from ``chunk`` (no copy first)."""
+    numpy = _load_numpy() if len(chunk) >= _NUMPY_THRESHOLD else False
+    if not numpy:
+        data = bytearray(chunk)
+        unmask(data, mask)
+        return data
+    whole, out = len(chunk) - len(chunk) % 4, numpy.empty(len(chunk), dtype=numpy.uint8)
+    numpy.bitwise_xor(numpy.frombuffer(chunk, dtype=numpy.uint32, count=whole // 4),
+                      numpy.frombuffer(mask, dtype=numpy.uint32)[0], out=out[:whole].view(numpy.uint32))
+    for index in range(whole, len(chunk)):
+        out[index] = chunk[index] ^ mask[index % 4]
+    return memoryview(out)
 
 
 def unmask_translate(buffer: bytearray, mask: bytes) -> None:
@@ -194,6 +218,13 @@ class TextMessage:
 
 
 @dataclass(frozen=True)
+class BinaryMessage:
+    """A whole binary message (protocol 3), reassembled and unmasked."""
+
+    payload: Parts
+
+
+@dataclass(frozen=True)
 class Ping:
     payload: bytes
 
@@ -212,7 +243,7 @@ class Close:
 
 
 #: What :meth:`FrameParser.feed` returns; a :class:`FrameError` comes last, after the events before the fault.
-Event = Union[TextMessage, Ping, Pong, Close, FrameError]
+Event = Union[TextMessage, BinaryMessage, Ping, Pong, Close, FrameError]
 
 _HEADER, _PAYLOAD, _CLOSED = range(3)
 _MAX_HEADER = 14
@@ -234,8 +265,11 @@ class FrameParser:
     across fragment boundaries as each fragment arrives.
     """
 
-    def __init__(self, max_size: int, max_fragments: int = 1024):
+    def __init__(self, max_size: int, max_fragments: int = 1024, binary: bool = False):
         self.max_size = max_size
+        #: Protocol 3 takes binary messages; before it they close the connection with 1003.
+        self.binary = binary
+        self._binary: List[Union[bytearray, memoryview]] = []
         self.max_fragments = max_fragments
         self._state = _HEADER
         self._head = bytearray()
@@ -403,11 +437,14 @@ class FrameParser:
 
     def _data(self, chunk: memoryview) -> None:
         """Unmask and decode the part of a data frame's payload that has arrived."""
-        data = bytearray(chunk)
         start = self._length - self._remaining
-        unmask(data, self._mask if not start % 4 else self._mask[start % 4:] + self._mask[:start % 4])
+        mask = self._mask if not start % 4 else self._mask[start % 4:] + self._mask[:start % 4]
         if self._message_opcode == OP_BINARY:
-            return  # read off the wire, then refused when its frame ends
+            if self.binary:  # kept as it arrives, then copied once value by value (see Parts)
+                self._binary.append(unmasked(chunk, mask))
+            return  # before protocol 3: read off the wire, then refused when its frame ends
+        data = bytearray(chunk)
+        unmask(data, mask)
         self._parts.append(self._decode(data))
 
     def _decode(self, data: bytes, final: bool = False) -> str:
@@ -432,10 +469,16 @@ class FrameParser:
         self._state = _CLOSED
         return Close(code, reason)
 
-    def _data_frame_complete(self) -> Optional[TextMessage]:
+    def _data_frame_complete(self) -> Union[TextMessage, BinaryMessage, None]:
         if self._message_opcode == OP_BINARY:
-            # Refused once its first frame has been read off the wire, so the close is not lost in a reset.
-            raise FrameError(CLOSE_UNSUPPORTED_DATA, "binary messages are not supported")
+            if not self.binary:
+                # Refused once its first frame has been read off the wire, so the close is not lost in a reset.
+                raise FrameError(CLOSE_UNSUPPORTED_DATA, "binary messages need protocol 3 (igor.v3)")
+            if not self._fin:
+                return None
+            self._message_opcode = 0
+            payload, self._binary = Parts(self._binary), []
+            return BinaryMessage(payload)
         if not self._fin:
             return None
         self._message_opcode = 0

@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_ORIGINS",
     "default_origins",
     "split_head",
+    "chosen_protocol",
     "LOOPBACK_HOSTS",
     "parse_request",
     "accept_key",
@@ -37,6 +38,10 @@ __all__ = [
 SUBPROTOCOL = "igor"
 #: Protocol 2: a stream's last message (its last value, or its error) may carry the close.
 SUBPROTOCOL_V2 = "igor.v2"
+#: Protocol 3: binary values in messages, the hello, paced input (docs/protocol.md).
+SUBPROTOCOL_V3 = "igor.v3"
+#: Each subprotocol the server speaks, best first, and the protocol number it means.
+SUBPROTOCOLS = ((SUBPROTOCOL_V3, 3), (SUBPROTOCOL_V2, 2), (SUBPROTOCOL, 1))
 TOKEN_PROTOCOL_PREFIX = "igor.token."
 _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -251,16 +256,22 @@ def accept_key(key: str) -> str:
 
 
 def chosen_subprotocol(request: Request) -> Optional[str]:
-    """``igor.v2`` if the client offered it, else ``igor`` if it offered that, else None."""
+    """The best of ``igor.v3``, ``igor.v2`` and ``igor`` the client offered, else None."""
     offered = request.subprotocols()
-    return next((name for name in (SUBPROTOCOL_V2, SUBPROTOCOL) if name in offered), None)
+    return next((name for name, _ in SUBPROTOCOLS if name in offered), None)
+
+
+def chosen_protocol(request: Request) -> int:
+    """The protocol number the connection speaks: that of :func:`chosen_subprotocol`, 1 when none was offered."""
+    chosen = chosen_subprotocol(request)
+    return next((number for name, number in SUBPROTOCOLS if name == chosen), 1)
 
 
 def switching_protocols(request: Request) -> bytes:
     """The 101 answer; it names the subprotocol :func:`chosen_subprotocol` picks.
 
     The token entry is never echoed: answering with a subprotocol the client
-    offered is what browsers require, and ``igor`` (or ``igor.v2``) is the one to pick.
+    offered is what browsers require, and ``igor`` (or ``igor.v2``, ``igor.v3``) is the one to pick.
     """
     lines = [
         "HTTP/1.1 101 Switching Protocols",

@@ -18,12 +18,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, NamedTuple, Optional, Tuple, Union
 
+from .binary import Binary
 from .config import Config
 from .encoding import MessageEncoder
-from .exceptions import IgorError, InboxFull, UnknownProcess
+from .exceptions import BinaryUnsupported, IgorError, InboxFull, UnknownProcess
 from .frames import Frame, text_frame
 from .lifecycle import exit_code
 from .protocol import close_message, error_message, for_protocol, push_message
@@ -50,6 +52,7 @@ class ProcessOutput:
         self.registry = registry
         self.process_id = process_id
         self._encode = encode
+        self._skipped: weakref.WeakSet[Client] = weakref.WeakSet()
 
     def send(self, action: str, data: Any = None, client_id: Optional[ClientId] = None) -> None:
         """Push ``{"streamId": process_id, "action": action, "data": data}``.
@@ -71,23 +74,39 @@ class ProcessOutput:
     def _deliver(self, message: dict, client_id: Optional[ClientId]) -> None:
         # One frame object for every client: a broadcast to clients that do
         # not read is held once in memory, not once per client.
-        frames: Dict[int, Frame] = {}
+        frames: Dict[int, Optional[Frame]] = {}
 
-        def frame(protocol: int) -> Frame:
-            # A close or an error reads differently under protocol 1 (see for_protocol): one frame per version.
-            version = 2 if protocol >= 2 or "data" in message else 1
+        def frame(protocol: int) -> Optional[Frame]:
+            # A close or an error reads differently under protocol 1 (see for_protocol), and binary
+            # goes only to protocol 3: one frame per version, None for a version that cannot carry it.
+            version = 3 if protocol >= 3 else 2 if protocol >= 2 or "data" in message else 1
             if version not in frames:
-                frames[version] = text_frame(self._encode(for_protocol(message, version)))
+                try:
+                    payload = self._encode(for_protocol(message, version), version)
+                except BinaryUnsupported:
+                    frames[version] = None
+                else:
+                    frames[version] = text_frame(payload)
+                    if version == 3 and not isinstance(payload, Binary):
+                        frames[2] = frames[3]  # the same JSON
             return frames[version]
 
-        # wait=False: a slow client is disconnected rather than stalling the process.
-        # batch=True: pushes come in bursts; the writer sends each client's in few system calls.
-        if client_id is None:
-            for client in self.registry.clients():
-                client.send(frame(client.protocol), False, None, True)
-        else:
-            client = self.registry.get(client_id)
-            client.send(frame(client.protocol), False, None, True)
+        clients = self.registry.clients() if client_id is None else [self.registry.get(client_id)]
+        for client in clients:
+            pushed = frame(client.protocol)
+            if pushed is None:
+                self._skip(client)
+                continue
+            # wait=False: a slow client is disconnected rather than stalling the process.
+            # batch=True: pushes come in bursts; the writer sends each client's in few system calls.
+            client.send(pushed, False, None, True)
+
+    def _skip(self, client: Client) -> None:
+        """A push with binary values does not go to a client of protocol 1 or 2: say so once per client."""
+        if client not in self._skipped:
+            self._skipped.add(client)
+            log.warning("process %r: client %r speaks protocol %d, which cannot carry binary data; "
+                        "its pushes with binary values are skipped", self.process_id, client.id, client.protocol)
 
 
 # What the inbox keeps of each message besides the Inbound: its cost, who

@@ -25,11 +25,14 @@ __all__ = [
     "Message",
     "MAX_NAME",
     "parse_message",
+    "parse_object",
+    "binary_cost",
     "parsed_cost",
     "sniff_stream_id",
     "sniff_target",
     "short",
     "data_message",
+    "hello_message",
     "error_message",
     "close_message",
     "for_protocol",
@@ -121,6 +124,11 @@ def parse_message(text: str) -> Message:
         raise ProtocolError(str(exc), sniff_stream_id(text)) from None
     except ValueError:
         raise ProtocolError("message is not valid JSON") from None
+    return parse_object(message)
+
+
+def parse_object(message: Any) -> Message:
+    """:func:`parse_message` for a message already decoded: a JSON value, or a binary message's head and values."""
     if not isinstance(message, dict):
         raise ProtocolError("message must be a JSON object")
     if "callId" in message:
@@ -213,6 +221,21 @@ def parsed_cost(text: str) -> int:
     return width * len(text) + _COST_PER_VALUE * (text.count("{") + text.count("[") + text.count(","))
 
 
+def binary_cost(payload: Any) -> int:
+    """:func:`parsed_cost` of a binary message: its values' bytes, and the parsed cost of its head.
+
+    ``payload``: bytes, or the parts the server read it in (:class:`~igor.binary.Parts`). Found from
+    the head's length alone; a malformed one counts its length.
+    """
+    if len(payload) < 4:
+        return len(payload)
+    length = int.from_bytes(payload[:4], "big")
+    if 4 + length > len(payload):
+        return len(payload)  # malformed: refused as such, for what it is
+    head = str(payload[4:4 + length], "utf-8", "replace")
+    return parsed_cost(head) + len(payload) - 4 - length
+
+
 _LEADING_KEY = re.compile(r'\s*\{\s*"(streamId|process)"\s*:\s*(-?[0-9]{1,19}|"[^"\\]{1,256}")\s*[,}]')
 
 
@@ -266,6 +289,12 @@ def for_protocol(message: dict, protocol: int) -> dict:
     return message
 
 
+def hello_message(config: Any) -> bytes:
+    """Protocol 3's first message: the figures of ``config`` (a Config) a client chunks and paces its input by."""
+    return b'{"hello":{"protocol":3,"max_message_size":%d,"inbox_size":%d,"input_window":%d}}' % (
+        config.max_message_size, config.inbox_size, config.input_window)
+
+
 def data_message(stream_id: StreamId, data: Any) -> dict:
     return {"streamId": stream_id, "data": data}
 
@@ -317,11 +346,14 @@ def call_cancel_message(call_id: int) -> dict:
 # The inverse of parse_message, for the Python client: it builds its messages
 # here, beside the parser, and needs no other server module.
 
-#: The subprotocol a client asks for: protocol 2, where a stream's last value or error may carry its close.
-CLIENT_SUBPROTOCOL = "igor.v2"
+#: The subprotocol a client asks for first: protocol 3, binary values and paced input.
+CLIENT_SUBPROTOCOL = "igor.v3"
+#: Every subprotocol the client offers, best first: a server from before protocol 3 picks igor.v2.
+CLIENT_SUBPROTOCOLS = ("igor.v3", "igor.v2")
 
 __all__ += [
     "CLIENT_SUBPROTOCOL",
+    "CLIENT_SUBPROTOCOLS",
     "client_call_message",
     "client_cancel_message",
     "client_input_message",

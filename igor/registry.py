@@ -51,7 +51,8 @@ class Client:
         self.headers = headers or {}
         self.connected = True
         #: 2 when the client chose the ``igor.v2`` subprotocol: a stream's
-        #: last message may then carry its close, saving a message per call.
+        #: last message may then carry its close, saving a message per call;
+        #: 3 for ``igor.v3``: binary values, the hello and paced input as well.
         self.protocol = 1
         #: The secret that claims this client's id and session back after a
         #: reconnect; set when it introduces itself (see ClientRegistry.rename).

@@ -13,13 +13,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, Iterator, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, Iterable, Iterator, List, Optional, Tuple, Union
 
+from . import transfer
 from .encoding import MessageEncoder, Payload, with_close
-from .exceptions import InputEnded, InputTimeout, StreamCancelled, StreamClosed
+from .exceptions import BinaryUnsupported, InputEnded, InputTimeout, StreamCancelled, StreamClosed
 from .executor import off_loop
 from .frames import Frame, text_frame
 from .protocol import StreamId, close_message, error_message, for_protocol
+from .transfer import CHUNK_SIZE, FileLike
 
 if TYPE_CHECKING:
     import asyncio
@@ -66,6 +68,7 @@ class Stream:
         self._input_ready: Optional[threading.Condition] = None
         self._inbox: Deque[Tuple[Any, int]] = deque()
         self._input_ended = False
+        self._taken = 0  # input values the handler has taken, for protocol 3's "read"
         # areceive() calls waiting for input: (their loop, a future to resolve).
         self._waiters: List[Tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
         # Tells the dispatcher how many input bytes were read (or dropped), for its per-client bound.
@@ -96,14 +99,25 @@ class Stream:
     # -- output ---------------------------------------------------------------
 
     def send(self, data: Any = None) -> None:
-        """Send one value to the client (any JSON-serialisable value)."""
+        """Send one value to the client: any JSON value, with binary values (bytes, buffers) anywhere in it.
+
+        Binary goes without a copy: the socket is given the buffer itself,
+        maybe after this returns, so a ``bytearray`` or array once sent must
+        not change (send a fresh one each time, as reading a file does). A client of protocol
+        1 or 2 cannot take binary: the stream then fails with 415
+        :class:`~igor.BinaryUnsupported`, which this raises.
+        """
         self._emit(self._data_payload(data))
 
     def _data_payload(self, data: Any) -> Payload:
         prefix = self._data_prefix
         if prefix is None:
             prefix = self._data_prefix = self._encode.opening(self.stream_id) + b',"data":'
-        return self._encode.data(prefix, data)
+        try:
+            return self._encode.data(prefix, data, self.client.protocol)
+        except BinaryUnsupported as exc:
+            self.fail(exc)  # the client hears why; the handler's send raises
+            raise
 
     def _close_payload(self) -> bytes:
         """``{"streamId":S,"close":true}``, from the opening a stream that sent data has encoded already."""
@@ -128,6 +142,27 @@ class Stream:
             if self._closed:
                 return
             self._finish(self._close_payload())
+
+    # -- transfers (igor.transfer): a download's header and chunks, an upload into a file --
+
+    def send_file(self, source: FileLike, chunk_size: int = CHUNK_SIZE, name: Optional[str] = None,
+                  type: Optional[str] = None) -> int:
+        """Send a file (a path or a binary file object) in chunks, then close; returns the bytes sent.
+
+        First ``{"transfer": {"size", "name", "type"}}`` (from the file unless given), then each chunk
+        as bare binary: the clients' ``download`` helpers show progress from it. Memory stays bounded
+        whatever the size: each send waits for room in the client's outbox.
+        """
+        return transfer.send_file(self, source, chunk_size, name, type)
+
+    def send_chunks(self, chunks: Iterable[Any], size: Optional[int] = None, name: Optional[str] = None,
+                    type: Optional[str] = None) -> int:
+        """:meth:`send_file` for any iterable of bytes-like chunks (``size``: their total, if known)."""
+        return transfer.send_chunks(self, chunks, size, name, type)
+
+    def receive_file(self, target: FileLike, timeout: Optional[float] = None) -> int:
+        """Write each chunk the client uploads (bytes input, until it ends) to ``target``; returns the count."""
+        return transfer.receive_file(self, target, timeout)
 
     def cancel(self) -> None:
         """The client cancelled or left: stop the handler and send the close at once."""
@@ -231,8 +266,24 @@ class Stream:
                     self._input_ready = threading.Condition(self._input)
                 self._input_ready.wait(remaining)
             value, size = self._inbox.popleft()
+            self._taken += 1
+            taken = self._taken
         self._on_consumed(size)
+        if self.client.protocol >= 3:
+            self._acknowledge(taken, True)
         return value
+
+    def _acknowledge(self, taken: int, wait: Optional[bool]) -> Optional[bool]:
+        """Tell a protocol 3 client how many inputs the handler has taken: ``{"streamId":S,"read":N}``.
+
+        What paces an upload (see docs/protocol.md, "Paced input"). ``wait``
+        as in :meth:`Client.send <igor.registry.Client.send>`: a handler's
+        thread waits for room; the event loop does not.
+        """
+        if self._closed:
+            return True
+        return self.client.send(text_frame(self._encode.opening(self.stream_id) + b',"read":%d}' % taken), wait,
+                                self._cancelled)
 
     def _take_ready(self) -> bool:
         """True if the inbox has a value; raises if none will come. Called with ``_input`` held."""
@@ -342,6 +393,8 @@ class Stream:
             with self._input:
                 if self._take_ready():
                     value, size = self._inbox.popleft()
+                    self._taken += 1
+                    taken = self._taken
                     break
                 waiter = loop.create_future()
                 self._waiters.append((loop, waiter))
@@ -356,6 +409,8 @@ class Stream:
                     if not self._take_ready():
                         raise InputTimeout(f"no input on stream {self.stream_id!r} within {timeout}s")
         self._on_consumed(size)
+        if self.client.protocol >= 3 and self._acknowledge(taken, None) is None:
+            await off_loop(self._acknowledge, taken, True)
         return value
 
     async def asleep(self, seconds: float) -> bool:

@@ -109,7 +109,9 @@ _TS_WORDS = _names("""
 _DECLARED_HERE = frozenset({"Api"})
 _TAKEN = _TS_GLOBALS | _TS_WORDS | _DECLARED_HERE
 
-_PRIMITIVES = {str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+_PRIMITIVES = {str: "string", int: "number", float: "number", bool: "boolean", type(None): "null",
+               # Protocol 3 carries them as binary; the JS client hands them out as Uint8Array.
+               bytes: "Uint8Array", bytearray: "Uint8Array", memoryview: "Uint8Array"}
 _LISTS = {list, collections.abc.Sequence, collections.abc.MutableSequence}
 _DICTS = {dict, collections.abc.Mapping, collections.abc.MutableMapping}
 _STREAMS = {

@@ -62,6 +62,29 @@ RAW = {
 raw_texts = st.one_of(st.binary(max_size=64), st.sampled_from(sorted(RAW)))  # not UTF-8 or not JSON, or named
 
 
+BINARY_KINDS = {"call", "input", "process", "reply", "bad length", "bad path", "bad sizes", "not json", "big"}
+
+
+def binary_payload(kind, stream_id, action, size):
+    """A binary message of ``kind``: a head (4-byte length, JSON) and ``size`` bytes."""
+    entry = [{"at": ["data"], "size": size}]
+    heads = {
+        "call": {"streamId": stream_id, "action": action, "data": [None, 1],
+                 "binary": [{"at": ["data", 0], "size": size}]},
+        "input": {"streamId": stream_id, "data": None, "binary": entry},
+        "process": {"process": "reader", "data": None, "binary": entry},
+        "reply": {"callId": 1, "data": None, "binary": entry},
+        "bad path": {"streamId": stream_id, "data": None, "binary": [{"at": ["data", "x"], "size": size}]},
+        "bad sizes": {"streamId": stream_id, "data": None, "binary": [{"at": ["data"], "size": size + 1}]},
+        "big": {"streamId": stream_id, "data": None, "binary": [{"at": ["data"], "size": 2 * MiB}]},
+    }
+    if kind == "bad length":
+        return b"\xff\xff\xff\xff{}" + bytes(size)
+    head = b"{nope" if kind == "not json" else json.dumps(heads[kind]).encode()
+    body = bytes(2 * MiB if kind == "big" else size)  # over max_message_size: 1009
+    return struct.pack("!I", len(head)) + head + body
+
+
 def value(data):
     """A drawn value, its named shapes made."""
     return SHAPES[data[1]] if isinstance(data, tuple) else data
@@ -88,10 +111,11 @@ class Adversary(RuleBasedStateMachine):
     # the server closed, or one it refused, stays in it, and sends to it go nowhere.
 
     @precondition(lambda self: len(self.conns) < MAX_ADVERSARIES)
-    @rule()
-    def connect(self):
+    @rule(v3=st.booleans())
+    def connect(self, v3):
         try:
-            sock = wsraw.connect(self.server.port, timeout=5)
+            # Protocol 3 takes binary messages (and greets with a hello); before it they close the connection.
+            sock = wsraw.connect(self.server.port, {"Sec-WebSocket-Protocol": "igor.v3"} if v3 else None, timeout=5)
             self.conns.append((sock, Drain(sock)))
         except (AssertionError, OSError):
             self.conns.append((None, None))  # max_clients reached with connections not yet dropped: an answer
@@ -185,6 +209,16 @@ class Adversary(RuleBasedStateMachine):
         else:
             frame = wsraw.frame_bytes(0x1, b'{"streamId": 1', fin=False) * 3  # a new message inside a message
         self.send(index, frame)
+
+    @precondition(lambda self: self.conns)
+    @rule(index=st.integers(0, 9), stream_id=stream_ids, kind=st.sampled_from(sorted(BINARY_KINDS)),
+          action=st.sampled_from(ACTIONS), size=st.integers(0, 300_000), repeat=st.integers(1, 8))
+    def binary_message(self, index, stream_id, kind, action, size, repeat):
+        """Protocol 3's binary messages, well formed (every kind of message) and not."""
+        payload = binary_payload(kind, stream_id, action, size)
+        # A zero mask key leaves the payload as it is: wsraw's byte-by-byte masking is too slow for megabytes.
+        frame = wsraw.frame_bytes(0x2, b"", length=len(payload), key=b"\x00" * 4) + payload
+        self.send(index, frame * (1 if kind == "big" else repeat))
 
     # -- what holds after every step ----------------------------------------------------
 

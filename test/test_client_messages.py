@@ -2,7 +2,7 @@
 
 import json
 
-from igor.handshake import SUBPROTOCOL_V2
+from igor.handshake import SUBPROTOCOL_V3
 from igor.protocol import (
     CLIENT_SUBPROTOCOL,
     Call,
@@ -42,7 +42,7 @@ def test_each_builder_parses_back_to_its_message():
 
 
 def test_the_client_asks_for_the_protocol_the_server_speaks():
-    assert CLIENT_SUBPROTOCOL == SUBPROTOCOL_V2
+    assert CLIENT_SUBPROTOCOL == SUBPROTOCOL_V3
 
 
 def test_an_introduction_carries_the_secret_only_when_there_is_one():

@@ -73,7 +73,7 @@ def test_every_name_in_all_resolves():
 
 SERVER_MODULES = ("api", "config", "connection", "core", "dispatch", "encoding", "executor", "file_urls", "files",
                   "frames", "handshake", "lifecycle", "loader", "outbox", "peer", "process", "registry", "runner",
-                  "server", "static", "stream", "transport", "typescript")
+                  "server", "static", "stream", "transfer", "transport", "typescript")
 
 
 def test_the_client_imports_nothing_of_the_server():
@@ -83,8 +83,9 @@ def test_the_client_imports_nothing_of_the_server():
         "print(json.dumps(sorted(m for m in sys.modules if m == 'igor' or m.startswith('igor.'))))\n"
     )
     loaded = json.loads(out)
-    assert loaded == ["igor", "igor.client", "igor.client_socket", "igor.client_stream", "igor.exceptions",
-                      "igor.protocol", "igor.version"]
+    assert loaded == ["igor", "igor.binary", "igor.client", "igor.client_socket", "igor.client_stream",
+                      "igor.client_support", "igor.client_transfer", "igor.exceptions", "igor.protocol",
+                      "igor.version"]
     # Named too, so that a new module cannot slip in under a name this test forgot.
     assert not {f"igor.{name}" for name in SERVER_MODULES} & set(loaded)
 

@@ -47,5 +47,6 @@ def test_mypy_does_catch_a_misuse(tmp_path):
 
 def test_the_client_modules_pass_mypy_strict(tmp_path):
     files = [os.path.join(ROOT, "igor", name)
-             for name in ("client.py", "client_socket.py", "client_stream.py", "exceptions.py", "__init__.py")]
+             for name in ("client.py", "client_socket.py", "client_stream.py", "client_support.py",
+                           "client_transfer.py", "binary.py", "exceptions.py", "__init__.py")]
     assert mypy(tmp_path, *files) == []

@@ -153,3 +153,26 @@ def test_a_frame_error_comes_last_after_the_events_before_it():
 ])
 def test_faults_are_found_as_soon_as_their_bytes_are_in(data, code):
     assert faults(FrameParser(1024).feed(data)) == [("FrameError", code)]
+
+
+@pytest.mark.parametrize("length", [0, 5, 64 * 1024, 64 * 1024 + 3, 300_001])
+@pytest.mark.parametrize("offset", [0, 1, 3])
+def test_unmasked_copies_and_unmasks_at_any_length_and_alignment(length, offset):
+    from igor.frames import unmasked
+
+    source = bytes(range(256)) * (length // 256 + 2)
+    chunk = memoryview(source)[offset:offset + length]
+    mask = b"\x12\x34\x56\x78"
+    assert bytes(unmasked(chunk, mask)) == bytes(b ^ mask[i % 4] for i, b in enumerate(chunk))
+
+
+def test_a_binary_message_under_protocol_3_is_its_bytes_in_parts():
+    from igor.frames import BinaryMessage
+
+    parser = FrameParser(max_size=1 << 20, binary=True)
+    payload = bytes(range(256)) * 300
+    first = frame_bytes(0x2, payload[:1000], fin=False)
+    events = parser.feed(first) + parser.feed(frame_bytes(0x0, payload[1000:]))
+    assert len(events) == 1 and isinstance(events[0], BinaryMessage)
+    assert events[0].payload[0:len(payload)] == payload and len(events[0].payload) == len(payload)
+    assert events[0].payload[999:1003] == payload[999:1003]  # a slice across the two parts

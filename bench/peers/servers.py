@@ -74,7 +74,7 @@ def serve_websockets():
         connections.add(ws)
         try:
             async for message in ws:
-                command = raw_command(message)
+                command = raw_command(message) if isinstance(message, str) else None
                 if command is None:
                     await ws.send(message)
                 elif command[0] == "push":
@@ -82,6 +82,14 @@ def serve_websockets():
                         await ws.send(json.dumps({"k": k}))
                 elif command[0] == "blob":
                     await ws.send(json.dumps(BLOB))
+                elif command[0] == "bpush":  # N binary messages of 1 MiB, fresh bytes each
+                    for _ in range(int(command[1])):
+                        await ws.send(bytes(MiB))
+                elif command[0] == "bsink":  # N binary messages in, their byte count back
+                    size = 0
+                    for _ in range(int(command[1])):
+                        size += len(await ws.recv())
+                    await ws.send(str(size))
         finally:
             connections.discard(ws)
 
@@ -167,6 +175,12 @@ def serve_igor(root: str):
     def blob(out, data):
         return BLOB
 
+    def bpush(out, data):  # the download helper: a header, then 1 MiB chunks, fresh bytes each
+        out.send_chunks((bytes(MiB) for _ in range(data)), size=data * MiB)
+
+    def bsink(out, data):  # an upload read chunk by chunk
+        return sum(len(chunk) for chunk in out)
+
     class Broadcaster(IgorProcess):
         """Sends ``tick`` to every client ``count`` times for each count put on ``requests``."""
 
@@ -185,7 +199,7 @@ def serve_igor(root: str):
 
     broadcaster = Broadcaster()
     # max_clients: the default (64) would refuse most of the 1,000 connections with 503.
-    server = IgorServer(api=flatten({"echo": echo, "push": push, "blob": blob}),
+    server = IgorServer(api=flatten({"echo": echo, "push": push, "blob": blob, "bpush": bpush, "bsink": bsink}),
                         config={"port": 0, "token": False, "max_clients": 1100})
     server.add_process("ticker", broadcaster)
     server.run_forever(threaded=True)
