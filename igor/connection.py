@@ -425,8 +425,7 @@ class Connection:
         while True:
             with self._mutex:
                 if self._outbox.is_empty() and not lingered and not self._closing:
-                    # A burst tends to go on: wait a moment for more before
-                    # ending, rather than start a thread for every push.
+                    # A burst tends to go on: wait for more rather than start a thread for every push.
                     self._lock.wait(_LINGER)
                     lingered = True
                 batch, closing = self._outbox.take()
