@@ -91,6 +91,8 @@ class Config:
     worker_idle_timeout: float = 2.0
     shutdown_timeout: float = 2.0
     static_dir: Optional[str] = None
+    #: Folders whose files ``server.file_url()`` may give a URL to; resolved to real, absolute paths.
+    file_roots: Tuple[str, ...] = ()
     ready_line: bool = False
     exit_with_parent: bool = False
     debug: bool = False
@@ -127,6 +129,7 @@ class Config:
             if not isinstance(self.static_dir, (str, os.PathLike)) or not os.path.isdir(self.static_dir):
                 raise ConfigError(f"config 'static_dir' must be an existing folder, got {self.static_dir!r}")
             object.__setattr__(self, "static_dir", os.fspath(self.static_dir))
+        object.__setattr__(self, "file_roots", _folders("file_roots", self.file_roots))
         if self.json_default is not None and not callable(self.json_default):
             raise ConfigError(f"config 'json_default' must be a function, got {self.json_default!r}")
         if self.logging is not None:
@@ -178,6 +181,26 @@ def _deprecated(message: str) -> None:
     logging.getLogger("igor").warning("%s", message)
 
 
+def _folders(key: str, value: Any) -> Tuple[str, ...]:
+    """Existing folders, each resolved now (against the working directory, through links) to its real path.
+
+    Resolved once, here: a later ``os.chdir`` or a link changed in the
+    folder's path must not change which files are served.
+    """
+    if isinstance(value, (str, bytes, os.PathLike)):
+        raise ConfigError(f"config {key!r} must be a list of folders, not one path: write [{value!r}]")
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"config {key!r} must be a list of folders, got {value!r}")
+    folders = []
+    for item in value:
+        if not isinstance(item, (str, os.PathLike)) or isinstance(os.fspath(item), bytes) or not os.fspath(item):
+            raise ConfigError(f"config {key!r} must hold folder paths (str or os.PathLike), got {item!r}")
+        if not os.path.isdir(item):
+            raise ConfigError(f"config {key!r}: {os.fspath(item)!r} is not an existing folder")
+        folders.append(os.path.realpath(item))
+    return tuple(folders)
+
+
 def _logging_settings(value: Any) -> Dict[str, Any]:
     if isinstance(value, Mapping) and "file_name" in value:
         _deprecated("config 'logging' key 'file_name' is the original Igor's name: write 'file'")
@@ -213,7 +236,8 @@ def _file_server_settings(value: Any) -> Optional[Mapping[str, Any]]:
         raise ConfigError(f"config 'file_server_config' root_directory must be an existing folder, got {root!r}")
     _deprecated("config 'file_server_config' is the original Igor's file server: Igor serves its root_directory "
                 "read-only, on 127.0.0.1, with no CORS; it takes no POST writes (send the data to a handler "
-                "instead), and static_dir serves files on the server's own port")
+                "instead). Use config 'file_roots' and server.file_url(path) instead: signed, expiring URLs "
+                "on the server's own port")
     return MappingProxyType({"port": port, "root_directory": os.fspath(root)})
 
 

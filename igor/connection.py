@@ -25,7 +25,6 @@ import threading
 import time
 from typing import Any, List, Optional, Protocol
 
-from . import static
 from .config import Config
 from .frames import (
     CLOSE_INTERNAL_ERROR,
@@ -48,6 +47,7 @@ from .frames import (
 )
 from .handshake import (
     HandshakeError,
+    Request,
     SecurityPolicy,
     chosen_protocol,
     http_response,
@@ -101,6 +101,9 @@ class Transport(Protocol):
 
     def request_line_arrived(self, sock: socket.socket) -> None:
         """The first line of the opening request is in: the handshake is no longer slow to start."""
+
+    def answer_http(self, sock: socket.socket, request: Request) -> None:
+        """Answer a plain HTTP request (no upgrade) whose Host has been checked."""
 
     def admit(self, connection: Connection) -> None:
         """Count an upgraded connection in, or raise the :class:`~igor.handshake.HandshakeError` refusing it."""
@@ -208,9 +211,7 @@ class Connection:
             request = parse_request(lines)
             if not request.is_upgrade:
                 transport.policy.check_host(request)
-                status, response = static.respond(transport.config.static_dir, request)
-                log.info("HTTP %s %s -> %d", request.method, request.path, status)
-                self.sock.sendall(response)
+                transport.answer_http(self.sock, request)
                 return None
             transport.policy.check_websocket(request)
             self.client = Client(self, self.address, request.path, request.query, request.headers)
@@ -424,8 +425,7 @@ class Connection:
         while True:
             with self._mutex:
                 if self._outbox.is_empty() and not lingered and not self._closing:
-                    # A burst tends to go on: wait a moment for more before
-                    # ending, rather than start a thread for every push.
+                    # A burst tends to go on: wait for more rather than start a thread for every push.
                     self._lock.wait(_LINGER)
                     lingered = True
                 batch, closing = self._outbox.take()

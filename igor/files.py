@@ -7,12 +7,17 @@ serves only the files under ``root_directory``, on 127.0.0.1, to requests
 whose Host is a loopback name, GET and HEAD only, with no CORS header, one
 request at a time and each within a few seconds, so a peer cannot make it
 hold more than one connection's worth.
+
+New code should use ``file_roots`` and ``server.file_url(path)`` instead:
+signed, expiring URLs on the server's own port, with ``Range``.
 """
 
 from __future__ import annotations
 
 import http.server
 import logging
+import os
+import shutil
 from typing import Any
 
 from .handshake import LOOPBACK_HOSTS
@@ -47,19 +52,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(404)
             return
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            f = open(path, "rb")  # noqa: SIM115 - closed by the with below, once the answer has begun
         except OSError:
             self.send_error(404)
             return
-        self.send_response(200)
-        self.send_header("Content-Type", content_type(path))
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
+        with f:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type(path))
+            self.send_header("Content-Length", str(os.fstat(f.fileno()).st_size))
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.end_headers()
+            if body:
+                shutil.copyfileobj(f, self.wfile)  # in chunks: a large file is never in memory whole
 
     def log_message(self, format: str, *args: Any) -> None:
         log.info("file server: " + format, *args)

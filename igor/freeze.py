@@ -186,19 +186,19 @@ def run_frozen(igor_main: Callable[[List[str]], int], serve: Sequence[str], stat
     return igor_main([*baked, *argv])
 
 
+def onedir_options(name: str, dist: str, work: str) -> List[str]:
+    """PyInstaller's options for a clean one-folder build named ``name`` in ``dist``, its scratch files in ``work``.
+
+    Shared with examples/electron/freeze.py, which freezes the demo's script
+    rather than a MODULE:API.
+    """
+    return ["--onedir", "--name", name, "--distpath", dist, "--workpath", work, "--specpath", work,
+            "--noconfirm", "--clean", "--log-level", "WARN"]
+
+
 def pyinstaller_command(build: Plan, entry: str, name: str, dist: str, work: str) -> List[str]:
-    command = [
-        sys.executable, "-m", "PyInstaller", entry,
-        "--onedir",
-        "--name", name,
-        "--distpath", dist,
-        "--workpath", work,
-        "--specpath", work,
-        "--noconfirm",
-        "--clean",
-        "--log-level", "WARN",
-        "--additional-hooks-dir", os.path.join(work, "hooks"),
-    ]
+    command = [sys.executable, "-m", "PyInstaller", entry, *onedir_options(name, dist, work),
+               "--additional-hooks-dir", os.path.join(work, "hooks")]
     for folder in build.paths:
         command += ["--paths", folder]
     if build.static:

@@ -206,6 +206,10 @@ class SecurityPolicy:
         if "*" not in self.allowed_hosts and _host_name(host) not in self.allowed_hosts:
             raise HandshakeError(403, f"Host {host!r} is not allowed")
 
+    def allows_origin(self, origin: str) -> bool:
+        """Whether a browser page of ``origin`` may connect (or fetch a file URL's bytes)."""
+        return _origin_allowed(origin, self.allowed_origins)
+
     def check_websocket(self, request: Request) -> None:
         """Run every check on an upgrade request, in the order the answers rank."""
         if request.method != "GET":
@@ -223,7 +227,7 @@ class SecurityPolicy:
             raise HandshakeError(400, "the Connection header must include Upgrade")
         self.check_host(request)
         origin = request.headers.get("origin")
-        if origin is not None and not _origin_allowed(origin, self.allowed_origins):
+        if origin is not None and not self.allows_origin(origin):
             raise HandshakeError(403, f"Origin {origin!r} is not allowed")
         if self.token is not None and not self._token_presented(request):
             raise HandshakeError(401, "missing or wrong token")

@@ -21,6 +21,7 @@ from .config import CALL_TIMEOUT, CONFIG, Config
 from .dispatch import Dispatcher
 from .encoding import make_encoder
 from .exceptions import ConfigError
+from .file_urls import DEFAULT_EXPIRY, Expiry, FileUrls
 from .files import LegacyFileServer
 from .handshake import LOOPBACK_HOSTS, SecurityPolicy, default_origins
 from .lifecycle import announce_ready, watch_parent
@@ -69,6 +70,8 @@ class IgorServer:
         self.dispatcher = Dispatcher(api or {}, self.config, self.registry, self._processes, self.scope, self,
                                      on_exit=on_exit, encode=encode)
         self._file_server: Optional[LegacyFileServer] = None
+        # The signing key is made here, per server: URLs of an earlier run (or another server) never work.
+        self._files = FileUrls(self.config.file_roots)
         self.api = dict(api or {})
         self.exit_code: Optional[int] = None
         self._transport: Optional[IgorTransport] = None
@@ -101,16 +104,34 @@ class IgorServer:
             host = f"[{host}]"
         return f"ws://{host}:{self.port}/"
 
+    def file_url(self, path: Union[str, os.PathLike], expires: Expiry = DEFAULT_EXPIRY) -> str:
+        """An ``http://`` URL on the server's own port that serves the file ``path`` until ``expires``.
+
+        A page uses it in ``<img src>``, ``<video src>`` (``Range`` lets it
+        seek) or ``fetch`` without the token: the URL is signed for this one
+        file and expiry, with a key made for this server. ``expires`` is
+        seconds from now (default an hour), a ``timedelta`` or a
+        ``datetime``. Only files under ``file_roots`` get one: raises
+        ValueError for a path outside them (after resolving ``..`` and
+        links) or a folder, FileNotFoundError for a missing file, and
+        RuntimeError before :meth:`start` (the URL names the bound port).
+        """
+        if self._transport is None:
+            raise RuntimeError("file_url() needs a started server: the URL names the port it is bound to; "
+                               "call start() (or run_forever(threaded=True)) first")
+        return self._files.url(self.url.replace("ws://", "http://", 1).rstrip("/"), path, expires)
+
     @property
     def running(self) -> bool:
         return self._transport is not None and not self._stopped.is_set()
 
     def stats(self) -> Dict[str, int]:
-        """What the server holds now: connections, pending handshakes, open streams, handler threads, client data."""
+        """What the server holds now: connections, handshakes, files being sent, streams, threads, client data."""
         pending, connections = self._transport.counts() if self._transport is not None else (0, 0)
         return {
             "connections": connections,
             "pending_handshakes": pending,
+            "file_answers": self._transport.file_answers() if self._transport is not None else 0,
             "open_streams": sum(self.dispatcher.open_streams(client) for client in self.registry.clients()),
             "worker_threads": self.dispatcher.threads(),
             "busy_workers": self.dispatcher.busy_threads(),
@@ -155,6 +176,7 @@ class IgorServer:
             allowed_origins=self.config.allowed_origins or default_origins(self.token is not None, transport.port),
             allowed_hosts=self.config.allowed_hosts or _default_hosts(self.config.host),
         )
+        transport.files = self._files
         if self.config.file_server_config is not None:
             self._file_server = LegacyFileServer(self.config.file_server_config["root_directory"],
                                                  self.config.file_server_config["port"])
@@ -242,19 +264,23 @@ class IgorServer:
         self.shutdown()
 
     def open_window(self, path: str = "/", browser: Optional[str] = None, args: Sequence[str] = ()) -> Window:
-        """Show the ``static_dir`` page at ``path`` in a browser window; shut down with code 0 once it closes.
+        """Show the ``static_dir`` page at ``path`` in a browser window; shut down once it closes.
 
         The window is a Chromium, Chrome or Edge app-mode window (no tabs, no
         address bar) with a throwaway profile and the token in the URL's
         fragment; ``browser`` names the executable, ``args`` are more flags
         for it. Starts the server unless started. What ends the server is the
         browser process ending (the window closed, the browser killed), never
-        a page reload. Returns the :class:`igor.window.Window`; raises
-        :class:`igor.window.BrowserNotFound` when there is no browser.
+        a page reload. The exit code is 0 when the window was closed or the
+        browser killed, 1 when the browser failed (it exited with an error
+        code: no display, a bad flag; its last lines are logged). Returns the
+        :class:`igor.window.Window`; raises :class:`igor.window.BrowserNotFound`
+        when there is no browser. On Linux the window also closes when the
+        backend is killed outright (SIGKILL).
         """
         from .window import open_server_window  # a browser is only looked for by those who open a window
 
-        return open_server_window(self, path, browser, args, on_close=lambda code: self.shutdown(0))
+        return open_server_window(self, path, browser, args, on_close=lambda code: self.shutdown(1 if code > 0 else 0))
 
     # -- life cycle ---------------------------------------------------------
 

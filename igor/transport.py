@@ -12,7 +12,12 @@ checked), and its server admits connections under bounds:
   within ``handshake_timeout``; a full table evicts its oldest, slowest member
   rather than refusing the newcomer, so a crowd of slow sockets cannot lock
   out a legitimate client that completes its handshake in a millisecond;
-- upgraded connections are capped by ``max_clients``.
+- upgraded connections are capped by ``max_clients``;
+- a plain HTTP request (a static file, a signed file URL) is answered while
+  it counts as a pending handshake; once a file's bytes start to flow it
+  leaves that table for one of file answers in flight, also capped by
+  ``max_clients`` (503 beyond), and a peer that stops reading for
+  ``send_timeout`` seconds is cut off, so no answer holds its thread for long.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
+from . import static
 from .config import Config
 from .connection import Connection, Receiver
+from .file_urls import FileUrls
 from .frames import CLOSE_GOING_AWAY
-from .handshake import HandshakeError, SecurityPolicy
+from .handshake import HandshakeError, Request, SecurityPolicy
 
 _root = logging.getLogger()
 _root_had_handlers = bool(_root.handlers)
@@ -90,6 +97,9 @@ class IgorTransport(websocket_server.WebsocketServer):
         self._lock = threading.Condition()
         self._connections: List[Connection] = []
         self._pending: Dict[socket.socket, _Pending] = {}
+        self._transfers: Set[socket.socket] = set()
+        #: The signed file URLs this server answers (see :meth:`igor.IgorServer.file_url`).
+        self.files: Optional[FileUrls] = None
         self._closing = False
         super().__init__(host=config.host, port=config.port, loglevel=logging.getLogger("igor").getEffectiveLevel())
         self.RequestHandlerClass = IgorHandler
@@ -139,6 +149,31 @@ class IgorTransport(websocket_server.WebsocketServer):
             pending = self._pending.get(sock)
             if pending is not None:
                 pending.line_seen = True
+
+    def answer_http(self, sock: socket.socket, request: Request) -> None:
+        """Answer a plain HTTP request whose Host has been checked: a file URL, a static file, or 404."""
+        if self.files is not None and self.files.owns(request):
+            answer = self.files.answer(request, self.policy)
+        else:
+            answer = static.respond(self.config.static_dir, request)
+        log.info("HTTP %s %s -> %d", request.method, request.path, answer.status)
+        if answer.file is None:
+            static.send_answer(sock, answer)
+            return
+        with self._lock:
+            full = self._closing or len(self._transfers) >= self.config.max_clients
+            if not full:
+                self._pending.pop(sock, None)  # no longer a handshake: the send timeout bounds it now
+                self._transfers.add(sock)
+        if full:
+            answer.close()
+            raise HandshakeError(503, "too many file answers in flight")
+        try:
+            sock.settimeout(self.config.send_timeout)
+            static.send_answer(sock, answer)
+        finally:
+            with self._lock:
+                self._transfers.discard(sock)
 
     def admit(self, connection: Connection) -> None:
         """Count an upgraded connection in, or raise the HTTP refusal."""
@@ -210,11 +245,16 @@ class IgorTransport(websocket_server.WebsocketServer):
         with self._lock:
             return len(self._pending), len(self._connections)
 
+    def file_answers(self) -> int:
+        """Plain HTTP answers whose file is being sent."""
+        with self._lock:
+            return len(self._transfers)
+
     def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down") -> None:
         """Close every connection and admit no new one."""
         with self._lock:
             self._closing = True
-            pending = list(self._pending)
+            pending = list(self._pending) + list(self._transfers)
             self._pending.clear()
         for sock in pending:
             _shutdown(sock)

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import ctypes
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -55,6 +57,28 @@ _KEPT_LINES = 20
 
 # Seconds a browser gets to quit on a polite request before it is killed, when the backend ends first.
 _CLOSE_GRACE = 2.0
+
+
+def _parent_death_signal() -> Optional[Callable[[], None]]:
+    """On Linux, what makes a child get SIGTERM when its parent dies, even by SIGKILL; None elsewhere.
+
+    Without it a backend killed outright leaves its window open on a page that
+    can no longer reach it. Made here, not in the child: between fork and
+    exec the child should call nothing it would have to look up.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong]
+    terminate = int(signal.SIGTERM)
+    return lambda: prctl(_PR_SET_PDEATHSIG, terminate)
+
+
+_PR_SET_PDEATHSIG = 1
+_die_with_parent = _parent_death_signal()
 
 
 class BrowserNotFound(Exception):
@@ -106,23 +130,44 @@ def page_url(http_url: str, path: str = "/", token: Optional[str] = None) -> str
 class Window:
     """A browser window opened by :func:`open_window`: its process, and what to do when it ends."""
 
-    def __init__(self, process: subprocess.Popen, profile: str, url: str,
+    def __init__(self, command: Sequence[str], profile: str, url: str,
                  on_close: Optional[Callable[[int], object]]):
-        self.process = process
         #: The throwaway profile folder (``--user-data-dir``), removed once the browser has ended.
         self.profile = profile
         self.url = url
+        self.process: subprocess.Popen
         self._on_close = on_close
         self._closed = threading.Event()
         self._output: Deque[str] = deque(maxlen=_KEPT_LINES)
+        started = threading.Event()
+        failure: List[OSError] = []
+        # The thread that starts the browser is the one that waits for it, for as long as it runs:
+        # Linux's parent-death signal follows the thread that forked, not the process.
+        threading.Thread(target=self._run, args=(command, started, failure), name="igor-window-watch",
+                         daemon=True).start()
+        started.wait()
+        if failure:
+            _remove(profile)
+            raise failure[0]
+
+    def _run(self, command: Sequence[str], started: threading.Event, failure: List[OSError]) -> None:
+        try:
+            # stdin not inherited: the backend's stdin may be its parent's pipe, watched for end of file.
+            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+        except OSError as exc:
+            failure.append(exc)
+            started.set()
+            return
         # Before the watch starts, so that a browser that ends at once is never left in the set.
         _open_windows.add(self)
-        if process.stderr is not None:
-            # A thread of its own: the browser's helper processes inherit the pipe and may hold it
-            # open a moment after the browser itself has ended, so the end is told by wait(), not EOF.
-            threading.Thread(target=self._read_output, args=(process.stderr,), name="igor-window-output",
-                             daemon=True).start()
-        threading.Thread(target=self._watch, name="igor-window-watch", daemon=True).start()
+        assert self.process.stderr is not None
+        # A thread of its own: the browser's helper processes inherit the pipe and may hold it
+        # open a moment after the browser itself has ended, so the end is told by wait(), not EOF.
+        threading.Thread(target=self._read_output, args=(self.process.stderr,), name="igor-window-output",
+                         daemon=True).start()
+        started.set()
+        self._watch()
 
     @property
     def pid(self) -> int:
@@ -208,16 +253,10 @@ def open_window(url: str, on_close: Optional[Callable[[int], object]] = None, br
     """
     executable = find_browser(browser)
     profile = tempfile.mkdtemp(prefix="igor-window-")
-    command = [executable, f"--app={url}", f"--user-data-dir={profile}", *_APP_FLAGS, *args]
-    try:
-        # stdin not inherited: the backend's stdin may be its parent's pipe, watched for end of file.
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE)
-    except OSError:
-        _remove(profile)
-        raise
-    log.info("window opened: browser %s, pid %d, profile %s", executable, process.pid, profile)
-    return Window(process, profile, url, on_close)
+    window = Window([executable, f"--app={url}", f"--user-data-dir={profile}", *_APP_FLAGS, *args],
+                    profile, url, on_close)
+    log.info("window opened: browser %s, pid %d, profile %s", executable, window.pid, profile)
+    return window
 
 
 def open_server_window(server: IgorServer, path: str, browser: Optional[str], args: Sequence[str],

@@ -1,5 +1,7 @@
 import json
 import os
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -10,6 +12,8 @@ from igor import IgorClient, IgorServer, flatten
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from ready_process import ready_processes  # noqa: E402,F401 - a fixture every test module may use
 
 
 def pytest_configure(config):
@@ -90,3 +94,20 @@ def recv_until_close(ws, stream_id, limit=1000):
             if message.get("close"):
                 return messages
     raise AssertionError("no close")
+
+
+@pytest.fixture(scope="session")
+def display():
+    """A display of Xvfb's own (-displayfd picks a free number), for a real window."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (apt-get install -y xvfb)")
+    read, write = os.pipe()
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-nolisten", "tcp", "-screen", "0", "1024x768x24"],
+                            pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write)
+    with os.fdopen(read) as numbers:
+        number = numbers.readline().strip()  # written once the display accepts clients
+    assert number, "Xvfb did not start"
+    yield f":{number}"
+    xvfb.terminate()
+    xvfb.wait(5)

@@ -9,7 +9,6 @@ import textwrap
 import urllib.request
 
 import pytest
-import websocket
 
 import igor
 
@@ -85,44 +84,10 @@ def run_igor(app_dir, *args):
                           capture_output=True, text=True, timeout=30)
 
 
-class Served:
-    """A ``python -m igor`` that serves until its stdin closes, as under a UI parent."""
-
-    def __init__(self, app_dir, *args):
-        self.process = subprocess.Popen(igor_command(*args), cwd=app_dir, env=environment(), stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        assert line.startswith("IGOR_READY "), (line, self.process.stderr.read() if not line else "")
-        self.ready = json.loads(line[len("IGOR_READY "):])
-
-    def connect(self):
-        header = [f"Authorization: Bearer {self.ready['token']}"] if self.ready["token"] else []
-        ws = websocket.create_connection(self.ready["url"], header=header, timeout=10)
-        return ws
-
-    def stop(self):
-        """Close stdin (the parent leaving); returns (exit code, the rest of stdout, stderr)."""
-        stdout, stderr = self.process.communicate(timeout=15)
-        return self.process.returncode, stdout, stderr
-
-    def kill(self):
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.communicate()
-
-
 @pytest.fixture
-def serve(app_dir):
-    started = []
-
-    def start(*args):
-        served = Served(app_dir, *args)
-        started.append(served)
-        return served
-
-    yield start
-    for served in started:
-        served.kill()
+def serve(app_dir, ready_processes):
+    """Start ``python -m igor ARGS`` in the app's folder, serving until its stdin closes, as under a UI parent."""
+    return lambda *args: ready_processes(igor_command(*args), cwd=app_dir, env=environment())
 
 
 def assert_one_line_error(result, *fragments):

@@ -71,9 +71,9 @@ def test_every_name_in_all_resolves():
         assert getattr(igor, name) is not None, name
 
 
-SERVER_MODULES = ("api", "config", "connection", "core", "dispatch", "encoding", "executor", "files", "frames",
-                  "handshake", "lifecycle", "loader", "outbox", "peer", "process", "registry", "runner", "server",
-                  "static", "stream", "transfer", "transport", "typescript")
+SERVER_MODULES = ("api", "config", "connection", "core", "dispatch", "encoding", "executor", "file_urls", "files",
+                  "frames", "handshake", "lifecycle", "loader", "outbox", "peer", "process", "registry", "runner",
+                  "server", "static", "stream", "transfer", "transport", "typescript")
 
 
 def test_the_client_imports_nothing_of_the_server():

@@ -209,39 +209,10 @@ def frozen_app(tmp_path_factory):
     return executable
 
 
-class Running:
-    """The frozen executable, started as a UI starts it: from another folder, stdin a pipe."""
-
-    def __init__(self, executable, *args, cwd):
-        self.process = subprocess.Popen([executable, *args], cwd=cwd, env=app_environment(), stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        assert line.startswith("IGOR_READY "), (line, "" if line else self.process.stderr.read())
-        self.ready = json.loads(line[len("IGOR_READY "):])
-
-    def stop(self):
-        """Close stdin (the UI leaving): (exit status, the rest of stdout, stderr)."""
-        stdout, stderr = self.process.communicate(timeout=15)
-        return self.process.returncode, stdout, stderr
-
-    def kill(self):
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.communicate()
-
-
 @pytest.fixture
-def run_app(frozen_app, tmp_path):
-    started = []
-
-    def start(*args):
-        running = Running(frozen_app, *args, cwd=tmp_path)
-        started.append(running)
-        return running
-
-    yield start
-    for running in started:
-        running.kill()
+def run_app(frozen_app, tmp_path, ready_processes):
+    """Start the frozen executable as a UI starts it: from another folder, stdin a pipe."""
+    return lambda *args: ready_processes([frozen_app, *args], cwd=tmp_path, env=app_environment())
 
 
 def call(ws, stream_id, action, data=None):

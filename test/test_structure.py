@@ -87,7 +87,7 @@ def test_the_reader_sees_the_imports_it_must():
     # The checks below are only as good as the parser: it must see each kind of import.
     graph = _graph()
     assert "frames" in graph["connection"]  # from .frames import (...)
-    assert "static" in graph["connection"]  # from . import static
+    assert "static" in graph["transport"]  # from . import static
     assert "api" in graph["core"]
     assert "typescript" in graph["__main__"]  # inside a function
     assert {"server", "client", "process"} <= graph["__init__"]  # under if TYPE_CHECKING

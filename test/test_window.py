@@ -9,7 +9,6 @@ the backend recorded.
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -194,23 +193,6 @@ def test_app_exits_0_when_the_window_closes(app):
     assert not os.path.exists(started.profile)
 
 
-@pytest.fixture(scope="module")
-def display():
-    """A display of Xvfb's own (-displayfd picks a free number), for a real window."""
-    if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb is not installed (apt-get install -y xvfb)")
-    read, write = os.pipe()
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-nolisten", "tcp", "-screen", "0", "1024x768x24"],
-                            pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(write)
-    with os.fdopen(read) as numbers:
-        number = numbers.readline().strip()  # written once the display accepts clients
-    assert number, "Xvfb did not start"
-    yield f":{number}"
-    xvfb.terminate()
-    xvfb.wait(5)
-
-
 @needs_browser
 def test_app_in_a_real_window_survives_a_reload_and_exits_0_when_it_closes(app, display):
     no_headless = [arg for arg in BROWSER_ARGS if not arg.startswith("--headless")]
@@ -361,3 +343,33 @@ def test_the_usual_install_folders_are_looked_in(monkeypatch):
     monkeypatch.undo()
     assert os.path.join("C:/Program Files", r"Microsoft\Edge\Application\msedge.exe") in candidates
     assert os.path.join("C:/Program Files", r"Google\Chrome\Application\chrome.exe") in candidates
+
+
+def _fake_browser(folder, body):
+    """An executable standing in for the browser: a Python script with ``body``, its argv ignored."""
+    fake = folder / "fake-browser"
+    fake.write_text(f"#!{sys.executable}\nimport os, sys, time\n{body}\n")
+    fake.chmod(0o755)
+    return fake
+
+
+def test_a_browser_that_fails_at_start_ends_the_backend_with_1(tmp_path):
+    # No display, a flag it refuses: the browser exits with an error, and the app must not say all went well.
+    fake = _fake_browser(tmp_path, 'print("Missing X server or $DISPLAY", file=sys.stderr)\nsys.exit(1)')
+    result = _run_app(tmp_path, "--browser", str(fake))
+    assert result.returncode == 1, result.stderr
+    assert "exit code 1" in result.stderr and "Missing X server or $DISPLAY" in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_the_window_closes_when_the_backend_is_killed_outright(tmp_path):
+    # SIGKILL runs no atexit: the kernel's parent-death signal is what takes the window along.
+    fake = _fake_browser(tmp_path, "time.sleep(60)")
+    started = App(tmp_path, ["--static", str(_write_app(tmp_path)), "--browser", str(fake)], _env())
+    try:
+        assert not _gone(started.browser_pid)
+        started.process.kill()
+        started.process.wait()
+        wait_for(lambda: _gone(started.browser_pid), timeout=2.0, message="the browser ending with its backend")
+    finally:
+        started.kill()

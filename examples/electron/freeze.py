@@ -23,6 +23,8 @@ import os
 import sys
 import tempfile
 
+from igor.freeze import onedir_options
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 SCRIPT = os.path.join(REPO_ROOT, "server_instance.py")
@@ -35,14 +37,7 @@ def pyinstaller_args(dist: str, work: str, name: str) -> list:
     """The PyInstaller command line (without the program name) for the demo backend."""
     return [
         SCRIPT,
-        "--onedir",
-        "--name", name,
-        "--distpath", dist,
-        "--workpath", work,
-        "--specpath", work,
-        "--noconfirm",
-        "--clean",
-        "--log-level", "WARN",
+        *onedir_options(name, dist, work),
         # Lands in sys._MEIPASS/examples/demo. server_instance.py finds it with no
         # frozen-app branch: PyInstaller sets the entry script's __file__ to
         # sys._MEIPASS/server_instance.py, so paths relative to it keep working.

@@ -19,19 +19,16 @@ import { fileURLToPath } from 'node:url';
 
 import { launch } from '../dist/node.js';
 import { nextPush, within } from './helpers.mjs';
-import { collectStderr, isAlive } from './processes.mjs';
+import { collectStderr, freezeSkip, isAlive, packagedAppEnv } from './processes.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, '..', '..', '..');
 const python = process.env.PYTHON || 'python3';
 const SAMPLE = path.join(repoRoot, 'test', 'freeze_app');
 
-const probe = spawnSync(python, ['-c', 'import PyInstaller'], { stdio: 'ignore' });
-const skip =
-  probe.status === 0 ? false : `PyInstaller is not installed for ${python}: pip install -e '.[freeze]' (test/run_all.sh does)`;
+const skip = freezeSkip(python);
 
-// What a packaged app passes: no PYTHONPATH or PYTHONHOME, so nothing but the frozen folder can supply the code.
-const appEnv = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('PYTHON')));
+const appEnv = packagedAppEnv();
 
 let scratch;
 let executable;

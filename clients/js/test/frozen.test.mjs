@@ -7,7 +7,7 @@
 // pip install -e '.[freeze]' (test/run_all.sh does).
 import { before, after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { copyFile, cp, mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { IgorClient } from '../dist/index.js';
 import { launch } from '../dist/node.js';
 import { within } from './helpers.mjs';
-import { collectStderr, firstLine, isAlive, waitGone } from './processes.mjs';
+import { collectStderr, firstLine, freezeSkip, isAlive, packagedAppEnv, waitGone } from './processes.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, '..', '..', '..');
@@ -29,13 +29,9 @@ const ELECTRON_EXAMPLE = path.join(repoRoot, 'examples', 'electron');
 const FREEZE = path.join(ELECTRON_EXAMPLE, 'freeze.py');
 const NAME = 'igor-backend';
 
-const probe = spawnSync(python, ['-c', 'import PyInstaller'], { stdio: 'ignore' });
-const skip =
-  probe.status === 0 ? false : `PyInstaller is not installed for ${python}: pip install -e '.[freeze]' (test/run_all.sh does)`;
+const skip = freezeSkip(python);
 
-// What a packaged app passes: no PYTHONPATH or PYTHONHOME, so nothing but the
-// frozen folder can supply the code.
-const appEnv = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('PYTHON')));
+const appEnv = packagedAppEnv();
 
 let scratch;
 let executable;

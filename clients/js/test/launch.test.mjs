@@ -19,6 +19,14 @@ import { launch, LaunchError } from '../dist/node.js';
 import { within } from './helpers.mjs';
 import { collectStderr, firstLine, isAlive, waitGone } from './processes.mjs';
 
+/** The error `launch(...args)` rejects with; fails the test if it resolves. */
+async function launchFailure(...args) {
+  return launch(...args).then(
+    () => assert.fail('launch should reject'),
+    (e) => e,
+  );
+}
+
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, '..', '..', '..');
 const python = process.env.PYTHON || 'python3';
@@ -101,17 +109,14 @@ test('a script that fails to import rejects with the Python traceback', { timeou
     'broken.py': 'import sys\nprint("starting the broken app")\nimport igor_no_such_module_for_tests\n',
   });
   let forwarded = '';
-  const error = await launch(python, ['broken.py'], {
+  const error = await launchFailure(python, ['broken.py'], {
     cwd: dir,
     env,
     stdout: 'ignore',
     stderr: (text) => {
       forwarded += text;
     },
-  }).then(
-    () => assert.fail('launch should reject'),
-    (e) => e,
-  );
+  });
   assert.ok(error instanceof LaunchError, `a LaunchError, got ${error}`);
   assert.equal(error.reason, 'exit');
   assert.equal(error.exitCode, 1);
@@ -123,14 +128,11 @@ test('a script that fails to import rejects with the Python traceback', { timeou
 
 test('python -m igor with a missing module rejects with its message', { timeout: 30_000 }, async (t) => {
   const dir = await scratch(t, {});
-  const error = await launch(python, ['-m', 'igor', 'igor_no_such_api_module:API', '--port', '0'], {
+  const error = await launchFailure(python, ['-m', 'igor', 'igor_no_such_api_module:API', '--port', '0'], {
     cwd: dir,
     env,
     stderr: 'ignore',
-  }).then(
-    () => assert.fail('launch should reject'),
-    (e) => e,
-  );
+  });
   assert.equal(error.reason, 'exit');
   assert.notEqual(error.exitCode, 0);
   assert.match(error.message, /igor_no_such_api_module/);
@@ -141,15 +143,12 @@ test('a server that prints nothing is killed after the timeout', { timeout: 30_0
     'silent.py': 'import sys, time\nprint("loading something slow", file=sys.stderr, flush=True)\ntime.sleep(60)\n',
   });
   const started = Date.now();
-  const error = await launch(python, ['silent.py'], {
+  const error = await launchFailure(python, ['silent.py'], {
     cwd: dir,
     env,
     timeout: 1500,
     stderr: 'ignore',
-  }).then(
-    () => assert.fail('launch should reject'),
-    (e) => e,
-  );
+  });
   const elapsed = Date.now() - started;
   assert.equal(error.reason, 'timeout');
   assert.match(error.message, /no IGOR_READY line within 1500 ms/);
@@ -159,10 +158,7 @@ test('a server that prints nothing is killed after the timeout', { timeout: 30_0
 });
 
 test('a program that does not exist rejects with reason "spawn"', { timeout: 10_000 }, async () => {
-  const error = await launch('igor-no-such-program-for-tests', [], { stderr: 'ignore' }).then(
-    () => assert.fail('launch should reject'),
-    (e) => e,
-  );
+  const error = await launchFailure('igor-no-such-program-for-tests', [], { stderr: 'ignore' });
   assert.ok(error instanceof LaunchError);
   assert.equal(error.reason, 'spawn');
   assert.match(error.message, /ENOENT/);
@@ -173,10 +169,7 @@ test('a malformed IGOR_READY line rejects with reason "ready-line"', { timeout: 
   const dir = await scratch(t, {
     'bad_ready.py': 'import time\nprint("IGOR_READY {not json", flush=True)\ntime.sleep(60)\n',
   });
-  const error = await launch(python, ['bad_ready.py'], { cwd: dir, env, stderr: 'ignore' }).then(
-    () => assert.fail('launch should reject'),
-    (e) => e,
-  );
+  const error = await launchFailure(python, ['bad_ready.py'], { cwd: dir, env, stderr: 'ignore' });
   assert.equal(error.reason, 'ready-line');
   assert.match(error.message, /not valid JSON/);
 });
@@ -196,10 +189,7 @@ test('a ready line whose server cannot be connected to rejects with reason "conn
       '',
     ].join('\n'),
   });
-  const error = await launch(python, ['liar.py'], { cwd: dir, env, stderr: 'ignore', timeout: 10_000 }).then(
-    () => assert.fail('launch should reject'),
-    (e) => e,
-  );
+  const error = await launchFailure(python, ['liar.py'], { cwd: dir, env, stderr: 'ignore', timeout: 10_000 });
   assert.equal(error.reason, 'connect');
   assert.match(error.message, new RegExp(`could not connect to ws://127\\.0\\.0\\.1:${port}/`));
   assert.equal(error.signal, 'SIGKILL', 'the child was ended');
@@ -311,15 +301,12 @@ test('a failed launch through a wrapper script leaves no Python grandchild runni
   const dir = await scratch(t, {
     'sleepy.py': 'import os, sys, time\nprint("GRANDCHILD", os.getpid(), file=sys.stderr, flush=True)\ntime.sleep(60)\n',
   });
-  const error = await launch('sh', ['-c', `"${python}" sleepy.py; echo wrapper-done`], {
+  const error = await launchFailure('sh', ['-c', `"${python}" sleepy.py; echo wrapper-done`], {
     cwd: dir,
     env,
     timeout: 1500,
     stderr: 'ignore',
-  }).then(
-    () => assert.fail('launch should reject'),
-    (e) => e,
-  );
+  });
   assert.equal(error.reason, 'timeout');
   const pid = Number(/GRANDCHILD (\d+)/.exec(error.output)?.[1]);
   assert.ok(pid > 0, `the grandchild told its pid: ${error.output}`);
@@ -419,10 +406,7 @@ test('a ready line without "url" or "port" rejects with reason "ready-line"', { 
   const dir = await scratch(t, {
     'no_port.py': 'import json, time\nprint("IGOR_READY " + json.dumps({"url": "ws://127.0.0.1:9/"}), flush=True)\ntime.sleep(60)\n',
   });
-  const error = await launch(python, ['no_port.py'], { cwd: dir, env, stderr: 'ignore' }).then(
-    () => assert.fail('launch should reject'),
-    (e) => e,
-  );
+  const error = await launchFailure(python, ['no_port.py'], { cwd: dir, env, stderr: 'ignore' });
   assert.equal(error.reason, 'ready-line');
   assert.match(error.message, /lacks "url" or "port"/);
   assert.equal(error.signal, 'SIGKILL', 'the child was ended');
@@ -430,15 +414,12 @@ test('a ready line without "url" or "port" rejects with reason "ready-line"', { 
 
 test('a token in the client options is used instead of the ready line\'s', { timeout: 60_000 }, async (t) => {
   const dir = await scratch(t, { 'launch_api.py': API_MODULE });
-  const error = await launch(python, ['-m', 'igor', 'launch_api:API', '--port', '0', '--token', 'the-right-token'], {
+  const error = await launchFailure(python, ['-m', 'igor', 'launch_api:API', '--port', '0', '--token', 'the-right-token'], {
     cwd: dir,
     env,
     stderr: 'ignore',
     client: { token: 'a-wrong-token', WebSocket },
-  }).then(
-    () => assert.fail('launch should reject'),
-    (e) => e,
-  );
+  });
   assert.equal(error.reason, 'connect');
   assert.ok(error.cause instanceof IgorError, `the client's error is the cause: ${error.cause}`);
   assert.equal(error.cause.code, 401, 'the server refused the wrong token');
@@ -472,15 +453,12 @@ test('a server that exits after its ready line, while the client connects, rejec
       '',
     ].join('\n'),
   });
-  const error = await launch(python, ['quitter.py', String(silent.address().port), String(control.address().port)], {
+  const error = await launchFailure(python, ['quitter.py', String(silent.address().port), String(control.address().port)], {
     cwd: dir,
     env,
     stderr: 'ignore',
     client: { WebSocket },
-  }).then(
-    () => assert.fail('launch should reject'),
-    (e) => e,
-  );
+  });
   assert.equal(error.reason, 'exit');
   assert.match(error.message, /exited with code 3 before it could be connected to/);
   assert.equal(error.exitCode, 3);
@@ -512,10 +490,7 @@ test('LaunchError.output keeps the last 64 KiB of a chatty failure', { timeout: 
   const dir = await scratch(t, {
     'chatty_failure.py': 'import sys\nsys.stderr.write("x" * 100_000)\nsys.stderr.write("THE END\\n")\nsys.exit(1)\n',
   });
-  const error = await launch(python, ['chatty_failure.py'], { cwd: dir, env, stderr: 'ignore' }).then(
-    () => assert.fail('launch should reject'),
-    (e) => e,
-  );
+  const error = await launchFailure(python, ['chatty_failure.py'], { cwd: dir, env, stderr: 'ignore' });
   assert.equal(error.reason, 'exit');
   assert.equal(error.output.length, 64 * 1024);
   assert.ok(error.output.endsWith('xxxTHE END\n'), 'the end is what is kept');
@@ -524,10 +499,7 @@ test('LaunchError.output keeps the last 64 KiB of a chatty failure', { timeout: 
 
 test('LaunchError is an IgorError (code 0, type "LaunchFailed") that keeps its own fields', { timeout: 30_000 }, async (t) => {
   const dir = await scratch(t, { 'fails.py': 'import sys\nprint("no luck", file=sys.stderr)\nsys.exit(2)\n' });
-  const error = await launch(python, ['fails.py'], { cwd: dir, env, stderr: 'ignore' }).then(
-    () => assert.fail('launch should reject'),
-    (e) => e,
-  );
+  const error = await launchFailure(python, ['fails.py'], { cwd: dir, env, stderr: 'ignore' });
   assert.ok(error instanceof IgorError, 'one instanceof IgorError check covers launches too');
   assert.ok(error instanceof LaunchError);
   assert.ok(error instanceof Error);

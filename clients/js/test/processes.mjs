@@ -1,6 +1,7 @@
-// Process helpers shared by launch.test.mjs and frozen.test.mjs: is a pid
+// Process helpers shared by the launching and freezing tests: is a pid
 // still running, wait for it to end, read a child's first line and its stderr.
 // Not a test file itself (npm test runs test/*.test.mjs).
+import { spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 
 /**
@@ -66,4 +67,22 @@ export async function firstLine(child, ms) {
       reject(new Error(`exited with ${code} before printing a line; got ${JSON.stringify(text)}`));
     });
   });
+}
+
+/**
+ * Why a freezing test must skip (PyInstaller missing for `python`), or false when it can run.
+ */
+export function freezeSkip(python) {
+  const probe = spawnSync(python, ['-c', 'import PyInstaller'], { stdio: 'ignore' });
+  return probe.status === 0
+    ? false
+    : `PyInstaller is not installed for ${python}: pip install -e '.[freeze]' (test/run_all.sh does)`;
+}
+
+/**
+ * The environment a packaged app passes its frozen backend: no PYTHONPATH or PYTHONHOME, so nothing
+ * but the frozen folder can supply the code.
+ */
+export function packagedAppEnv() {
+  return Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('PYTHON')));
 }
