@@ -318,7 +318,8 @@ class Connection:
                 if not self._writing and not batch:
                     return self._write_through(frame)
                 if self._outbox.has_room(frame):
-                    self._queue(frame)
+                    self._outbox.append(frame)
+                    self._wake_writer(lingering=not batch)
                     return True
                 if not wait:
                     if wait is None:
@@ -339,7 +340,8 @@ class Connection:
             if self._closing:
                 return
             if self._writing:
-                self._queue(build_frame(OP_PING, b"igor"))
+                self._outbox.append(build_frame(OP_PING, b"igor"))
+                self._wake_writer(lingering=True)
             else:
                 self._write_through(build_frame(OP_PING, b"igor"))
 
@@ -405,13 +407,11 @@ class Connection:
             self._wake_writer()
         return True
 
-    def _queue(self, frame: Frame) -> None:
-        self._outbox.append(frame)
-        self._wake_writer()
-
-    def _wake_writer(self) -> None:
-        # Called with the lock held, once something is queued.
-        if not self._writing:
+    def _wake_writer(self, lingering: bool = False) -> None:
+        # Lock held, something queued. A frame not sent in a burst must not wait out an idle writer's linger.
+        if lingering and self._writing:
+            self._lock.notify_all()
+        elif not self._writing:
             self._progress = time.monotonic()
             self._start_writer()
 
