@@ -39,7 +39,11 @@ APP = textwrap.dedent('''
         out.send("started")
         out.wait(30)
 
-    API = {"hello": hello, "remember": remember, "recall": recall, "kept": kept, "slow": slow}
+    def quit(out, data):
+        import sys
+        sys.exit(data)
+
+    API = {"hello": hello, "remember": remember, "recall": recall, "kept": kept, "slow": slow, "quit": quit}
 ''')
 
 
@@ -193,6 +197,16 @@ def test_a_watched_folder_reloads_too(tmp_path):
 def test_a_signal_stops_it_and_its_backend_with_code_0(dev, sig):
     assert dev.answer() == "one"
     assert dev.stop(sig) == 0
+    assert refused(dev.port)
+
+
+def test_a_backend_that_exits_by_itself_ends_igor_dev_with_its_code(dev):
+    with dev.client() as client:
+        try:
+            client.call("quit", 3)  # the stream closes as at any shutdown, or the connection first
+        except ConnectionClosed:
+            pass
+    assert dev.process.wait(10) == 3
     assert refused(dev.port)
 
 
