@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.request
 
 import pytest
 from conftest import wait_for
@@ -208,6 +209,30 @@ def test_a_backend_that_exits_by_itself_ends_igor_dev_with_its_code(dev):
             pass
     assert dev.process.wait(10) == 3
     assert refused(dev.port)
+
+
+def test_its_backends_end_when_it_is_killed(dev):
+    assert dev.answer() == "one"
+    dev.process.kill()
+    dev.process.wait(10)
+    # Each backend sees its end of the control channel close, and shuts down: the port is let go.
+    wait_for(lambda: refused(dev.port), timeout=10, message="the port to be released")
+
+
+def test_it_takes_the_serve_options_and_prints_the_page_address(app):
+    (app / "ui").mkdir()
+    (app / "ui" / "index.html").write_text("<p>page</p>")
+    dev = Dev(app, "--token", "fixed-token", "--static", "ui")
+    try:
+        assert dev.token == "fixed-token"
+        dev.wait_stderr(f"igor: open http://127.0.0.1:{dev.port}/#token=fixed-token")
+        (app / "app.py").write_text(APP.replace('"one"', '"two"'))
+        wait_for(lambda: dev.answer() == "two", timeout=5, message="the edited handler's answer")
+        with urllib.request.urlopen(f"http://127.0.0.1:{dev.port}/index.html", timeout=5) as page:
+            assert page.read() == b"<p>page</p>"
+        assert dev.stderr().count("igor: open ") == 1
+    finally:
+        dev.stop()
 
 
 def test_exit_with_parent_when_stdin_closes(app):
