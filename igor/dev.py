@@ -164,7 +164,8 @@ def _backend(args: argparse.Namespace, build: Build, page_url: Callable[[Any], s
         reloading.set()
         threading.Thread(target=server.shutdown, name="igor-dev-stop", daemon=True,
                          kwargs={"close_code": CLOSE_SERVICE_RESTART, "reason": RELOAD_REASON}).start()
-        # The sessions once every client has left (each parks its own), or as they are if one takes too long.
+        # The sessions once every client has left (each parks its own), or as they are if one takes too long;
+        # the registry has no condition to wait on, and this wait is over in a few milliseconds.
         deadline = time.monotonic() + server.config.shutdown_timeout / 2
         while len(server.registry) and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -186,8 +187,7 @@ def _print_load_error() -> None:
     """The traceback of the app's import, without the frames of Igor and importlib above it."""
     kind, error, trace = sys.exc_info()
     report = traceback.TracebackException(kind, error, trace)  # type: ignore[arg-type]
-    internal = tuple(os.path.dirname(os.path.abspath(module.__file__)) + os.sep for module in (sys.modules[__package__],
-                                                                                            importlib))
+    internal = tuple(os.path.dirname(os.path.abspath(path)) + os.sep for path in (__file__, importlib.__file__))
     frames = [frame for frame in report.stack
               if not frame.filename.startswith(internal) and not frame.filename.startswith("<frozen importlib")]
     report.stack = traceback.StackSummary.from_list(frames)
@@ -304,7 +304,7 @@ class Supervisor:
         if self._start(new, sessions) is None:
             new.stop(self._stop_timeout)
             if not self._stop.is_set():
-                    log.error("the new backend failed to start (see above): nothing serves until a file is saved")
+                log.error("the new backend failed to start (see above): nothing serves until a file is saved")
         else:
             self.current = new
             log.info("backend reloaded in %.2f s (%s changed; %d session(s) handed over)",
