@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import os
 import sys
-from typing import List, NoReturn, Optional
+from typing import Any, List, NoReturn, Optional
 from urllib.parse import quote
 
 from .core import flatten
@@ -40,6 +40,7 @@ def _is_loopback(host: str) -> bool:
 
 
 _USAGE = """igor [serve] MODULE:API [options]
+       igor dev MODULE:API [--watch DIR]... [options]
        igor app MODULE:API --static DIR [--browser PATH] [--browser-arg ARG]... [options]
        igor types MODULE:API [-o FILE]
        igor freeze MODULE:API [options]"""
@@ -51,6 +52,7 @@ freeze it into an executable.
 
 commands:
   serve    serve the API (the default command: igor MODULE:API is igor serve MODULE:API)
+  dev      serve the API, and restart it on the same port and token when its Python files change
   app      serve the API and show the --static page in a browser's app-mode window; exit when it closes
   types    write TypeScript declarations of the API's actions (see igor types --help)
   freeze   build a one-folder executable that serves the API, with PyInstaller (see igor freeze --help)
@@ -110,6 +112,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .freeze import main as freeze_main
 
         return freeze_main(argv[1:])
+    if argv[:1] == ["dev"]:  # `igor dev MODULE:API`: serve, and reload the backend when its files change
+        from .dev import dev_main
+
+        return dev_main(_parser(), argv[1:], _build, _page_url)
     if argv[:1] == ["app"]:  # `igor app MODULE:API --static DIR`: serve, and show the page in a browser window
         from .window import app_main
 
@@ -126,6 +132,25 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     level = args.log_level or ("DEBUG" if args.debug else "INFO")
     logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = _build(args)
+    try:
+        server.start()
+    except OSError as exc:
+        if exc.errno in _ADDRESS_IN_USE:
+            _fail(f"port {args.port} is in use: pick another with --port, or --port 0 for a free one")
+        _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+    if args.static:
+        # For a person running it by hand: the page takes its token from the address's fragment, which a browser
+        # never sends, so this is the address to open. stdout stays the ready line's alone, for the UI process.
+        sys.stderr.write(f"igor: open {_page_url(server)}\n")
+        sys.stderr.flush()
+    if getattr(args, "window", None) is not None:  # igor app (see igor.window): the page in a browser window
+        args.window(server)
+    return server.run_forever() or 0
+
+
+def _build(args: argparse.Namespace, **overrides: Any) -> IgorServer:
+    """The server the serve options describe, not started; ``overrides`` replace config keys (for igor dev)."""
     if args.no_token and not _is_loopback(args.host):
         _fail(f"--no-token would let anyone who can reach {args.host} drive this backend: drop --no-token "
               f"(a token is then generated) or bind --host 127.0.0.1")
@@ -142,6 +167,7 @@ def _serve(args: argparse.Namespace) -> int:
         "exit_with_parent": stdin_is_pipe() if args.exit_with_parent is None else args.exit_with_parent,
         "debug": args.debug,
         "json_default": json_default,
+        **overrides,
     }
     try:
         server = IgorServer(api=flatten(api), config=config)
@@ -149,20 +175,7 @@ def _serve(args: argparse.Namespace) -> int:
             server.add_process(name, thread)
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
-    try:
-        server.start()
-    except OSError as exc:
-        if exc.errno in _ADDRESS_IN_USE:
-            _fail(f"port {args.port} is in use: pick another with --port, or --port 0 for a free one")
-        _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
-    if args.static:
-        # For a person running it by hand: the page takes its token from the address's fragment, which a browser
-        # never sends, so this is the address to open. stdout stays the ready line's alone, for the UI process.
-        sys.stderr.write(f"igor: open {_page_url(server)}\n")
-        sys.stderr.flush()
-    if getattr(args, "window", None) is not None:  # igor app (see igor.window): the page in a browser window
-        args.window(server)
-    return server.run_forever() or 0
+    return server
 
 
 def _page_url(server: IgorServer) -> str:

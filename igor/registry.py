@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hmac
 import itertools
+import json
+import logging
 import secrets
 import threading
 import time
@@ -20,6 +22,8 @@ from .frames import Frame
 from .protocol import StreamId, short
 
 __all__ = ["Client", "ClientRegistry", "ClientId"]
+
+log = logging.getLogger("igor")
 
 ClientId = StreamId
 
@@ -164,3 +168,40 @@ class ClientRegistry:
             for client_id in [cid for cid, (_, expiry, _) in self._parked.items() if expiry <= now]:
                 del self._parked[client_id]
 
+
+    def export_sessions(self) -> List[Dict[str, Any]]:
+        """The sessions a reconnecting client can claim, as JSON: ``[{"id", "session", "resume"}]``.
+
+        For ``igor dev``, which hands them from the backend it stops to the one
+        that replaces it. Those of connected clients count too (they are about
+        to leave); only a client that introduced itself has a secret to claim
+        its session with, so the others are left out. A value JSON cannot hold
+        (or would not give back the same: a tuple, a key that is not a string)
+        is dropped, with a warning naming it.
+        """
+        with self._lock:
+            held = [(cid, session, resume) for cid, (session, _, resume) in self._parked.items()]
+            held += [(client.id, client.session, client.resume) for client in self._clients.values()]
+        exported = []
+        for client_id, session, resume in held:
+            if resume is None:
+                continue
+            kept = {}
+            for key, value in list(session.items()):
+                try:
+                    if not isinstance(key, str) or json.loads(json.dumps(value)) != value:
+                        raise TypeError(f"{type(value).__name__} does not come back from JSON the same")
+                except (TypeError, ValueError, RecursionError) as exc:
+                    log.warning("client %s: session[%r] is dropped, as it is not JSON (%s)", short(client_id, 64),
+                                key, exc)
+                    continue
+                kept[key] = value
+            exported.append({"id": client_id, "session": kept, "resume": resume})
+        return exported
+
+    def import_sessions(self, exported: List[Dict[str, Any]]) -> None:
+        """Park the sessions :meth:`export_sessions` gave, each for ``session_timeout`` from now."""
+        expiry = self._clock() + self.session_timeout
+        with self._lock:
+            for entry in exported:
+                self._parked[entry["id"]] = (dict(entry["session"]), expiry, entry["resume"])

@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
@@ -23,6 +24,7 @@ from .encoding import make_encoder
 from .exceptions import ConfigError
 from .file_urls import DEFAULT_EXPIRY, Expiry, FileUrls
 from .files import LegacyFileServer
+from .frames import CLOSE_GOING_AWAY
 from .handshake import LOOPBACK_HOSTS, SecurityPolicy, default_origins
 from .lifecycle import announce_ready, watch_parent
 from .process import Processes
@@ -84,6 +86,7 @@ class IgorServer:
         self._restore_signals: Optional[Callable[[], None]] = None
         self._threads: list = []
         self._parent_watch: Optional[threading.Event] = None
+        self._close_with = (CLOSE_GOING_AWAY, "server shutting down")
 
     # -- public API -----------------------------------------------------------
 
@@ -164,12 +167,17 @@ class IgorServer:
         """
         return self.dispatcher.call_client(client_id, action, data, timeout)
 
-    def start(self) -> IgorServer:
-        """Bind, start the processes, then accept connections on background threads; returns at once."""
+    def start(self, sock: Optional[socket.socket] = None) -> IgorServer:
+        """Bind, start the processes, then accept connections on background threads; returns at once.
+
+        ``sock``, a TCP socket that is bound and listening already, is served
+        instead of binding ``host`` and ``port`` (``igor dev`` hands each backend it
+        starts the one socket it bound, so the port survives a reload).
+        """
         with self._lock:
             if self._transport is not None:
                 raise RuntimeError("the server has already been started")
-            transport = IgorTransport(self.config, SecurityPolicy(), self.dispatcher)
+            transport = IgorTransport(self.config, SecurityPolicy(), self.dispatcher, sock)
             self._transport = transport
         transport.policy = SecurityPolicy(
             token=self.token,
@@ -232,7 +240,7 @@ class IgorServer:
             raise SystemExit(self.exit_code)
         return self.exit_code
 
-    def shutdown(self, code: int = 0) -> bool:
+    def shutdown(self, code: int = 0, close_code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down") -> bool:
         """Stop serving: close every stream and connection, stop processes, within ``shutdown_timeout``.
 
         Safe from any thread. Returns True once everything has stopped;
@@ -240,7 +248,13 @@ class IgorServer:
         itself waits for), and when a handler or process ignored its cancel
         and was abandoned still running (the log names it). The program can
         exit all the same: every thread Igor starts is a daemon.
+
+        Every connection is closed with ``close_code`` and ``reason``. Any code
+        but 1001 (Going Away) closes the connections before the streams are
+        cancelled, so that clients learn of their calls' end from that code, not
+        from a cancel: ``igor dev`` closes with 1012 (Service Restart).
         """
+        self._close_with = (close_code, reason)
         self._request_stop(code)
         if self._transport is None:
             self._stopped.set()
@@ -314,14 +328,17 @@ class IgorServer:
         log.info("Igor shutting down (exit code %s)", self.exit_code)
         transport = self._transport
         abandoned: List[str] = []
+        close_code, reason = self._close_with
+        close_first = close_code != CLOSE_GOING_AWAY
         steps = [
             lambda: self._parent_watch is not None and self._parent_watch.set(),
             transport.shutdown,        # stop accepting
             transport.server_close,    # release the port
             lambda: self._file_server is not None and self._file_server.close(),
+            lambda: close_first and transport.close_all(close_code, reason),
             self.dispatcher.cancel_all,
             self._processes.stop,
-            transport.close_all,
+            lambda: transport.close_all(close_code, reason),
             lambda: abandoned.extend(f"process {pid!r}" for pid in self._processes.join(deadline)),
             lambda: self._end_connections(deadline),
             lambda: abandoned.extend(self.dispatcher.stop(deadline)),

@@ -89,8 +89,10 @@ class IgorTransport(websocket_server.WebsocketServer):
     request_queue_size = 1024
     daemon_threads = True
 
-    def __init__(self, config: Config, policy: SecurityPolicy, receiver: Receiver):
+    def __init__(self, config: Config, policy: SecurityPolicy, receiver: Receiver,
+                 sock: Optional[socket.socket] = None):
         self.config = config
+        self._inherited = sock
         self.policy = policy
         self.receiver = receiver
         self.address_family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
@@ -103,6 +105,20 @@ class IgorTransport(websocket_server.WebsocketServer):
         self._closing = False
         super().__init__(host=config.host, port=config.port, loglevel=logging.getLogger("igor").getEffectiveLevel())
         self.RequestHandlerClass = IgorHandler
+
+    def server_bind(self) -> None:
+        if self._inherited is None:
+            super().server_bind()
+            return
+        # A socket that listens already, bound by a supervisor (igor dev) that hands it to each backend it
+        # starts: the port never changes, and a connect while backends change places waits in its backlog.
+        self.socket.close()
+        self.socket = self._inherited
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        if self._inherited is None:
+            super().server_activate()
 
     # -- admission (the accepting thread, then each connection's thread) -------
 

@@ -196,10 +196,11 @@ def test_help_lists_the_commands_and_the_options(app_dir):
     assert result.returncode == 0, result.stderr
     usage, commands = result.stdout.split("\n\n")[0], result.stdout.split("commands:\n")[1].split("\n\n")[0]
     assert usage == ("usage: igor [serve] MODULE:API [options]\n"
+                     "       igor dev MODULE:API [--watch DIR]... [options]\n"
                      "       igor app MODULE:API --static DIR [--browser PATH] [--browser-arg ARG]... [options]\n"
                      "       igor types MODULE:API [-o FILE]\n"
                      "       igor freeze MODULE:API [options]")
-    assert [line.split()[0] for line in commands.splitlines()] == ["serve", "app", "types", "freeze"]
+    assert [line.split()[0] for line in commands.splitlines()] == ["serve", "dev", "app", "types", "freeze"]
     assert "path/to/api.py:API" in result.stdout
     serve_options = result.stdout.split("serve options:\n")[1]
     for option in ("--host", "--port", "--token", "--no-token", "--static", "--process", "--json-default",

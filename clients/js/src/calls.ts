@@ -129,12 +129,13 @@ export class Calls implements StreamOwner {
     for (const entry of [...this._open.values()]) {
       if (!entry.sent) continue;
       this._forget(entry);
+      const told = error.type === 'ConnectionClosed' || error.type === 'BackendReloaded';
       entry.stream._end(
         'error',
         new IgorError(
-          `${entry.stream.action}: ${error.type === 'ConnectionClosed' ? error.message : 'the connection was lost'} before the call ended; it was not sent again`,
+          `${entry.stream.action}: ${told ? error.message : 'the connection was lost'} before the call ended; it was not sent again`,
           0,
-          'ConnectionClosed',
+          error.type === 'BackendReloaded' ? 'BackendReloaded' : 'ConnectionClosed',
           { streamId: entry.stream.id, action: entry.stream.action, cause: error },
         ),
       );

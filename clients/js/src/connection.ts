@@ -41,6 +41,8 @@ export interface ConnectionHost {
 
 export const DEFAULT_MAX_QUEUED_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_CONNECT_TIMEOUT = 10000;
+/** The close code of a server that restarts (RFC 6455): `igor dev` reloading the backend. */
+export const CLOSE_SERVICE_RESTART = 1012;
 
 /** @internal The connection of one {@link IgorClient}. */
 export class Connection {
@@ -316,6 +318,12 @@ export class Connection {
       let error: IgorError;
       if (given) {
         error = given;
+      } else if (opened && code === CLOSE_SERVICE_RESTART) {
+        error = new IgorError(
+          `the backend reloaded: ${this.url} closed the connection (code ${code}${event?.reason ? ': ' + event.reason : ''})`,
+          0,
+          'BackendReloaded',
+        );
       } else if (opened) {
         error = new IgorError(
           `the connection to ${this.url} closed (code ${code}${event?.reason ? ': ' + event.reason : ''})`,
@@ -459,7 +467,8 @@ export class Connection {
     if (!permanent && r && this._attempt < r.maxAttempts) {
       this._attempt++;
       const base = Math.min(r.maxDelay, r.initialDelay * Math.pow(r.factor, this._attempt - 1));
-      const delay = Math.round(base * (1 - Math.min(Math.max(r.jitter, 0), 1) * Math.random()));
+      // A reloaded backend's successor listens on the same socket already: waiting would only keep the UI waiting.
+      const delay = error.type === 'BackendReloaded' ? 0 : Math.round(base * (1 - Math.min(Math.max(r.jitter, 0), 1) * Math.random()));
       if (this._ready.settled) this._ready = deferred<void>();
       this._setStatus('reconnecting', { delay, error });
       this._retryTimer = setTimeout(() => {

@@ -21,6 +21,12 @@
 export type ClientErrorType =
   /** The connection closed (or was closed by {@link IgorClient.close}) before the stream ended. */
   | 'ConnectionClosed'
+  /**
+   * The server closed the connection with code 1012 (Service Restart), as
+   * `igor dev` does when it reloads the backend: the call did not finish. With
+   * `reconnect` the client connects again at once and gets its session back.
+   */
+  | 'BackendReloaded'
   /** The WebSocket could not be opened: server down, or handshake refused (401 token, 403 Host/Origin, 503 full). */
   | 'ConnectionFailed'
   /** The call did not end within its `timeout`; it was cancelled on the server. */
