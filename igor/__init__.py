@@ -12,6 +12,7 @@ The smallest program::
 
 import importlib
 import logging
+import warnings
 from typing import TYPE_CHECKING, Any, List
 
 from .exceptions import (
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from .client import IgorClient as IgorClient
     from .config import Config
     from .process import IgorProcess, Inbound, ProcessOutput
-    from .registry import Client
+    from .registry import ConnectedClient
     from .server import CONFIG, IgorServer
     from .stream import Stream
 
@@ -63,7 +64,7 @@ __all__ = [
     "flatten",
     "Stream",
     "ProcessOutput",
-    "Client",
+    "ConnectedClient",
     "IgorError",
     "ProtocolError",
     "UnknownAction",
@@ -98,7 +99,7 @@ _LAZY = {
     "IgorProcess": "process",
     "Inbound": "process",
     "ProcessOutput": "process",
-    "Client": "registry",
+    "ConnectedClient": "registry",
     "CONFIG": "server",
     "IgorServer": "server",
     "Stream": "stream",
@@ -113,6 +114,11 @@ if not TYPE_CHECKING:
     # a module __getattr__ would make every misspelt name a valid Any.
 
     def __getattr__(name: str) -> Any:
+        if name == "Client":
+            warnings.warn("igor.Client is now igor.ConnectedClient (the server's view of a connection), "
+                          "beside igor.IgorClient (the Python client); the old name goes in 3.0",
+                          DeprecationWarning, stacklevel=2)
+            name = "ConnectedClient"
         module = _LAZY.get(name)
         if module is None:
             raise AttributeError(f"module 'igor' has no attribute {name!r}")

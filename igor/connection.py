@@ -57,7 +57,7 @@ from .handshake import (
 )
 from .outbox import Chunk, Outbox
 from .protocol import hello_message
-from .registry import Client
+from .registry import ConnectedClient
 
 __all__ = ["Connection", "Receiver", "Transport", "CLOSE_HANDSHAKE_TIMEOUT"]
 
@@ -78,13 +78,13 @@ _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 class Receiver(Protocol):
     """What a connection tells the dispatcher: a client came, sent a message, left."""
 
-    def connected(self, client: Client) -> None: ...
+    def connected(self, client: ConnectedClient) -> None: ...
 
-    def received(self, client: Client, text: str) -> None: ...
+    def received(self, client: ConnectedClient, text: str) -> None: ...
 
-    def received_binary(self, client: Client, payload: Any) -> None: ...
+    def received_binary(self, client: ConnectedClient, payload: Any) -> None: ...
 
-    def disconnected(self, client: Client) -> None: ...
+    def disconnected(self, client: ConnectedClient) -> None: ...
 
 
 class Transport(Protocol):
@@ -122,7 +122,7 @@ class Connection:
     def __init__(self, sock: socket.socket, address: Any, transport: Transport):
         self.sock = sock
         self.address = address
-        self.client: Optional[Client] = None
+        self.client: Optional[ConnectedClient] = None
         self._transport = transport
         config = transport.config
         self._send_timeout = config.send_timeout
@@ -214,7 +214,7 @@ class Connection:
                 transport.answer_http(self.sock, request)
                 return None
             transport.policy.check_websocket(request)
-            self.client = Client(self, self.address, request.path, request.query, request.headers)
+            self.client = ConnectedClient(self, self.address, request.path, request.query, request.headers)
             self.client.protocol = chosen_protocol(request)
             transport.admit(self)
         except HandshakeError as exc:

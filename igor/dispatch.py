@@ -3,7 +3,7 @@
 The :class:`Dispatcher` alone owns every client's stream table. Connections
 talk to it through three calls (:meth:`~Dispatcher.connected`,
 :meth:`~Dispatcher.received`, :meth:`~Dispatcher.disconnected`), and it talks
-back through :class:`~igor.registry.Client` (send a frame, close), so neither
+back through :class:`~igor.registry.ConnectedClient` (send a frame, close), so neither
 side reaches into the other. It decides whether each call may run and has
 :class:`~igor.runner.HandlerRunner` run its handler on the worker pool
 (several streams of one client stay concurrent), or an ``async def`` one as a
@@ -76,7 +76,7 @@ from .protocol import (
     short,
     sniff_target,
 )
-from .registry import Client, ClientId, ClientRegistry
+from .registry import ClientId, ClientRegistry, ConnectedClient
 from .runner import HandlerRunner
 from .stream import Stream
 
@@ -109,18 +109,18 @@ class Dispatcher:
             f"the client has {config.max_streams} threads working for it, the most max_streams allows"))
         self._runner = HandlerRunner(self._pool, self._loop, scope, server, on_exit)
         self._lock = threading.Lock()
-        self._peers: Dict[Client, Peer] = {}
+        self._peers: Dict[ConnectedClient, Peer] = {}
 
     # -- the connection's side ------------------------------------------------
 
-    def connected(self, client: Client) -> None:
+    def connected(self, client: ConnectedClient) -> None:
         peer = Peer(self.config.max_streams)
         with self._lock:
             self._peers[client] = peer
         self.registry.add(client)
         log.info("client %r connected from %s", client.id, client.address)
 
-    def disconnected(self, client: Client) -> None:
+    def disconnected(self, client: ConnectedClient) -> None:
         with self._lock:
             peer = self._peers.pop(client, None)
         self.registry.remove(client)
@@ -139,14 +139,14 @@ class Dispatcher:
             log.warning("client %r: %d more mistakes were not logged", client.id, peer.untold)
         log.info("client %r left", client.id)
 
-    def received(self, client: Client, text: str) -> None:
+    def received(self, client: ConnectedClient, text: str) -> None:
         self._handle(client, text, parsed_cost(text), parse_message)
 
-    def received_binary(self, client: Client, payload: Any) -> None:
+    def received_binary(self, client: ConnectedClient, payload: Any) -> None:
         """A protocol 3 binary message: its head and values (see igor.binary), parsed like a text one."""
         self._handle(client, payload, binary_cost(payload), _parse_binary)
 
-    def _handle(self, client: Client, raw: Any, cost: int, parse: Callable[[Any], Any]) -> None:
+    def _handle(self, client: ConnectedClient, raw: Any, cost: int, parse: Callable[[Any], Any]) -> None:
         peer = self._peer(client)
         if peer is None:
             return
@@ -176,7 +176,7 @@ class Dispatcher:
         else:
             self._reply(client, peer, message)
 
-    def _over_budget(self, client: Client, peer: Peer, raw: Any, cost: int) -> None:
+    def _over_budget(self, client: ConnectedClient, peer: Peer, raw: Any, cost: int) -> None:
         """Refuse a message too costly to parse, tied to its stream when its first key names one."""
         error = OverBudget(f"a message that may hold {cost} bytes once parsed would take the client past "
                            f"max_client_memory ({self.config.max_client_memory} bytes, {peer.held} held now)")
@@ -193,7 +193,7 @@ class Dispatcher:
 
     # -- calls ----------------------------------------------------------------
 
-    def _call(self, client: Client, peer: Peer, call: Call, cost: int) -> None:
+    def _call(self, client: ConnectedClient, peer: Peer, call: Call, cost: int) -> None:
         handler = self.handlers.get(call.action)
         limit = self.config.max_streams
         with peer.lock:
@@ -232,7 +232,7 @@ class Dispatcher:
             return
         self._runner.run(client, peer, stream, handler, call, cost)
 
-    def _introduce(self, client: Client, peer: Peer, call: Call) -> None:
+    def _introduce(self, client: ConnectedClient, peer: Peer, call: Call) -> None:
         data = call.data
         new_id = data.get("client_id") if isinstance(data, dict) else None
         if not is_valid_id(new_id):
@@ -253,7 +253,7 @@ class Dispatcher:
 
     # -- input ----------------------------------------------------------------
 
-    def _input(self, client: Client, peer: Peer, message: Any, cost: int) -> None:
+    def _input(self, client: ConnectedClient, peer: Peer, message: Any, cost: int) -> None:
         stream = self._stream(peer, message.stream_id)
         if stream is None or not stream.accepts_input:
             self._not_open_for_input(client, peer, message.stream_id)
@@ -276,12 +276,12 @@ class Dispatcher:
             stream.fail(InboxFull(f"stream {short(message.stream_id)} has {self.config.inbox_size} unread "
                                   f"inputs, as many as inbox_size allows"))
 
-    def _not_open_for_input(self, client: Client, peer: Peer, stream_id: Any) -> None:
+    def _not_open_for_input(self, client: ConnectedClient, peer: Peer, stream_id: Any) -> None:
         peer.complain(client, "sent input to stream %s, which is not open", short(stream_id))
         # Untied: the id may already name the client's next call.
         self._refuse(client, UnknownStream(f"stream {short(stream_id)} is not open for input"), None)
 
-    def _process_input(self, client: Client, peer: Peer, message: ProcessInput, cost: int) -> None:
+    def _process_input(self, client: ConnectedClient, peer: Peer, message: ProcessInput, cost: int) -> None:
         with peer.lock:
             peer.held += cost
         error = self._processes.deliver(client, message.process_id, message.data, cost, peer.give)
@@ -330,7 +330,7 @@ class Dispatcher:
             raise UnknownAction(f"client {client_id!r} exposes no function {action!r}: {reply.error}")
         raise RemoteError(reply.error, reply.code, reply.type)
 
-    def _reply(self, client: Client, peer: Peer, reply: Reply) -> None:
+    def _reply(self, client: ConnectedClient, peer: Peer, reply: Reply) -> None:
         with peer.lock:
             pending = peer.calls.pop(reply.call_id, None)
         if pending is None:
@@ -376,7 +376,7 @@ class Dispatcher:
     def busy_threads(self) -> int:
         return self._pool.busy()
 
-    def open_streams(self, client: Client) -> int:
+    def open_streams(self, client: ConnectedClient) -> int:
         peer = self._peer(client)
         if peer is None:
             return 0
@@ -385,7 +385,7 @@ class Dispatcher:
 
     # -- helpers ----------------------------------------------------------------
 
-    def _peer(self, client: Client) -> Optional[Peer]:
+    def _peer(self, client: ConnectedClient) -> Optional[Peer]:
         with self._lock:
             return self._peers.get(client)
 
@@ -407,11 +407,11 @@ class Dispatcher:
         for stream in streams:
             stream.cancel()
 
-    def _send(self, client: Client, message: dict, wait: bool = False) -> bool:
+    def _send(self, client: ConnectedClient, message: dict, wait: bool = False) -> bool:
         # wait=False on the reader thread: never wait for a client that does not read.
         return client.send(text_frame(self.encode(for_protocol(message, client.protocol))), wait)
 
-    def _refuse(self, client: Client, error: IgorError, stream_id: Any) -> None:
+    def _refuse(self, client: ConnectedClient, error: IgorError, stream_id: Any) -> None:
         self._send(client, error_message(error, stream_id))
         if stream_id is not None:
             self._send(client, close_message(stream_id))

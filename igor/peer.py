@@ -15,7 +15,7 @@ import time
 from typing import Any, Dict, Optional, Tuple
 
 from .protocol import Reply
-from .registry import Client
+from .registry import ConnectedClient
 from .stream import Stream
 
 __all__ = ["Peer", "PendingCall", "COMPLAINTS_PER_WINDOW", "COMPLAINT_WINDOW"]
@@ -85,7 +85,7 @@ class Peer:
             if thread:
                 self.threads -= 1
 
-    def complain(self, client: Client, text: str, *args: Any) -> None:
+    def complain(self, client: ConnectedClient, text: str, *args: Any) -> None:
         """Log a client's mistake: a few per window, the rest counted, so a flood of them is a few lines."""
         now = time.monotonic()
         if now - self.window_start > COMPLAINT_WINDOW:

@@ -31,7 +31,7 @@ from .lifecycle import exit_code
 from .protocol import close_message, error_message, for_protocol, push_message
 
 if TYPE_CHECKING:
-    from .registry import Client, ClientId, ClientRegistry
+    from .registry import ClientId, ClientRegistry, ConnectedClient
 
 __all__ = ["IgorProcess", "Inbound", "ProcessOutput", "Processes"]
 
@@ -52,7 +52,7 @@ class ProcessOutput:
         self.registry = registry
         self.process_id = process_id
         self._encode = encode
-        self._skipped: weakref.WeakSet[Client] = weakref.WeakSet()
+        self._skipped: weakref.WeakSet[ConnectedClient] = weakref.WeakSet()
 
     def send(self, action: str, data: Any = None, client_id: Optional[ClientId] = None) -> None:
         """Push ``{"streamId": process_id, "action": action, "data": data}``.
@@ -101,7 +101,7 @@ class ProcessOutput:
             # batch=True: pushes come in bursts; the writer sends each client's in few system calls.
             client.send(pushed, False, None, True)
 
-    def _skip(self, client: Client) -> None:
+    def _skip(self, client: ConnectedClient) -> None:
         """A push with binary values does not go to a client of protocol 1 or 2: say so once per client."""
         if client not in self._skipped:
             self._skipped.add(client)
@@ -289,7 +289,7 @@ class Processes:
                     left.append(thread.process_id)
         return left
 
-    def deliver(self, client: Client, process_id: str, data: Any, cost: int,
+    def deliver(self, client: ConnectedClient, process_id: str, data: Any, cost: int,
                 release: Callable[[int], None]) -> Optional[IgorError]:
         """Put a client's message in a process's inbox; the error to answer with, or None."""
         with self._lock:
@@ -304,7 +304,7 @@ class Processes:
             return InboxFull(f"process {process_id!r} holds {thread.inbox_size} unread messages from this client")
         return None
 
-    def forget(self, client: Client) -> None:
+    def forget(self, client: ConnectedClient) -> None:
         """A client left: drop what it sent that no process has read."""
         for thread in self:
             if isinstance(thread, IgorProcess):

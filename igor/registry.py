@@ -21,7 +21,7 @@ from .exceptions import ClientIdTaken, UnknownClient
 from .frames import Frame
 from .protocol import StreamId, short
 
-__all__ = ["Client", "ClientRegistry", "ClientId"]
+__all__ = ["ConnectedClient", "ClientRegistry", "ClientId"]
 
 log = logging.getLogger("igor")
 
@@ -37,7 +37,7 @@ class Link(Protocol):
     def close(self, code: int = 1000, reason: str = "") -> None: ...
 
 
-class Client:
+class ConnectedClient:
     """One connection, as handlers and processes see it.
 
     ``id`` is what processes target; ``session`` is this client's dict (kept
@@ -81,7 +81,7 @@ class Client:
         self._link.close(code, reason)
 
     def __repr__(self) -> str:
-        return f"<Client {self.id!r} {self.address}>"
+        return f"<ConnectedClient {self.id!r} {self.address}>"
 
 
 class ClientRegistry:
@@ -91,12 +91,12 @@ class ClientRegistry:
         self.session_timeout = session_timeout
         self._clock = clock
         self._lock = threading.Lock()
-        self._clients: Dict[ClientId, Client] = {}
+        self._clients: Dict[ClientId, ConnectedClient] = {}
         # A parked session: its dict, when it expires, and the secret that claims it back.
         self._parked: Dict[ClientId, Tuple[Dict[str, Any], float, Optional[str]]] = {}
         self._ids = itertools.count(1)
 
-    def add(self, client: Client) -> ClientId:
+    def add(self, client: ConnectedClient) -> ClientId:
         """Register a new connection under the next free integer id."""
         with self._lock:
             client_id = next(self._ids)
@@ -106,14 +106,14 @@ class ClientRegistry:
             self._clients[client_id] = client
             return client_id
 
-    def remove(self, client: Client) -> None:
+    def remove(self, client: ConnectedClient) -> None:
         """Forget a connection; park its session for ``session_timeout`` seconds."""
         with self._lock:
             if self._clients.get(client.id) is client:
                 del self._clients[client.id]
                 self._parked[client.id] = (client.session, self._clock() + self.session_timeout, client.resume)
 
-    def rename(self, client: Client, new_id: ClientId, resume: Optional[str] = None) -> str:
+    def rename(self, client: ConnectedClient, new_id: ClientId, resume: Optional[str] = None) -> str:
         """Give ``client`` the id it asked for; returns the secret that resumes its session next time.
 
         An id whose client left less than ``session_timeout`` ago is parked:
@@ -145,14 +145,14 @@ class ClientRegistry:
             client.resume = secrets.token_urlsafe(18)
             return client.resume
 
-    def get(self, client_id: ClientId) -> Client:
+    def get(self, client_id: ClientId) -> ConnectedClient:
         with self._lock:
             try:
                 return self._clients[client_id]
             except KeyError:
                 raise UnknownClient(f"no connected client has id {client_id!r}") from None
 
-    def clients(self) -> List[Client]:
+    def clients(self) -> List[ConnectedClient]:
         """A snapshot, so callers can send without holding the lock."""
         with self._lock:
             return list(self._clients.values())

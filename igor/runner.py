@@ -20,7 +20,7 @@ from .executor import EventLoop, WorkerPool, current_slots, off_loop
 from .lifecycle import exit_code
 from .peer import Peer
 from .protocol import Call, short
-from .registry import Client
+from .registry import ConnectedClient
 from .stream import Stream
 
 __all__ = ["HandlerRunner"]
@@ -43,7 +43,7 @@ class HandlerRunner:
         self._server = server
         self._on_exit = on_exit
 
-    def run(self, client: Client, peer: Peer, stream: Stream, handler: Handler, call: Call, cost: int) -> None:
+    def run(self, client: ConnectedClient, peer: Peer, stream: Stream, handler: Handler, call: Call, cost: int) -> None:
         """Start ``handler`` for ``call``, whose slot, thread (if sync) and ``cost`` ``peer`` has counted."""
         if handler.is_async:
             self._run_async(client, peer, stream, handler, call, cost)
@@ -51,7 +51,7 @@ class HandlerRunner:
             self._pool.submit(lambda: self._run_call(client, peer, stream, handler, call, cost), peer,
                               lambda: peer.ended(stream, cost, thread=True), peer.running[stream][0])
 
-    def _kwargs(self, client: Client, call: Call) -> Dict[str, Any]:
+    def _kwargs(self, client: ConnectedClient, call: Call) -> Dict[str, Any]:
         return {
             "session": client.session,
             "scope": self._scope,
@@ -61,7 +61,7 @@ class HandlerRunner:
             "client": client,
         }
 
-    def _run_call(self, client: Client, peer: Peer, stream: Stream, handler: Handler, call: Call,
+    def _run_call(self, client: ConnectedClient, peer: Peer, stream: Stream, handler: Handler, call: Call,
                   cost: int) -> None:
         handed_on = False
         try:
@@ -97,7 +97,7 @@ class HandlerRunner:
             else:
                 peer.ended(stream, cost, thread=True)
 
-    def _run_async(self, client: Client, peer: Peer, stream: Stream, handler: Handler, call: Call, cost: int,
+    def _run_async(self, client: ConnectedClient, peer: Peer, stream: Stream, handler: Handler, call: Call, cost: int,
                    made: Any = None) -> None:
         """Run an async handler as a task on the loop; ``made`` is its coroutine or generator if already called."""
         import asyncio
@@ -133,7 +133,7 @@ class HandlerRunner:
             if inspect.iscoroutine(made):
                 made.close()
 
-    async def _run_task(self, client: Client, stream: Stream, handler: Handler, call: Call, made: Any) -> None:
+    async def _run_task(self, client: ConnectedClient, stream: Stream, handler: Handler, call: Call, made: Any) -> None:
         import asyncio
 
         try:
@@ -160,7 +160,7 @@ class HandlerRunner:
             # Sending the error may wait for a slow client: never on the loop's thread.
             await off_loop(self._handler_ended, stream, call, client, exc)
 
-    def _handler_ended(self, stream: Stream, call: Call, client: Client, exc: BaseException) -> None:
+    def _handler_ended(self, stream: Stream, call: Call, client: ConnectedClient, exc: BaseException) -> None:
         if isinstance(exc, StreamCancelled):
             log.debug("stream %r of client %r ended by cancel", call.stream_id, client.id)
         elif isinstance(exc, SystemExit):

@@ -26,7 +26,7 @@ from .transfer import CHUNK_SIZE, FileLike
 if TYPE_CHECKING:
     import asyncio
 
-    from .registry import Client
+    from .registry import ConnectedClient
 
 __all__ = ["Stream", "Encoder"]
 
@@ -49,7 +49,7 @@ class Stream:
     handler quietly.
     """
 
-    def __init__(self, client: Client, stream_id: StreamId, encode: Encoder,
+    def __init__(self, client: ConnectedClient, stream_id: StreamId, encode: Encoder,
                  on_finish: Callable[[Stream], None], on_consumed: Callable[[int], None] = lambda size: None,
                  debug: bool = False):
         self.client = client
@@ -277,7 +277,7 @@ class Stream:
         """Tell a protocol 3 client how many inputs the handler has taken: ``{"streamId":S,"read":N}``.
 
         What paces an upload (see docs/protocol.md, "Paced input"). ``wait``
-        as in :meth:`Client.send <igor.registry.Client.send>`: a handler's
+        as in :meth:`ConnectedClient.send <igor.registry.ConnectedClient.send>`: a handler's
         thread waits for room; the event loop does not.
         """
         if self._closed:

@@ -112,3 +112,12 @@ def test_protocol_1_messages_all_carry_data(start_server):
     assert recv_json(v2) == {"streamId": "p", "close": True}
     v1.close()
     v2.close()
+
+
+def test_the_old_name_of_the_servers_client_still_works_with_a_warning():
+    import igor
+
+    with pytest.warns(DeprecationWarning, match="igor.ConnectedClient"):
+        from igor import Client
+    assert Client is igor.ConnectedClient
+    assert "Client" not in igor.__all__ and "ConnectedClient" in igor.__all__

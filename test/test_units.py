@@ -10,7 +10,7 @@ from igor.encoding import encode
 from igor.frames import FrameError, build_close, build_frame, parse_close, parse_header, unmask, unmask_translate
 from igor.handshake import HandshakeError, SecurityPolicy, accept_key, parse_request, switching_protocols
 from igor.protocol import Call, Cancel, data_message, error_message, parse_message
-from igor.registry import Client, ClientRegistry
+from igor.registry import ClientRegistry, ConnectedClient
 from igor.static import resolve
 
 
@@ -178,7 +178,7 @@ def test_static_resolve(tmp_path):
 
 
 def make_client():
-    return Client(link=None)
+    return ConnectedClient(link=None)
 
 
 def test_registry_ids_rename_and_sessions():
