@@ -7,24 +7,25 @@
  * @packageDocumentation
  */
 
+import { encode } from './binary.js';
+import type { Encoded } from './binary.js';
 import type { Connection, Queued } from './connection.js';
 import { IgorError } from './errors.js';
 import type { WireError } from './errors.js';
 import type { CallOptions } from './options.js';
 import { IgorStream } from './stream.js';
 import type { StreamOwner } from './stream.js';
-import { serialise, utf8Length } from './util.js';
 
 type Entry = {
   stream: IgorStream<unknown>;
-  /** The call's JSON, made when the call was made, so that bad data fails there and then. */
-  text: string;
+  /** The call's message, encoded when the call was made, so that bad data fails there and then. */
+  encoded: Encoded;
   sent: boolean;
   timer?: ReturnType<typeof setTimeout>;
   cleanup?: () => void;
   /** While it waits for the connection: its place in the queue, and the input given meanwhile, sent right after it. */
   queued?: Queued;
-  input?: string[];
+  input?: Encoded[];
 };
 
 /** @internal The open streams of one client. */
@@ -49,9 +50,9 @@ export class Calls implements StreamOwner {
     const id = this._connection.nextId();
     const message: Record<string, unknown> = { streamId: id, action };
     if (data !== undefined) message.data = data;
-    const text = serialise(message, action);
+    const encoded = encode(message, action);
     const stream = new IgorStream<T>(this, id, action);
-    const entry: Entry = { stream: stream as IgorStream<unknown>, text, sent: false };
+    const entry: Entry = { stream: stream as IgorStream<unknown>, encoded, sent: false };
     if (this._connection.closed) {
       const failure = this._closedError(stream, 'the client is closed');
       if (this._connection.finalError === undefined) this._closeErrors.add(failure);
@@ -81,7 +82,7 @@ export class Calls implements StreamOwner {
       this._send(entry);
       return stream;
     }
-    const size = utf8Length(text);
+    const size = encoded.size;
     const full = this._connection.reserve(size, action, id);
     if (full) {
       this._forget(entry);
@@ -104,6 +105,7 @@ export class Calls implements StreamOwner {
     const entry = this._open.get(m.streamId);
     // Not open (or not sent yet, which the server cannot answer): a late answer of a stream we already ended here.
     if (!entry || !entry.sent) return true;
+    if (typeof m.read === 'number') entry.stream._read(m.read);
     if ('error' in m) {
       this._forget(entry);
       entry.stream._end('error', IgorError.fromWire(m as unknown as WireError, entry.stream.id, entry.stream.action));
@@ -170,28 +172,46 @@ export class Calls implements StreamOwner {
       throw new IgorError(`${stream.action}: cannot send input, the stream has ended`, 0, 'StreamClosed', { streamId: stream.id, action: stream.action });
     }
     const message = 'end' in input ? { streamId: stream.id, end: true } : { streamId: stream.id, data: input.data === undefined ? null : input.data };
-    const text = serialise(message, stream.action);
+    const encoded = encode(message, stream.action);
     if (entry.sent) {
-      this._connection.write(text);
+      const refused = this._binaryRefused(entry, encoded);
+      if (refused) throw refused;
+      this._connection.write(encoded.payload);
       return;
     }
     // Not sent yet (connecting, reconnecting): the input waits with the call and follows it.
-    const size = utf8Length(text);
-    const full = this._connection.reserve(size, stream.action, stream.id);
+    const full = this._connection.reserve(encoded.size, stream.action, stream.id);
     if (full) throw full;
-    if (entry.queued) entry.queued.size += size;
-    (entry.input ??= []).push(text);
+    if (entry.queued) entry.queued.size += encoded.size;
+    (entry.input ??= []).push(encoded);
+  }
+
+  /** The error for binary on a connection whose protocol cannot carry it (2 or 1), if it is so. */
+  private _binaryRefused(entry: Entry, encoded: Encoded): IgorError | undefined {
+    const protocol = this._connection.protocol;
+    if (!encoded.binary || protocol >= 3) return undefined;
+    const { id: streamId, action } = entry.stream;
+    return new IgorError(
+      `${action}: the server speaks protocol ${protocol}, which cannot carry binary data (it needs an Igor server with protocol 3)`,
+      0, 'BinaryUnsupported', { streamId, action });
   }
 
   // ---- inside --------------------------------------------------------------------
 
   private _send(entry: Entry): void {
-    entry.sent = true;
     entry.queued = undefined;
-    this._connection.write(entry.text);
     const input = entry.input;
     entry.input = undefined;
-    if (input) for (const line of input) this._connection.write(line);
+    const refused = [entry.encoded, ...(input ?? [])].map((e) => this._binaryRefused(entry, e)).find(Boolean);
+    if (refused) {
+      // Known only now that the server has answered the handshake: nothing of the call is sent.
+      this._forget(entry);
+      entry.stream._end('error', refused);
+      return;
+    }
+    entry.sent = true;
+    this._connection.write(entry.encoded.payload);
+    if (input) for (const e of input) this._connection.write(e.payload);
   }
 
   private _cancelOnServer(entry: Entry): void {

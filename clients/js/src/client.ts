@@ -25,8 +25,11 @@ import type {
 } from './options.js';
 import { PushListeners } from './pushes.js';
 import type { IgorStream } from './stream.js';
+import { download, upload } from './transfer.js';
+import type { DownloadOptions, DownloadResult, UploadOptions, UploadSource } from './transfer.js';
 import type { ActionName, ActionResult, CallArgs } from './typed.js';
-import { safely, serialise, utf8Length } from './util.js';
+import { safely } from './util.js';
+import { encode } from './binary.js';
 import { tokenFromLocation } from './websocket.js';
 
 
@@ -93,7 +96,10 @@ export class IgorClient<A = any> {
     this._connection = new Connection(url, { ...options, token }, host);
     this._calls = new Calls(this._connection, options.timeout ?? undefined, (error) => this._reportError(error));
     this._pushes = new PushListeners((error) => this._reportError(error));
-    this._exposed = new ExposedFunctions((text) => this._connection.write(text));
+    this._exposed = new ExposedFunctions(
+      (payload) => this._connection.write(payload),
+      () => this._connection.protocol,
+    );
     if (options.autoConnect !== false) this._connection.open();
   }
 
@@ -177,6 +183,58 @@ export class IgorClient<A = any> {
   private _stream<T>(what: string, action: string, data?: unknown, options?: CallOptions): IgorStream<T> {
     checkCallArguments(what, action, options);
     return this._calls.start<T>(action, data, options);
+  }
+
+  /**
+   * Upload `source` into the handler of `action`: the action is called with
+   * `options.data`, then the source follows as its input in chunks (bare
+   * bytes, 1 MiB by default) that the handler reads with `out.receive()`,
+   * iteration, or `out.receive_file(path)`, then the end of input. Chunks are
+   * paced by the server's `read` acknowledgements (protocol 3), so however
+   * slow the handler, its inbox never overflows and the server holds at most
+   * its input window of this upload. Resolves with the handler's result.
+   *
+   * ```ts
+   * const saved = await igor.upload('files.save', input.files[0], {
+   *   data: { name: input.files[0].name },
+   *   onProgress: (done, total) => (bar.value = done / total!),
+   *   signal: controller.signal,
+   * });
+   * ```
+   *
+   * @param source - a Blob or File (read a chunk at a time), an ArrayBuffer or
+   *   view, or an (async) iterable of chunks such as Node's `fs.createReadStream(path)`.
+   * @throws TypeError for a source of another kind; rejects with
+   *   {@link IgorError}: the handler's error, `'Aborted'` (the `signal`; the
+   *   handler is cancelled), `'BinaryUnsupported'` (a protocol 2 server).
+   */
+  async upload<T = unknown>(action: ActionName<A>, source: UploadSource, options: UploadOptions = {}): Promise<T> {
+    checkCallArguments('upload', action, { signal: options.signal, timeout: options.timeout });
+    if (this._connection.status !== 'open') await this._connection.ready;
+    const start = <R>(data: unknown, o: CallOptions): IgorStream<R> => this._calls.start<R>(action, data, o);
+    return upload<T>(start, this._connection.limits, action, source, options);
+  }
+
+  /**
+   * Download what the handler of `action` sends with `out.send_file(path)` or
+   * `out.send_chunks(chunks)`: a `{"transfer": {size, name, type}}` header,
+   * then bare chunks. Resolves with the joined bytes; with `options.onChunk`,
+   * hands each chunk over as it comes instead (memory stays bounded) and
+   * resolves with the header and the bytes received.
+   *
+   * @throws rejects with {@link IgorError}: the handler's error, `'Aborted'`
+   *   (the `signal`), `'ProtocolError'` (a value that is not bytes).
+   */
+  download(action: ActionName<A>, data: unknown, options: DownloadOptions & { onChunk: NonNullable<DownloadOptions['onChunk']> }): Promise<DownloadResult>;
+  download(action: ActionName<A>, data?: unknown, options?: DownloadOptions): Promise<Uint8Array>;
+  download(action: ActionName<A>, data?: unknown, options: DownloadOptions = {}): Promise<Uint8Array | DownloadResult> {
+    try {
+      checkCallArguments('download', action, { signal: options.signal, timeout: options.timeout });
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const start = <R>(d: unknown, o: CallOptions): IgorStream<R> => this._calls.start<R>(action, d, o);
+    return download(start, action, data, options);
   }
 
   /**
@@ -268,18 +326,31 @@ export class IgorClient<A = any> {
       throw new TypeError(`sendToProcess: the process id must be a non-empty string, got ${JSON.stringify(processId) ?? String(processId)}`);
     }
     const what = `sendToProcess(${JSON.stringify(processId)})`;
-    const text = serialise({ process: processId, data: data === undefined ? null : data }, what);
+    const encoded = encode({ process: processId, data: data === undefined ? null : data }, what);
     if (this._connection.closed) {
       throw new IgorError(`${what}: the client is closed`, 0, 'ConnectionClosed', { cause: this._connection.finalError });
     }
+    const refused = (): IgorError | undefined =>
+      encoded.binary && this._connection.protocol < 3
+        ? new IgorError(`${what}: the server speaks protocol ${this._connection.protocol}, which cannot carry binary data`, 0, 'BinaryUnsupported')
+        : undefined;
     if (this._connection.status === 'open') {
-      this._connection.write(text);
+      const error = refused();
+      if (error) throw error;
+      this._connection.write(encoded.payload);
       return;
     }
-    const size = utf8Length(text);
+    const size = encoded.size;
     const full = this._connection.reserve(size, what);
     if (full) throw full;
-    this._connection.enqueue({ size, send: () => this._connection.write(text) });
+    this._connection.enqueue({
+      size,
+      send: () => {
+        const error = refused();
+        if (error) this._pushes.processError(processId, error);
+        else this._connection.write(encoded.payload);
+      },
+    });
   }
 
   /**

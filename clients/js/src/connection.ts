@@ -12,9 +12,12 @@
 import { IgorError } from './errors.js';
 import type { WireError } from './errors.js';
 import type { ConnectionStatus, IgorClientOptions, ReconnectOptions, StatusEvent, WebSocketLike } from './options.js';
+import { MalformedBinary, decode } from './binary.js';
+import type { Payload } from './binary.js';
 import { deferred } from './util.js';
 import type { Deferred } from './util.js';
-import { HTTP_HINTS, WS_OPEN, connectUrl, httpStatusOf, resolveWebSocket } from './websocket.js';
+import { DEFAULT_LIMITS, HTTP_HINTS, WS_OPEN, connectUrl, httpStatusOf, limitsOf, protocolOf, resolveWebSocket } from './websocket.js';
+import type { ServerLimits } from './websocket.js';
 
 /** Something that waits for the connection: sent, in order, once it is ready. */
 export interface Queued {
@@ -69,6 +72,16 @@ export class Connection {
   private readonly _queue: Queued[] = [];
   private _queuedBytes = 0;
   private readonly _statusListeners = new Set<(event: StatusEvent) => void>();
+  /** The protocol of the current (or latest) connection: 3, 2 or 1; 0 before the first one opened. */
+  private _protocol = 0;
+  private _limits: ServerLimits = DEFAULT_LIMITS;
+  /** Opened under protocol 3 and the hello has not come yet: introduce (or become ready) when it does. */
+  private _awaitingHello = false;
+  /**
+   * Messages that wait behind one whose Blob is being read, so that the
+   * order of messages on the connection is the order they were written in.
+   */
+  private _writing: Payload[] = [];
 
   constructor(
     readonly url: string,
@@ -125,11 +138,58 @@ export class Connection {
     this._shutdown(undefined, 'the client was closed');
   }
 
-  /** Write one message if the socket is open; else drop it: the close event fails what is in flight. */
-  write(text: string): void {
+  /** The protocol the server chose for the current (or latest) connection: 3, 2 or 1; 0 before any opened. */
+  get protocol(): number {
+    return this._protocol;
+  }
+
+  /** The server's figures from its hello (protocol 3), else its defaults. */
+  get limits(): ServerLimits {
+    return this._limits;
+  }
+
+  /**
+   * Write one message if the socket is open; else drop it: the close event
+   * fails what is in flight. A payload still being read (a Blob inside) holds
+   * back what is written after it until it is sent.
+   */
+  write(payload: Payload): void {
     const socket = this._socket;
     if (!socket || socket.readyState !== WS_OPEN) return;
-    socket.send(text);
+    if (this._writing.length === 0 && (typeof payload === 'string' || payload instanceof Uint8Array)) {
+      socket.send(payload);
+      return;
+    }
+    const queue = this._writing;
+    queue.push(payload);
+    if (queue.length === 1) this._drain(socket, queue);
+  }
+
+  /** Send what waits in `queue`, in order, awaiting each payload still being read; a new socket has a new queue. */
+  private _drain(socket: WebSocketLike, queue: Payload[]): void {
+    while (queue.length > 0 && queue === this._writing && socket.readyState === WS_OPEN) {
+      const head = queue[0];
+      if (typeof head === 'string' || head instanceof Uint8Array) {
+        queue.shift();
+        socket.send(head);
+        continue;
+      }
+      head.then(
+        (bytes) => {
+          queue.shift();
+          if (queue === this._writing && socket.readyState === WS_OPEN) socket.send(bytes);
+          this._drain(socket, queue);
+        },
+        (error: unknown) => {
+          queue.shift();
+          this._host.reportError(
+            new IgorError(`a message with a Blob inside was not sent: ${(error as Error)?.message ?? error}`, 0, 'BlobUnreadable', { cause: error }),
+          );
+          this._drain(socket, queue);
+        },
+      );
+      return;
+    }
   }
 
   /** Count `size` more bytes as waiting for the connection, or the QueueFull error if they do not fit. */
@@ -188,6 +248,8 @@ export class Connection {
         try {
           const { url, protocols } = connectUrl(this.url, this._options.token, this._options.tokenIn);
           socket = new WebSocketClass(url, protocols);
+          // Browsers hand binary messages out as Blobs by default, `ws` as Buffers: an ArrayBuffer is read at once, in order.
+          socket.binaryType = 'arraybuffer';
         } catch (cause) {
           // A URL that cannot be parsed (or a constructor that refuses it)
           // will be refused again: retrying cannot help.
@@ -209,6 +271,7 @@ export class Connection {
 
   private _attach(socket: WebSocketLike, generation: number): void {
     this._socket = socket;
+    this._writing = [];
     let opened = false;
     let failed = false;
     let errorMessage: string | undefined;
@@ -225,7 +288,11 @@ export class Connection {
     socket.onopen = () => {
       if (!current()) return;
       opened = true;
-      this._introduce();
+      this._protocol = protocolOf(socket.protocol);
+      this._limits = DEFAULT_LIMITS;
+      // A protocol 3 server sends its hello first: its figures are known before anything is sent.
+      this._awaitingHello = this._protocol >= 3;
+      if (!this._awaitingHello) this._introduce();
     };
     socket.onmessage = (event: { data: unknown }) => {
       if (!current()) return;
@@ -334,19 +401,31 @@ export class Connection {
   }
 
   private _receive(raw: unknown): void {
-    let text: string;
-    if (typeof raw === 'string') text = raw;
-    else if (raw instanceof Uint8Array) text = new TextDecoder().decode(raw); // a `ws` configured to hand out Buffers
-    else return; // Igor sends text frames only
     let message: unknown;
-    try {
-      message = JSON.parse(text);
-    } catch {
-      this._host.reportError(new IgorError('the server sent a message that is not JSON', 0, 'ProtocolError'));
-      return;
-    }
+    if (typeof raw === 'string') {
+      try {
+        message = JSON.parse(raw);
+      } catch {
+        this._host.reportError(new IgorError('the server sent a message that is not JSON', 0, 'ProtocolError'));
+        return;
+      }
+    } else if (raw instanceof ArrayBuffer || ArrayBuffer.isView(raw)) {
+      try {
+        message = decode(raw);
+      } catch (error) {
+        const streamId = error instanceof MalformedBinary && typeof error.streamId === 'number' ? error.streamId : undefined;
+        this._host.reportError(new IgorError(`the server sent a malformed binary message: ${(error as Error).message}`, 0, 'ProtocolError', { streamId }));
+        return;
+      }
+    } else return;
     if (!message || typeof message !== 'object' || Array.isArray(message)) return;
     const m = message as Record<string, unknown>;
+    if (this._awaitingHello && m.hello && typeof m.hello === 'object' && m.streamId === undefined) {
+      this._awaitingHello = false;
+      this._limits = limitsOf(m.hello as Record<string, unknown>);
+      this._introduce();
+      return;
+    }
     if (this._introducing !== undefined && m.streamId === this._introducing && m.callId === undefined) {
       this._introduced(m);
       return;
@@ -413,3 +492,4 @@ export class Connection {
     this._setStatus('closed', error ? { error } : {});
   }
 }
+

@@ -37,6 +37,10 @@ export type ClientErrorType =
   | 'Cancelled'
   /** The server sent a message that is not JSON (the server uses this type too, code 400, for what it cannot read). */
   | 'ProtocolError'
+  /** Binary data on a connection whose server speaks protocol 2 or 1, which cannot carry it. */
+  | 'BinaryUnsupported'
+  /** A Blob in a message could not be read (it was not sent); the message is told to `onError`. */
+  | 'BlobUnreadable'
   /** `launch()` of `igor-client/node` failed: the error is a `LaunchError`, whose `reason` says how. */
   | 'LaunchFailed';
 

@@ -5,9 +5,11 @@
  * @packageDocumentation
  */
 
+import { encode } from './binary.js';
+import type { Payload } from './binary.js';
 import { IgorError } from './errors.js';
 import type { ExposedFunction } from './options.js';
-import { describe, serialise } from './util.js';
+import { describe } from './util.js';
 
 /** The answer to a server call for a thrown value: its message, and its type (and code, for an IgorError). */
 function errorAnswer(error: unknown): { error: string; type: string; code?: number } {
@@ -24,8 +26,14 @@ export class ExposedFunctions {
   /** Server calls being answered on the current connection, by callId. */
   private readonly _calls = new Map<number | string, AbortController>();
 
-  /** @param _write - sends one message on the current connection (dropped when there is none). */
-  constructor(private readonly _write: (text: string) => void) {}
+  /**
+   * @param _write - sends one message on the current connection (dropped when there is none).
+   * @param _protocol - the current connection's protocol: binary answers need 3.
+   */
+  constructor(
+    private readonly _write: (payload: Payload) => void,
+    private readonly _protocol: () => number,
+  ) {}
 
   /** Expose `fn` as `name`, replacing what was exposed as `name` (as the Python client does). */
   expose(name: string, fn: ExposedFunction<any, unknown>): () => void {
@@ -63,13 +71,17 @@ export class ExposedFunctions {
       // Cancelled, or the connection it came on is gone: the server expects no answer.
       if (this._calls.get(callId) !== controller) return;
       this._calls.delete(callId);
-      let text: string;
+      let payload: Payload;
       try {
-        text = serialise({ callId, ...message }, `the answer of ${JSON.stringify(action)}`);
+        const encoded = encode({ callId, ...message }, `the answer of ${JSON.stringify(action)}`);
+        if (encoded.binary && this._protocol() < 3) {
+          throw new TypeError(`the answer of ${JSON.stringify(action)} holds binary data, which protocol ${this._protocol()} cannot carry`);
+        }
+        payload = encoded.payload;
       } catch (error) {
-        text = JSON.stringify({ callId, ...errorAnswer(error) });
+        payload = JSON.stringify({ callId, ...errorAnswer(error) });
       }
-      this._write(text);
+      this._write(payload);
     };
     // Through a promise: a synchronous throw is answered like a rejection, and nothing here waits for fn.
     new Promise<unknown>((resolve) => resolve(fn(m.data, controller.signal))).then(

@@ -33,5 +33,7 @@ export type {
 export { IgorError } from './errors.js';
 export type { ClientErrorType, WireError } from './errors.js';
 export { IgorStream } from './stream.js';
+export type { BinaryInput } from './binary.js';
+export type { DownloadOptions, DownloadResult, TransferInfo, UploadChunk, UploadOptions, UploadSource } from './transfer.js';
 export type { ActionData, ActionName, ActionResult, ActionTypes, ActionValue, BuiltinActions, CallArgs, IsUntyped } from './typed.js';
 export type { StreamObserver, Unsubscribable } from './stream.js';

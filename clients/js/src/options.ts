@@ -12,7 +12,12 @@ import type { IgorError } from './errors.js';
 /** The part of the WebSocket API the client uses: the browser's `WebSocket` and Node's `ws` both fit. */
 export interface WebSocketLike {
   readonly readyState: number;
-  send(data: string): void;
+  /** The subprotocol the server chose (`'igor.v3'`, `'igor.v2'`, `'igor'`); protocol 1 is assumed without it. */
+  readonly protocol?: string;
+  /** Set to `'arraybuffer'` so that binary messages arrive as ArrayBuffers (browsers default to Blobs). */
+  binaryType?: string;
+  /** Text for JSON messages; bytes for protocol 3's binary messages. */
+  send(data: string | Uint8Array): void;
   close(code?: number, reason?: string): void;
   onopen: ((event: any) => void) | null;
   onmessage: ((event: any) => void) | null;
@@ -52,7 +57,7 @@ export interface IgorClientOptions {
   token?: string | null;
   /**
    * How the token travels. `'protocol'` (default): as the WebSocket
-   * subprotocol `'igor.token.' + token` beside `'igor.v2'`, which browsers can send
+   * subprotocol `'igor.token.' + token` beside `'igor.v3'` and `'igor.v2'`, which browsers can send
    * and which keeps the token out of URLs and logs. `'query'`: as
    * `?token=...` in the URL. A token with characters a subprotocol cannot
    * hold (anything but letters, digits and ``!#$%&'*+-.^_`|~``) always goes in

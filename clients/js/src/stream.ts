@@ -81,6 +81,8 @@ export class IgorStream<T = unknown, I = unknown> implements AsyncIterable<T> {
   private _error: IgorError | undefined;
   private _hadConsumer = false;
   private _inputEnded = false;
+  /** @internal Told of the server's `read` acknowledgements (protocol 3): set by the upload helper that paces this stream. */
+  _onRead: ((count: number) => void) | undefined;
 
   /** Streams are made by {@link IgorClient.stream} and {@link IgorClient.call}; there is no need to construct one. */
   constructor(owner: StreamOwner, id: number, action: string) {
@@ -270,6 +272,11 @@ export class IgorStream<T = unknown, I = unknown> implements AsyncIterable<T> {
    */
   '@@observable'(): this {
     return this;
+  }
+
+  /** @internal The handler has taken `count` input messages so far. */
+  _read(count: number): void {
+    if (this._state === 'open' && this._onRead) this._onRead(count);
   }
 
   /** @internal A data value arrived. */

@@ -79,6 +79,30 @@ export function httpStatusOf(message: string | undefined): number | undefined {
   return match ? Number(match[1]) : undefined;
 }
 
+/** The protocol version of the subprotocol a server chose: 3 for `'igor.v3'`, 2 for `'igor.v2'`, else 1. */
+export function protocolOf(subprotocol: string | undefined): number {
+  if (subprotocol === 'igor.v3') return 3;
+  if (subprotocol === 'igor.v2') return 2;
+  return 1;
+}
+
+/**
+ * The figures a protocol 3 server announces in its hello: what one message
+ * may be, and how much unread input one stream may hold. Upload helpers size
+ * their chunks and pace themselves by them.
+ */
+export interface ServerLimits {
+  /** The largest message the server reads, in bytes (16 MiB by default). */
+  maxMessageSize: number;
+  /** The unread input messages one stream may hold (100 by default). */
+  inboxSize: number;
+  /** The bytes of unread input a client may keep in flight on one stream (4 MiB by default). */
+  inputWindow: number;
+}
+
+/** What a server that sends no hello (protocol 1 and 2) is assumed to take: its defaults. */
+export const DEFAULT_LIMITS: ServerLimits = { maxMessageSize: 16 * 1024 * 1024, inboxSize: 100, inputWindow: 4 * 1024 * 1024 };
+
 export const HTTP_HINTS: Record<number, string> = {
   400: 'the server refused the handshake as malformed',
   401: 'the server requires a token and this one is missing or wrong',
@@ -87,16 +111,18 @@ export const HTTP_HINTS: Record<number, string> = {
 };
 
 /**
- * The URL and subprotocols of one connection attempt: `'igor.v2'` (protocol
- * 2: a stream's close may ride on its last message), and the token as a
- * subprotocol, or in the query when asked to or when it cannot be one.
+ * The URL and subprotocols of one connection attempt: `'igor.v3'` (protocol
+ * 3: binary values, paced input) and `'igor.v2'` (protocol 2: a stream's
+ * close may ride on its last message), of which the server picks the highest
+ * it speaks, and the token as a subprotocol, or in the query when asked to or
+ * when it cannot be one.
  */
 export function connectUrl(
   url: string,
   token: string | null | undefined,
   tokenIn: 'protocol' | 'query' | undefined,
 ): { url: string; protocols: string[] } {
-  const protocols = ['igor.v2'];
+  const protocols = ['igor.v3', 'igor.v2'];
   if (token === undefined || token === null || token === '') return { url, protocols };
   if (tokenIn !== 'query' && SUBPROTOCOL_SAFE.test(token)) return { url, protocols: [...protocols, 'igor.token.' + token] };
   // Relative to the page in a browser (`/socket`); an absolute URL is required elsewhere.
@@ -104,4 +130,17 @@ export function connectUrl(
   const withToken = new URL(url, base);
   withToken.searchParams.set('token', token);
   return { url: withToken.toString(), protocols };
+}
+
+/** The figures of a hello, each one the default when missing or not a positive number. */
+export function limitsOf(hello: Record<string, unknown>): ServerLimits {
+  const figure = (key: string, fallback: number): number => {
+    const value = hello[key];
+    return typeof value === 'number' && Number.isFinite(value) && value > 0 ? value : fallback;
+  };
+  return {
+    maxMessageSize: figure('max_message_size', DEFAULT_LIMITS.maxMessageSize),
+    inboxSize: figure('inbox_size', DEFAULT_LIMITS.inboxSize),
+    inputWindow: figure('input_window', DEFAULT_LIMITS.inputWindow),
+  };
 }

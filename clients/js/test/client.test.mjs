@@ -263,13 +263,13 @@ describe('cancel', () => {
   });
 });
 
-describe('protocol 2', () => {
-  it('is what the client asks for, and a call is answered in one message', async () => {
+describe('protocol 2 and 3', () => {
+  it('igor.v3 is what the server picks, and a call is answered in one message, as under protocol 2', async () => {
     const { WebSocket: Tracked, sockets } = trackingWebSocket();
     const client = new IgorClient(server.url, { WebSocket: Tracked });
     try {
       await within(5000, client.ready, 'ready');
-      assert.equal(sockets[0].protocol, 'igor.v2');
+      assert.equal(sockets[0].protocol, 'igor.v3');
       const messages = [];
       sockets[0].on('message', (data) => messages.push(JSON.parse(data.toString())));
       assert.deepEqual(await within(5000, client.call('answer', { k: [1] }), 'call'), { k: [1] });

@@ -7,7 +7,10 @@ down when its stdin closes (the test process ends or kills it).
 """
 
 import argparse
+import hashlib
+import os
 import queue
+import tempfile
 import threading
 
 from igor import IgorError, IgorProcess, IgorServer, flatten
@@ -119,6 +122,8 @@ def ask_client(out, data, server, client_id):
     """
     try:
         result = server.call_client(client_id, data['name'], data.get('data'), timeout=float(data.get('timeout', 10)))
+        if data.get('shape'):
+            result = {'result': result, 'shape': shape(result)}
     except IgorError as error:
         out.send({
             'raised': type(error).__name__,
@@ -127,7 +132,108 @@ def ask_client(out, data, server, client_id):
             'code': getattr(error, 'code', None),
         })
     else:
-        out.send({'result': result})
+        out.send(result if data.get('shape') else {'result': result})
+
+
+# ---- binary (protocol 3) -------------------------------------------------------
+
+def shape(value):
+    """What Python received, as JSON: bytes become {"bytes": hex}, so a test sees their type and content."""
+    if isinstance(value, bytes):
+        return {'bytes': value.hex()}
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shape(item) for item in value]
+    if isinstance(value, (bytearray, memoryview)):
+        return {'not bytes': type(value).__name__}
+    return value
+
+
+def bin_shape(out, data):
+    """The shape of the call's data (see shape())."""
+    return shape(data)
+
+
+def bin_make(out, data):
+    """Nested binary values made in Python: bytes, a bytearray, a memoryview."""
+    n = int(data.get('n', 4)) if isinstance(data, dict) else 4
+    return {'image': bytes(range(n)), 'w': n, 'rows': [bytearray(b'ab'), {'cell': memoryview(b'xyz')}], 'empty': b''}
+
+
+def bin_yield(out, data):
+    """A generator yielding bytes values, bare and nested, then a text one."""
+    yield b'\x00\x01'
+    yield {'part': b'\xff' * 3, 'i': 1}
+    yield 'done'
+
+
+def bin_inputs(out, data):
+    """Reads input until its end, sending back the shape of each value, then returns how many."""
+    n = 0
+    for item in out:
+        n += 1
+        out.send(shape(item))
+    return {'inputs': n}
+
+
+def bin_save(out, data):
+    """Reads bytes chunks until the end of input into a file (data['path'], else a temp file).
+
+    Sleeps data['delay'] seconds per chunk: a slow handler, for pacing.
+    Returns {bytes, chunks, sha256}: what the test compares with what it sent.
+    """
+    data = data or {}
+    delay = float(data.get('delay', 0))
+    path = data.get('path')
+    digest = hashlib.sha256()
+    size = chunks = 0
+    with open(path, 'wb') if path else tempfile.TemporaryFile() as handle:  # noqa: SIM115 - closed by this with
+        for chunk in out:
+            if not isinstance(chunk, bytes):
+                raise TypeError('expected bytes, got ' + type(chunk).__name__)
+            handle.write(chunk)
+            if data.get('hash', True):
+                digest.update(chunk)
+            size += len(chunk)
+            chunks += 1
+            if delay and out.wait(delay):
+                return None
+    return {'bytes': size, 'chunks': chunks, 'sha256': digest.hexdigest()}
+
+
+def bin_send(out, data):
+    """A download by the transfer convention: {"transfer": {size, name, type}}, then chunks.
+
+    data['chunks'] chunks of data['chunk'] bytes.
+    Byte i of the whole is i % 251, so the test can check every byte. data['delay']: seconds between chunks.
+    """
+    chunk = int(data.get('chunk', 1000))
+    count = int(data.get('chunks', 3))
+    delay = float(data.get('delay', 0))
+    sized = data.get('sized', True)
+    size = chunk * count if sized else None
+    out.send({'transfer': {'size': size, 'name': 'pattern.bin', 'type': 'application/octet-stream'}})
+    pattern = bytes(i % 251 for i in range(251 * 2 + chunk))
+    for index in range(count):
+        start = (index * chunk) % 251
+        out.send(pattern[start:start + chunk])
+        if delay and out.wait(delay):
+            return
+
+
+def pid(out, data):
+    out.send(os.getpid())
+
+
+def rss(out, data):
+    """This server's resident set size in bytes (VmRSS of /proc/self/status)."""
+    with open('/proc/self/status') as status:
+        for line in status:
+            if line.startswith('VmRSS:'):
+                out.send(int(line.split()[1]) * 1024)
+                return
+    out.send(None)
 
 
 class Inbox(IgorProcess):
@@ -222,6 +328,10 @@ API = flatten({
     'jobs': {'count': count, 'slow': slow},
     'session': {'set': session_set, 'get': session_get},
     'clients': {'wait_gone': wait_gone},
+    'bin': {'shape': bin_shape, 'make': bin_make, 'yield': bin_yield, 'inputs': bin_inputs, 'save': bin_save,
+            'send': bin_send},
+    'pid': pid,
+    'rss': rss,
 })
 
 

@@ -67,12 +67,12 @@ describe('token from the address (#token=)', () => {
 });
 
 describe('token accepted', () => {
-  it('as subprotocols igor.v2 + igor.token.T (the default); the server answers igor.v2', async () => {
+  it('as subprotocols igor.v3, igor.v2 + igor.token.T (the default); the server answers igor.v3', async () => {
     const { WebSocket: Tracked, sockets } = trackingWebSocket();
     const client = new IgorClient(server.url, { WebSocket: Tracked, token: TOKEN });
     try {
       assert.equal(await within(5000, client.call('hello', { name: 'Ada' }), 'call'), 'Hello Ada');
-      assert.equal(sockets[0].protocol, 'igor.v2');
+      assert.equal(sockets[0].protocol, 'igor.v3');
       assert.ok(!sockets[0].url.includes('token'), 'token kept out of the URL');
     } finally {
       client.close();
@@ -85,7 +85,7 @@ describe('token accepted', () => {
     try {
       assert.equal(await within(5000, client.call('hello', { name: 'Bo' }), 'call'), 'Hello Bo');
       assert.equal(new URL(sockets[0].url).searchParams.get('token'), TOKEN);
-      assert.equal(sockets[0].protocol, 'igor.v2');
+      assert.equal(sockets[0].protocol, 'igor.v3');
     } finally {
       client.close();
     }
@@ -120,15 +120,15 @@ describe('token placement (no server)', () => {
     );
     client.close();
     assert.equal(made.length, 1);
-    assert.deepEqual(made[0].protocols, ['igor.v2']);
+    assert.deepEqual(made[0].protocols, ['igor.v3', 'igor.v2']);
     assert.equal(new URL(made[0].url).searchParams.get('token'), 'a b/c=d');
   });
 
-  it('offers only igor.v2 without a token', async () => {
+  it('offers only igor.v3 and igor.v2 without a token', async () => {
     const { Fake, made } = recorder();
     const client = new IgorClient('ws://127.0.0.1:1/', { WebSocket: Fake });
     await new Promise((resolve) => setImmediate(resolve));
     client.close();
-    assert.deepEqual(made, [{ url: 'ws://127.0.0.1:1/', protocols: ['igor.v2'] }]);
+    assert.deepEqual(made, [{ url: 'ws://127.0.0.1:1/', protocols: ['igor.v3', 'igor.v2'] }]);
   });
 });
