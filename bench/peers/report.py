@@ -42,6 +42,16 @@ def rows(p: Dict[str, Any]) -> List[Tuple[str, str, str, Optional[str]]]:
         ("7 small call under load, p50 ms", "load/p50_ms", "{:.2f}", "low"),
         ("7 small call under load, p99 ms", "load/p99_ms", "{:.2f}", "low"),
         (f"7 the {p['loaders']} loaders pulled, MiB/s", "load/loader_mib_per_s", "{:,.0f}", "high"),
+        (f"8 {p['bytes_size'] // MiB} MiB of bytes round trip (binary), median ms", "bytes/median_ms", "{:.0f}",
+         "low"),
+        (f"9 {p['transfer_mib']} MiB pushed in 1 MiB chunks, MiB/s", "download/mib_per_s", "{:,.0f}", "high"),
+        ("9 server RSS growth while pushing, MiB", "download/rss_growth_mib", "{:.1f}", None),
+        (f"10 {p['transfer_mib']} MiB uploaded in 1 MiB chunks, MiB/s", "upload/mib_per_s", "{:,.0f}", "high"),
+        ("10 server RSS growth while uploading, MiB", "upload/rss_growth_mib", "{:.1f}", None),
+        (f"11 {p['js_mib']:,} MiB from Node to disk, MiB/s", "js-upload/mib_per_s", "{:,.0f}", "high"),
+        ("11 server RSS growth, Node upload, MiB", "js-upload/rss_growth_mib", "{:.1f}", None),
+        ("12 1920x1080 RGBA frames drawn in Chromium, frames/s", "frames/fps", "{:.1f}", "high"),
+        ("12 putImageData per frame, ms", "frames/draw_ms", "{:.0f}", None),
     ]
 
 
@@ -55,10 +65,14 @@ def targets(p: Dict[str, Any]) -> List[Tuple[str, Callable[[Dict[str, Any]], Opt
             if a is None or b is None or (b if not invert else a) == 0:
                 return None
             return b / a if invert else a / b
+        value.workload = path.split("/")[0]  # type: ignore[attr-defined]  # a target of a workload not run is left out
         return value
 
     def own(path: str) -> Callable[[Dict[str, Any]], Optional[float]]:
-        return lambda run: metric(run, "igor", path)
+        def value(run: Dict[str, Any]) -> Optional[float]:
+            return metric(run, "igor", path)
+        value.workload = path.split("/")[0]  # type: ignore[attr-defined]
+        return value
 
     ten = str(p["sizes"][-1])
     return [
@@ -78,6 +92,18 @@ def targets(p: Dict[str, Any]) -> List[Tuple[str, Callable[[Dict[str, Any]], Opt
         ("broadcast deliveries/s", own("broadcast/deliveries_per_s"), ">=", 250_000, "n"),
         ("broadcast vs python-socketio", ratio("broadcast/deliveries_per_s", "socketio"), ">=", 6, "x"),
         ("p50 under streaming load / python-socketio's", ratio("load/p50_ms", "socketio"), "<=", 1, "x"),
+        (f"{p['bytes_size'] // MiB} MiB bytes round trip / websockets' binary echo (issue 19)",
+         ratio("bytes/median_ms", "websockets"), "<=", 1.1, "x"),
+        (f"{p['transfer_mib']} MiB pushed, MiB/s vs websockets (issue 19)", ratio("download/mib_per_s", "websockets"),
+         ">=", 0.8, "x"),
+        (f"{p['transfer_mib']} MiB pushed: server RSS growth MiB (issue 19)", own("download/rss_growth_mib"), "<", 64,
+         "MiB"),
+        (f"{p['transfer_mib']} MiB uploaded, MiB/s vs websockets (issue 19)", ratio("upload/mib_per_s", "websockets"),
+         ">=", 0.8, "x"),
+        (f"{p['transfer_mib']} MiB uploaded: server RSS growth MiB (issue 19)", own("upload/rss_growth_mib"), "<", 64,
+         "MiB"),
+        (f"{p['js_mib']:,} MiB from Node to disk: server RSS growth MiB (issue 19)", own("js-upload/rss_growth_mib"),
+         "<", 64, "MiB"),
     ]
 
 
@@ -120,6 +146,22 @@ def report(data: Dict[str, Any]) -> str:
         f"{round(data['blob_bytes'] / 1024)} KiB JSON reply for {p['load_s']:g} s. Igor runs with "
         "`max_clients: 1100` (its default, 64, would refuse most of the connections).",
         "",
+    ]
+    binary_rows = [w for w in ("bytes", "download", "upload", "js-upload", "frames")
+                   if any(w in r.get(peer, {}) for r in runs for peer in peers)]
+    if binary_rows:
+        lines += [
+            "Binary rows (8 to 12, issue 19), against `websockets` (and python-socketio for frames) only: Igor "
+            "speaks protocol 3 (`igor.v3`, binary messages) on the same websocket-client connection, the peer "
+            "plain binary frames; Igor's uploads are paced by the server's `read` acknowledgements. Counts: "
+            f"{p['bytes_reps']} x {p['bytes_size'] // MiB} MiB echoed (after a warm-up); {p['transfer_mib']} "
+            f"MiB each way in 1 MiB chunks; {p['js_mib']:,} MiB from Node (Igor's JS client, or `ws`) into a "
+            f"handler writing a file; frames pushed to headless Chromium for {p['frames_s']:g} s, each answered "
+            "by the page on arrival before the next is sent. RSS growth: the server's peak `VmRSS` during the "
+            "transfer minus just before it.",
+            "",
+        ]
+    lines += [
         "| workload | " + " | ".join(LABELS[peer] for peer in peers) + " | "
         + " | ".join(f"Igor vs {LABELS[peer]}" for peer in peers if peer != "igor") + " |",
         "| --- " * (2 * len(peers)) + "|",
@@ -147,10 +189,14 @@ def report(data: Dict[str, Any]) -> str:
             cells.append(fmt_range(ratios, "{:.2f}x") if ratios else "")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "Igor vs a peer: above 1 means Igor is better (more per second, or less time, memory, threads).", "",
-              "| target (issue 11) | wanted | measured, median of runs (range) | |", "| --- | --- | --- | --- |"]
+              "| target (issue 11 unless named) | wanted | measured, median of runs (range) | |",
+              "| --- | --- | --- | --- |"]
     for what, value, op, threshold, unit in targets(p):
         values = [value(r) for r in runs]
         got = [v for v in values if v is not None and v == v]
+        workload = getattr(value, "workload", "serial")
+        if not got and not any(workload in r.get("igor", {}) for r in runs):
+            continue  # its workload was not run (--workloads)
         wanted = f"{op} {threshold:g}x" if unit == "x" else f"{op} {threshold:,g}"
         if not got:
             lines.append(f"| {what} | {wanted} | failed | not met |")
@@ -181,15 +227,28 @@ def chart(data: Dict[str, Any], path: str) -> None:
               (f"RSS MiB, {p['connections']:,} connections", "connections/rss_open_mib", "lower"),
               (f"threads, {p['connections']:,} connections", "connections/threads_open", "lower"),
               (f"broadcast to {p['bcast_clients']}, deliveries/s", "broadcast/deliveries_per_s", "higher"),
-              ("call p50 under load, ms", "load/p50_ms", "lower")]
+              ("call p50 under load, ms", "load/p50_ms", "lower"),
+              (f"{p['bytes_size'] // MiB} MiB bytes round trip, ms", "bytes/median_ms", "lower"),
+              (f"{p['transfer_mib']} MiB pushed, MiB/s", "download/mib_per_s", "higher"),
+              (f"{p['transfer_mib']} MiB uploaded, MiB/s", "upload/mib_per_s", "higher"),
+              (f"{p['js_mib']:,} MiB Node to disk, MiB/s", "js-upload/mib_per_s", "higher"),
+              ("1080p RGBA frames in Chromium, fps", "frames/fps", "higher")]
+    # A panel per workload that ran (the binary ones, 8 to 12, only where asked for).
+    panels = [panel for panel in panels if any(panel[1].split("/")[0] in r.get(peer, {}) for r in runs
+                                               for peer in peers)]
     colours = {"websocket-server": "#9e9e9e", "websockets": "#64b5f6", "socketio": "#ffb74d", "igor": "#2e7d32"}
-    figure, axes = plt.subplots(2, 4, figsize=(16, 7.5))
+    columns = 4 if len(panels) <= 8 else 5
+    lines = max(1, -(-len(panels) // columns))
+    figure, axes = plt.subplots(lines, columns, figsize=(4 * columns, 3.75 * lines), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     for ax, (title, key, better) in zip(axes.flat, panels):
         for x, peer in enumerate(peers):
             values = [v for v in (metric(r, peer, key) for r in runs) if v is not None]
             if not values:
-                ax.text(x, 0, "failed", ha="center", va="bottom", fontsize=8, rotation=90)
-                continue
+                if any(key.split("/")[0] in r.get(peer, {}) for r in runs):
+                    ax.text(x, 0, "failed", ha="center", va="bottom", fontsize=8, rotation=90)
+                continue  # else not run against this peer (a binary row's dash)
             mid = statistics.median(values)
             ax.bar(x, mid, color=colours[peer], yerr=[[mid - min(values)], [max(values) - mid]], capsize=3)
             ax.text(x, max(values), f"{mid:,.0f}" if mid >= 100 else f"{mid:.2g}", ha="center", va="bottom",

@@ -17,6 +17,7 @@ import time
 from importlib import metadata
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from .binary import BINARY_PEERS, bytes_round_trips, download, frames, js_upload, upload
 from .common import BLOB, PEERS, ROOT, MiB, log
 from .report import chart, report, update_readme
 from .servers import ServerProcess, serve
@@ -34,10 +35,14 @@ from .workloads import (
 FULL = {"serial": 2000, "serial_s": 4.0, "parallel_clients": 8, "parallel_s": 1.5, "parallel_max": 20000,
         "sizes": [1 * MiB, 10 * MiB], "reps": [5, 3], "big_s": 4.0,
         "push": 20000, "push_s": 20.0, "connections": 1000, "conn_processes": 4, "conn_timeout": 12.0,
-        "bcast_clients": 100, "bcast": 1000, "bcast_s": 20.0, "loaders": 8, "load_s": 3.0, "load_calls": 2000}
+        "bcast_clients": 100, "bcast": 1000, "bcast_s": 20.0, "loaders": 8, "load_s": 3.0, "load_calls": 2000,
+        "bytes_size": 10 * MiB, "bytes_reps": 3, "transfer_mib": 256, "transfer_s": 60.0, "js_mib": 1024,
+        "js_s": 120.0, "frames_s": 3.0}
 QUICK = dict(FULL, serial=200, serial_s=1.0, parallel_s=0.5, reps=[1, 1],
-             big_s=1.0, push=2000, connections=100, conn_timeout=10.0, bcast_clients=20, bcast=200, load_s=1.5)
-WORKLOADS = ["serial", "parallel", "big", "push", "connections", "broadcast", "load"]
+             big_s=1.0, push=2000, connections=100, conn_timeout=10.0, bcast_clients=20, bcast=200, load_s=1.5,
+             bytes_reps=1, transfer_mib=32, js_mib=64, frames_s=1.0)
+WORKLOADS = ["serial", "parallel", "big", "push", "connections", "broadcast", "load",
+             "bytes", "download", "upload", "js-upload", "frames"]
 
 
 def run_once(peers: List[str], p: Dict[str, Any], workers: Workers, log_dir: str, only: List[str],
@@ -80,11 +85,17 @@ def run_once(peers: List[str], p: Dict[str, Any], workers: Workers, log_dir: str
             "push": lambda peer, s: push(peer, s.port, p["push"], p["push_s"]),
             "broadcast": lambda peer, s: broadcast(s, p["bcast_clients"], p["bcast"], p["bcast_s"]),
             "load": lambda peer, s: under_load(workers, peer, s.port, p["loaders"], p["load_s"], p["load_calls"]),
+            "bytes": lambda peer, s: bytes_round_trips(peer, s.port, p["bytes_size"], p["bytes_reps"], p["big_s"]),
+            "download": lambda peer, s: download(peer, s, p["transfer_mib"], p["transfer_s"]),
+            "upload": lambda peer, s: upload(peer, s, p["transfer_mib"], p["transfer_s"]),
+            "js-upload": lambda peer, s: js_upload(peer, s, p["js_mib"], p["js_s"]),
+            "frames": lambda peer, s: frames(peer, s, p["frames_s"], p["frames_s"] + 60),
         }
         for name, function in workloads.items():
             if name in only:
                 for peer in order:
-                    attempt(peer, name, function, peer, servers[peer])
+                    if peer in BINARY_PEERS.get(name, PEERS):
+                        attempt(peer, name, function, peer, servers[peer])
     finally:
         for server in servers.values():
             server.stop()

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import queue
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from .common import BLOB, ROOT, MiB, log
+from .common import BLOB, ROOT, MiB, chunk, log, video_frames
 
 
 def serve(peer: str, igor_root: Optional[str] = None) -> int:
@@ -31,9 +33,9 @@ def serve(peer: str, igor_root: Optional[str] = None) -> int:
     return 0
 
 
-def raw_command(message: str) -> Optional[List[str]]:
+def raw_command(message: Any) -> Optional[List[str]]:
     """Raw peers take ``!push N`` and ``!blob`` as commands; every other message is echoed."""
-    return message[1:].split() if message.startswith("!") else None
+    return message[1:].split() if isinstance(message, str) and message.startswith("!") else None
 
 
 def serve_websocket_server():
@@ -72,24 +74,37 @@ def serve_websockets():
 
     async def handler(ws):
         connections.add(ws)
+        upload: Optional[List[Any]] = None  # [bytes so far, the file or None] while an upload runs
         try:
             async for message in ws:
-                command = raw_command(message) if isinstance(message, str) else None
-                if command is None:
-                    await ws.send(message)
+                command = raw_command(message)
+                if upload is not None and isinstance(message, bytes):
+                    upload[0] += len(message)
+                    if upload[1] is not None:
+                        upload[1].write(message)
+                elif command is None:
+                    await ws.send(message)  # text or binary, as it came
                 elif command[0] == "push":
                     for k in range(int(command[1])):
                         await ws.send(json.dumps({"k": k}))
                 elif command[0] == "blob":
                     await ws.send(json.dumps(BLOB))
-                elif command[0] == "bpush":  # N binary messages of 1 MiB, fresh bytes each
+                elif command[0] == "download":  # N chunks of 1 MiB as binary messages
                     for _ in range(int(command[1])):
-                        await ws.send(bytes(MiB))
-                elif command[0] == "bsink":  # N binary messages in, their byte count back
-                    size = 0
-                    for _ in range(int(command[1])):
-                        size += len(await ws.recv())
-                    await ws.send(str(size))
+                        await ws.send(chunk())
+                elif command[0] == "upload":  # binary messages until "!end" are counted (and written)
+                    upload = [0, tempfile.TemporaryFile() if command[1:] == ["file"] else None]  # noqa: SIM115 -- closed at "!end"
+                elif command[0] == "end" and upload is not None:
+                    if upload[1] is not None:
+                        upload[1].close()
+                    await ws.send(str(upload[0]))
+                    upload = None
+                elif command[0] == "frames":  # video frames, the next once the page says "ack"
+                    frames = video_frames()
+                    for k in range(int(command[1])):
+                        await ws.send(frames[k % 2])
+                        if await ws.recv() != "ack":
+                            break
         finally:
             connections.discard(ws)
 
@@ -146,6 +161,31 @@ def serve_socketio():
         for k in range(count):
             sio.emit("tick", {"k": k})
 
+    # Video frames as binary attachments, the next once the page emits "ack" (events run on threads of
+    # their own: async_handlers is on by default).
+    replies: Dict[str, queue.Queue[str]] = {}
+
+    @sio.on("frames")
+    def frames(sid, count):
+        waiting = replies.setdefault(sid, queue.Queue())
+        pictures = video_frames()
+        for k in range(count):
+            sio.emit("frame", pictures[k % 2], to=sid)
+            try:
+                if waiting.get(timeout=20) != "ack":
+                    break
+            except queue.Empty:
+                break
+        return count
+
+    @sio.on("ack")
+    def ack(sid, *args):
+        replies.setdefault(sid, queue.Queue()).put("ack")
+
+    @sio.on("stop")
+    def stop_frames(sid, *args):
+        replies.setdefault(sid, queue.Queue()).put("stop")
+
     # Flask-SocketIO's socketio.run(app) in threading mode: Werkzeug's threaded server, request log off.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = werkzeug.serving.make_server("127.0.0.1", 0, socketio.WSGIApp(sio), threaded=True)
@@ -158,7 +198,7 @@ def serve_igor(root: str):
     # and ahead of ROOT, which holds an igor of its own when root is another checkout.
     sys.path.insert(0, root)
     import igor
-    from igor import IgorProcess, IgorServer, flatten
+    from igor import IgorProcess, IgorServer, InputEnded, flatten
 
     # A checkout without igor/ would silently fall through to another one: refuse, and say which one was used.
     if not os.path.abspath(igor.__file__).startswith(os.path.join(os.path.abspath(root), "igor", "")):
@@ -175,11 +215,35 @@ def serve_igor(root: str):
     def blob(out, data):
         return BLOB
 
-    def bpush(out, data):  # the download helper: a header, then 1 MiB chunks, fresh bytes each
-        out.send_chunks((bytes(MiB) for _ in range(data)), size=data * MiB)
+    def download(out, data):  # protocol 3: a transfer header, then N chunks of 1 MiB as bare binary
+        out.send_chunks(itertools.repeat(chunk(), data["count"]), size=data["count"] * MiB)
 
-    def bsink(out, data):  # an upload read chunk by chunk
-        return sum(len(chunk) for chunk in out)
+    def upload(out, data):  # protocol 3: bare binary input until the client ends it, counted
+        received = 0
+        while True:
+            try:
+                received += len(out.receive())
+            except InputEnded:
+                return received
+
+    def upload_file(out, data):  # the same, written to a temporary file (deleted once closed)
+        with tempfile.TemporaryFile() as file:
+            return out.receive_file(file)
+
+    class FramePusher(IgorProcess):
+        """On ``{"frames": N}`` from a client, pushes it up to N video frames, the next once it sends "ack"."""
+
+        def run(self) -> None:
+            while not self.stopping:
+                request = self.receive(timeout=0.2)
+                if request is None or not isinstance(request.data, dict):
+                    continue
+                frames = video_frames()
+                for k in range(int(request.data.get("frames", 0))):
+                    self.output.send("frame", frames[k % 2], client_id=request.client_id)
+                    reply = self.receive(timeout=20)
+                    if reply is None or reply.data != "ack":
+                        break
 
     class Broadcaster(IgorProcess):
         """Sends ``tick`` to every client ``count`` times for each count put on ``requests``."""
@@ -199,9 +263,11 @@ def serve_igor(root: str):
 
     broadcaster = Broadcaster()
     # max_clients: the default (64) would refuse most of the 1,000 connections with 503.
-    server = IgorServer(api=flatten({"echo": echo, "push": push, "blob": blob, "bpush": bpush, "bsink": bsink}),
-                        config={"port": 0, "token": False, "max_clients": 1100})
+    api = {"echo": echo, "push": push, "blob": blob, "download": download, "upload": upload,
+           "upload_file": upload_file}
+    server = IgorServer(api=flatten(api), config={"port": 0, "token": False, "max_clients": 1100})
     server.add_process("ticker", broadcaster)
+    server.add_process("frames", FramePusher())
     server.run_forever(threaded=True)
     return server.port, broadcaster.requests.put, server.shutdown
 
