@@ -318,18 +318,12 @@ export class Connection {
       let error: IgorError;
       if (given) {
         error = given;
-      } else if (opened && code === CLOSE_SERVICE_RESTART) {
-        error = new IgorError(
-          `the backend reloaded: ${this.url} closed the connection (code ${code}${event?.reason ? ': ' + event.reason : ''})`,
-          0,
-          'BackendReloaded',
-        );
       } else if (opened) {
-        error = new IgorError(
-          `the connection to ${this.url} closed (code ${code}${event?.reason ? ': ' + event.reason : ''})`,
-          0,
-          'ConnectionClosed',
-        );
+        const how = `(code ${code}${event?.reason ? ': ' + event.reason : ''})`;
+        error =
+          code === CLOSE_SERVICE_RESTART
+            ? new IgorError(`the backend reloaded: ${this.url} closed the connection ${how}`, 0, 'BackendReloaded')
+            : new IgorError(`the connection to ${this.url} closed ${how}`, 0, 'ConnectionClosed');
       } else {
         const status = httpStatusOf(errorMessage);
         const hint = status !== undefined ? HTTP_HINTS[status] : undefined;
