@@ -287,3 +287,12 @@ def test_sessions_are_exported_as_json_and_parked_where_imported():
         new.rename(newcomer, "w1", "wrong")
     new.rename(newcomer, "w1", "secret1")
     assert newcomer.session == {"a": [1, "x"]}
+
+
+def test_an_app_that_does_not_import_at_the_start_is_status_1_with_its_traceback(app):
+    (app / "app.py").write_text("def broken(:\n")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    result = subprocess.run([sys.executable, "-m", "igor", "dev", "app:API", "--port", "0"], cwd=app, env=env,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and result.stdout == ""
+    assert 'app.py", line 1' in result.stderr and "SyntaxError" in result.stderr
