@@ -208,23 +208,7 @@ export function upload$<R = unknown>(
   source: UploadSource,
   options: Omit<UploadOptions, 'onProgress' | 'signal'> = {},
 ): Observable<TransferEvent<R>> {
-  return new Observable<TransferEvent<R>>((subscriber) => {
-    const controller = new AbortController();
-    client
-      .upload<R>(action, source, {
-        ...options,
-        signal: controller.signal,
-        onProgress: (done, total) => subscriber.next({ type: 'progress', done, total }),
-      })
-      .then(
-        (value) => {
-          subscriber.next({ type: 'result', value });
-          subscriber.complete();
-        },
-        (error: unknown) => subscriber.error(error),
-      );
-    return () => controller.abort();
-  });
+  return transfer$((signal, onProgress) => client.upload<R>(action, source, { ...options, signal, onProgress }));
 }
 
 /**
@@ -238,21 +222,22 @@ export function download$(
   data?: unknown,
   options: Omit<DownloadOptions, 'onProgress' | 'onChunk' | 'signal'> = {},
 ): Observable<TransferEvent<Uint8Array>> {
-  return new Observable<TransferEvent<Uint8Array>>((subscriber) => {
+  return transfer$((signal, onProgress) => client.download(action, data, { ...options, signal, onProgress }));
+}
+
+/** A transfer as an Observable: its progress events, then its result; unsubscribing aborts it. */
+function transfer$<R>(
+  start: (signal: AbortSignal, onProgress: (done: number, total: number | null) => void) => Promise<R>,
+): Observable<TransferEvent<R>> {
+  return new Observable<TransferEvent<R>>((subscriber) => {
     const controller = new AbortController();
-    client
-      .download(action, data, {
-        ...options,
-        signal: controller.signal,
-        onProgress: (done, total) => subscriber.next({ type: 'progress', done, total }),
-      })
-      .then(
-        (value) => {
-          subscriber.next({ type: 'result', value });
-          subscriber.complete();
-        },
-        (error: unknown) => subscriber.error(error),
-      );
+    start(controller.signal, (done, total) => subscriber.next({ type: 'progress', done, total })).then(
+      (value) => {
+        subscriber.next({ type: 'result', value });
+        subscriber.complete();
+      },
+      (error: unknown) => subscriber.error(error),
+    );
     return () => controller.abort();
   });
 }
