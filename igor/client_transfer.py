@@ -6,7 +6,10 @@ input, never more unread than the server's hello allows (half its
 handler reads it never meets 429 ``InboxFull`` and the server holds no more
 than that. Progress is what the handler has read, from the server's
 ``{"streamId": S, "read": N}``. A download reads what ``out.send_file`` /
-``out.send_chunks`` send: a ``{"transfer": {...}}`` header, then chunks.
+``out.send_chunks`` send: a ``{"transfer": {...}}`` header, then chunks,
+each handed to ``to`` as it is taken; a sink slower than the network paces
+the server through the stream's bounded inbox (see :mod:`igor.client_stream`),
+so the client holds at most ``max_buffer`` bytes of them.
 """
 
 from __future__ import annotations
