@@ -271,19 +271,23 @@ class ClientStream:
                         self._give_up()
                         return False
                     self._beat = now
-                    self._keepalive()
+                    if not self._keepalive():
+                        return not self.closed  # the connection is gone: read on, to learn how it ended
                 finally:
                     self._changed.acquire()
                 continue
             self._changed.wait(_POLL)  # woken by a take, a cancel or an end; the poll sees a close
         return not self.closed
 
-    def _keepalive(self) -> None:
+    def _keepalive(self) -> bool:
+        """Send the keepalive pong; False if the connection is gone."""
         try:
             with self.client._send_lock:
                 self.client._ws.pong(b"")
-        except Exception as exc:  # gone: the reader, reading again, sees how
+        except Exception as exc:  # websocket-client's errors or an OSError: either way the socket is done
             log.debug("keepalive pong not sent: %s", exc)
+            return False
+        return True
 
     def _give_up(self) -> None:
         """The caller took nothing for ``timeout`` seconds: cancel, so the connection is read again."""
@@ -292,6 +296,7 @@ class ClientStream:
         self._failure = CallTimeout(f"{self.action!r}: no value was taken for {self.timeout}s while "
                                     f"{self._buffered} bytes waited; cancelled so the connection goes on")
         self.cancel()
+
     def _on_read(self, count: Any) -> None:
         """The server's ``{"streamId": S, "read": N}``: ignored unless an upload paces this stream."""
         if self._pacer is not None:

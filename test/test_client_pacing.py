@@ -246,3 +246,16 @@ def test_a_paced_download_answers_the_heartbeat(start_server, connect):
     sink = SlowSink(0.1)  # 10 MiB/s: the ping would reach the reader a second after it was sent
     assert client.download("push", 24, to=sink) == 24 * MiB
     assert client.connected and client.call("echo", 1) == 1
+
+
+def test_a_stream_never_read_without_a_timeout_still_learns_that_the_server_dropped_it(start_server, connect):
+    """The server finds the stuck backlog after its ``send_timeout`` and cuts the connection; the waiting
+    reader's next keepalive fails, and it reads on to the end instead of waiting for ever."""
+    server = start_server(api({}), config={"send_timeout": 0.5})
+    client = connect(server)
+    stream = client.stream("push", 100_000, timeout=None)
+    wait_for(lambda: filled(stream), message="the inbox to fill")
+    assert client.wait_closed(15), "the client never learnt the connection had ended"
+    assert client.close_code in (1008, 1006)
+    with pytest.raises(ConnectionClosed):
+        client.call("echo", 1)
