@@ -19,6 +19,7 @@ __all__ = [
     "ConfigError",
     "RemoteError",
     "ConnectionClosed",
+    "BackendReloaded",
     "CallTimeout",
     "ConnectionFailed",
     "TooManyStreams",
@@ -182,6 +183,14 @@ class ConnectionClosed(IgorError, ConnectionError):
         if code is not None:
             self.code = code
         self.reason = reason
+
+
+class BackendReloaded(ConnectionClosed):
+    """The server closed the connection with code 1012 (Service Restart), as ``igor dev`` does on a reload.
+
+    The call did not finish. A client made with ``reconnect`` connects again
+    at once, to the backend that took over, and gets its session back.
+    """
 
 
 class CallTimeout(IgorError, TimeoutError):
