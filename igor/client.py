@@ -292,24 +292,32 @@ class IgorClient(Reconnecting):
     # -- internals ----------------------------------------------------------
 
     def _open(self, action: str, data: Any, timeout: Optional[float], whole: bool, waits: bool = True) -> ClientStream:
-        stream = ClientStream(self, next(self._ids), action, timeout, whole)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if waits:
                 self._wait_open(deadline)
+            # call()'s timeout bounds the whole call, the waits for a connection included.
+            left = timeout if deadline is None or not whole else max(0.0, deadline - time.monotonic())
+            stream = ClientStream(self, next(self._ids), action, left, whole)
             with self._lock:
+                if waits and self._waits():
+                    continue  # it dropped between the wait and now: wait for the next connection
                 if self._closed.is_set() or self._status == "closed":
                     raise self._closed_error()
-                if self._status == "open" or not waits:
-                    self._streams[stream.stream_id] = stream
-                    break
-            # It dropped between the wait and now: wait for the next connection.
-        try:
-            self._send(client_call_message(stream.stream_id, action, data))
-        except BaseException:
-            self._forget(stream.stream_id)
-            raise
-        return stream
+                self._streams[stream.stream_id] = stream
+            try:
+                self._send(client_call_message(stream.stream_id, action, data))
+                return stream
+            except ConnectionClosed:
+                self._forget(stream.stream_id)
+                if not waits or self._policy is None or self._closing:
+                    raise
+                # Not sent, so the handler never ran: the call waits for the next connection, once the
+                # reader has seen this one end.
+                self._closed.wait(CLOSE_ANSWER_TIMEOUT)
+            except BaseException:
+                self._forget(stream.stream_id)
+                raise
 
     def _send(self, message: Message) -> None:
         self._write(self._encode(message))

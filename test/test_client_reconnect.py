@@ -12,6 +12,9 @@ import time
 
 import pytest
 from conftest import wait_for
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from igor import (
     BackendReloaded,
@@ -69,20 +72,6 @@ def serve(listener):
         server.shutdown()
 
 
-@pytest.fixture
-def clients():
-    made = []
-
-    def open_client(url, **kwargs):
-        client = IgorClient(url, token="t", timeout=5, **kwargs)
-        made.append(client)
-        return client
-
-    yield open_client
-    for client in made:
-        client.close()
-
-
 def reconnect_threads():
     return [t for t in threading.enumerate() if t.name == "igor-client-reconnect"]
 
@@ -92,9 +81,9 @@ def cut(client):
     client._ws.sock.shutdown(socket.SHUT_RDWR)
 
 
-def test_a_dropped_connection_comes_back_with_its_id_and_session(serve, clients):
+def test_a_dropped_connection_comes_back_with_its_id_and_session(serve, connect):
     server = serve()
-    client = clients(server.url, client_id="window", reconnect=Reconnect(initial_delay=0.01))
+    client = connect(server, timeout=5, client_id="window", reconnect=Reconnect(initial_delay=0.01))
     assert client.call("remember", {"n": 1}) is True
     slow_call = iter(client.stream("slow"))
     assert next(slow_call) == "started"
@@ -112,10 +101,20 @@ def test_a_dropped_connection_comes_back_with_its_id_and_session(serve, clients)
     wait_for(lambda: not reconnect_threads(), message="the reconnecting thread to end")
 
 
-def test_a_reload_fails_calls_with_backend_reloaded_and_is_retried_at_once(serve, clients):
+def test_a_call_made_just_after_the_drop_waits_for_the_next_connection(serve, connect):
+    server = serve()
+    client = connect(server, timeout=5, reconnect=Reconnect(initial_delay=0.01))
+    for n in range(5):
+        cut(client)
+        # Whether the reader has seen the drop yet or the send meets the dead socket, nothing was
+        # sent: the call is not an error, it goes on the next connection.
+        assert client.call("hello", n) == f"hello {n}"
+
+
+def test_a_reload_fails_calls_with_backend_reloaded_and_is_retried_at_once(serve, connect):
     first = serve()
     # A delay this long would fail the test: a reload is retried without one.
-    client = clients(first.url, reconnect=Reconnect(initial_delay=60))
+    client = connect(first, timeout=5, reconnect=Reconnect(initial_delay=60))
     slow_call = iter(client.stream("slow"))
     assert next(slow_call) == "started"
 
@@ -136,9 +135,9 @@ def test_a_reload_fails_calls_with_backend_reloaded_and_is_retried_at_once(serve
     assert client.status == "open" and client.url == second.url
 
 
-def test_it_gives_up_after_max_attempts_and_closes_for_good(serve, clients, listener):
+def test_it_gives_up_after_max_attempts_and_closes_for_good(serve, connect, listener):
     server = serve()
-    client = clients(server.url, reconnect=Reconnect(initial_delay=0.01, max_attempts=3))
+    client = connect(server, timeout=5, reconnect=Reconnect(initial_delay=0.01, max_attempts=3))
     server.shutdown()
     listener.close()  # nobody listens: each attempt is refused
     assert client.wait_closed(10), client.status
@@ -148,9 +147,9 @@ def test_it_gives_up_after_max_attempts_and_closes_for_good(serve, clients, list
     wait_for(lambda: not reconnect_threads(), message="the reconnecting thread to end")
 
 
-def test_a_refused_handshake_is_not_retried(serve, clients, caplog):
+def test_a_refused_handshake_is_not_retried(serve, connect, caplog):
     first = serve()
-    client = clients(first.url, reconnect=Reconnect(initial_delay=0.01))
+    client = connect(first, timeout=5, reconnect=Reconnect(initial_delay=0.01))
     first.shutdown()
     with caplog.at_level(logging.WARNING, logger="igor.client"):
         serve({"token": "another"})
@@ -158,12 +157,18 @@ def test_a_refused_handshake_is_not_retried(serve, clients, caplog):
     assert "HTTP 401" in caplog.text and "not retrying" in caplog.text
 
 
-def test_close_while_it_waits_to_reconnect_stops_at_once(serve, clients, listener):
+def reconnecting_at_length(serve, connect, listener):
+    """A client whose server went for good, waiting a minute before its first retry."""
     server = serve()
-    client = clients(server.url, reconnect=Reconnect(initial_delay=60, jitter=0))
+    client = connect(server, timeout=5, reconnect=Reconnect(initial_delay=60, jitter=0))
     server.shutdown()
     listener.close()
     wait_for(lambda: client.status == "reconnecting", message="the client to start reconnecting")
+    return client
+
+
+def test_close_while_it_waits_to_reconnect_stops_at_once(serve, connect, listener):
+    client = reconnecting_at_length(serve, connect, listener)
     started = time.monotonic()
     client.close()
     assert time.monotonic() - started < 2
@@ -171,20 +176,16 @@ def test_close_while_it_waits_to_reconnect_stops_at_once(serve, clients, listene
     wait_for(lambda: not reconnect_threads(), message="the reconnecting thread to end")
 
 
-def test_a_call_waiting_for_the_connection_fails_at_its_timeout(serve, clients, listener):
-    server = serve()
-    client = clients(server.url, reconnect=Reconnect(initial_delay=60, jitter=0))
-    server.shutdown()
-    listener.close()
-    wait_for(lambda: client.status == "reconnecting", message="the client to start reconnecting")
+def test_a_call_waiting_for_the_connection_fails_at_its_timeout(serve, connect, listener):
+    client = reconnecting_at_length(serve, connect, listener)
     with pytest.raises(ConnectionClosed, match="still reconnecting"):
         client.call("hello", 1, timeout=0.2)
     assert client.status == "reconnecting"
 
 
-def test_exposed_functions_and_listeners_outlive_the_drop(serve, clients):
+def test_exposed_functions_and_listeners_outlive_the_drop(serve, connect):
     first = serve()
-    client = clients(first.url, client_id="window", reconnect=Reconnect(initial_delay=0.01))
+    client = connect(first, timeout=5, client_id="window", reconnect=Reconnect(initial_delay=0.01))
     client.expose("double", lambda n: 2 * n)
     removed = client.on("tick", lambda data: None)
     first.shutdown(close_code=1012, reason="backend reloaded")
@@ -195,9 +196,9 @@ def test_exposed_functions_and_listeners_outlive_the_drop(serve, clients):
     removed()
 
 
-def test_without_reconnect_a_drop_closes_for_good(serve, clients):
+def test_without_reconnect_a_drop_closes_for_good(serve, connect):
     server = serve()
-    client = clients(server.url)
+    client = connect(server, timeout=5)
     cut(client)
     assert client.wait_closed(5)
     assert client.status == "closed"
@@ -223,9 +224,102 @@ def test_the_delays_grow_to_their_ceiling_and_jitter_only_shortens_them():
     assert all(0.5 <= jittered.delay(1) <= 1 for _ in range(100))
 
 
-def test_an_id_taken_at_the_first_introduction_is_raised_as_without_reconnect(serve, clients):
+def test_an_id_taken_at_the_first_introduction_is_raised_as_without_reconnect(serve, connect):
     # RemoteError on the first introduction is raised to the caller, as without reconnect.
     server = serve()
-    clients(server.url, client_id="window")
+    connect(server, timeout=5, client_id="window")
     with pytest.raises(RemoteError, match="ClientIdTaken"):
-        clients(server.url, client_id="window", reconnect=True)
+        connect(server, timeout=5, client_id="window", reconnect=True)
+
+
+class ReconnectingClient(RuleBasedStateMachine):
+    """Any sequence of calls, drops, reloads and restarts: the client never hangs, never holds more
+    than one reader and one reconnecting thread, and is back as the same client (its session, where
+    the server kept it) whenever a server listens."""
+
+    def __init__(self):
+        super().__init__()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.server = self.serve()
+        self.client = IgorClient(self.server.url, token="t", timeout=5, client_id="window",
+                                 reconnect=Reconnect(initial_delay=0.005, max_delay=0.05))
+        self.kept = None  # what the session holds, as far as the model knows
+
+    def serve(self):
+        server = IgorServer(api=flatten(API), config={"token": "t"})
+        server.start(sock=self.listener.dup())
+        threading.Thread(target=server.run_forever, daemon=True).start()
+        return server
+
+    @rule(n=st.integers(0, 9))
+    def call(self, n):
+        try:
+            assert self.client.call("hello", n, timeout=None if self.server else 0.3) == f"hello {n}"
+        except ConnectionClosed:
+            pass  # dropped in flight, or no server listening: never anything else, never a hang
+
+    @rule(n=st.integers(0, 9))
+    def remember(self, n):
+        try:
+            self.client.call("remember", n, timeout=None if self.server else 0.3)
+            self.kept = n
+        except ConnectionClosed:
+            self.kept = "unknown"  # the handler may or may not have run
+
+    @rule()
+    def cancel_a_stream(self):
+        try:
+            stream = self.client.stream("slow", timeout=None if self.server else 0.3)
+            stream.cancel()
+        except ConnectionClosed:
+            pass
+
+    @precondition(lambda self: self.server is not None)
+    @rule()
+    def cut(self):
+        try:
+            self.client._ws.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # down already
+
+    @precondition(lambda self: self.server is not None)
+    @rule(code=st.sampled_from([1001, 1012]))
+    def stop_the_server(self, code):
+        self.server.shutdown(close_code=code, reason="test")
+        self.server = None
+        self.kept = None  # a new server has sessions of its own
+
+    @precondition(lambda self: self.server is None)
+    @rule()
+    def start_a_server(self):
+        self.server = self.serve()
+
+    @invariant()
+    def bounded_and_back(self):
+        wait_for(lambda: len(reader_threads()) <= 1 and len(reconnect_threads()) <= 1, message="threads to end")
+        if self.server is not None:
+            assert self.client.wait_open(5), self.client.status
+            kept = self.client.call("kept")
+            if self.kept != "unknown":
+                assert kept == self.kept
+            self.kept = kept
+            assert self.client.client_id == "window"
+
+    def teardown(self):
+        self.client.close()
+        assert self.client.status == "closed"
+        if self.server is not None:
+            self.server.shutdown()
+        self.listener.close()
+        wait_for(lambda: not reader_threads() and not reconnect_threads(), message="the client's threads to end")
+
+
+def reader_threads():
+    return [t for t in threading.enumerate() if t.name == "igor-client-reader"]
+
+
+def test_any_sequence_of_drops_and_restarts_finds_the_client_back():
+    ReconnectingClient.TestCase.settings = settings(
+        max_examples=12, stateful_step_count=15, deadline=None, derandomize=True, database=None,
+        suppress_health_check=list(HealthCheck))
+    ReconnectingClient.TestCase().runTest()
