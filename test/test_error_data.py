@@ -6,6 +6,7 @@ protocols 1 and 2 get the error without binary data, told why, and keep working.
 
 import json
 import logging
+import pickle
 import queue
 import struct
 
@@ -14,7 +15,7 @@ import pytest
 import wsraw
 from conftest import wait_for
 
-from igor import IgorError, IgorProcess, RemoteError
+from igor import ConnectionFailed, IgorError, IgorProcess, InputTimeout, ProtocolError, RemoteError
 
 DATA = {"frame": b"\x00\xff", "at": [3, {"raw": bytearray(b"ab")}], "note": "text"}
 DATA_BACK = {"frame": b"\x00\xff", "at": [3, {"raw": b"ab"}], "note": "text"}
@@ -212,3 +213,13 @@ def test_error_data_over_max_message_size_arrives_whole_like_any_value(start_ser
     assert info.value.data == {"blob": bytes(range(256)) * (size // 256)}
     assert client.call("echo", "still here") == "still here"
 
+
+
+def test_every_igor_error_takes_data_and_keeps_its_own_arguments():
+    assert (ProtocolError("m", 3, data=[b"x"]).stream_id, ProtocolError("m", 3, data=[b"x"]).data) == (3, [b"x"])
+    timeout = InputTimeout("t", data={"waited": 1})
+    assert isinstance(timeout, TimeoutError) and timeout.data == {"waited": 1} and str(timeout) == "t"
+    assert ConnectionFailed("refused", 403).data is None and IgorError("plain").data is None
+    remote = pickle.loads(pickle.dumps(RemoteError("m", 409, "T", None, data=b"\x01")))
+    assert (remote.code, remote.type, remote.data) == (409, "T", b"\x01")
+    assert pickle.loads(pickle.dumps(BadFrame("b", data=DATA))).data == DATA
