@@ -16,6 +16,7 @@ import warnings
 from typing import TYPE_CHECKING, Any, List
 
 from .exceptions import (
+    BackendReloaded,
     BinaryUnsupported,
     CallTimeout,
     ClientIdTaken,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     # IgorClient, which __all__ leaves out.
     from .api import flatten
     from .client import IgorClient as IgorClient
+    from .client_reconnect import Reconnect
     from .config import Config
     from .process import IgorProcess, Inbound, ProcessOutput
     from .registry import ConnectedClient
@@ -65,6 +67,7 @@ __all__ = [
     "Stream",
     "ProcessOutput",
     "ConnectedClient",
+    "Reconnect",
     "IgorError",
     "ProtocolError",
     "UnknownAction",
@@ -76,6 +79,7 @@ __all__ = [
     "ConfigError",
     "RemoteError",
     "ConnectionClosed",
+    "BackendReloaded",
     "CallTimeout",
     "ConnectionFailed",
     "TooManyStreams",
@@ -100,6 +104,7 @@ _LAZY = {
     "Inbound": "process",
     "ProcessOutput": "process",
     "ConnectedClient": "registry",
+    "Reconnect": "client_reconnect",
     "CONFIG": "server",
     "IgorServer": "server",
     "Stream": "stream",

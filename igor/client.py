@@ -17,8 +17,8 @@ import json
 import logging
 import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, Set, Union
+import time
+from typing import Any, Callable, Dict, Optional, Union
 
 try:
     import websocket
@@ -28,19 +28,15 @@ except ImportError as exc:  # the optional "client" extra is not installed
 
 from . import client_transfer
 from .binary import Binary, dumps, unpack
+from .client_pushes import Exposed, Listeners
+from .client_reconnect import CLOSE_SERVICE_RESTART, Reconnect, Reconnecting
 from .client_socket import CLOSE_NO_FRAME, binary_frame, close_status, connect, protocol_of
 from .client_stream import CLOSED, ClientStream
-from .client_support import DEFAULT, Listener, Observer, Timeout, remote_error, safely, seconds
-from .exceptions import BinaryUnsupported, ConnectionClosed, RemoteError
-from .protocol import (
-    client_call_message,
-    client_introduce_data,
-    client_process_input_message,
-    client_reply_error_message,
-    client_reply_message,
-)
+from .client_support import DEFAULT, Listener, Timeout, remote_error, seconds
+from .exceptions import BackendReloaded, BinaryUnsupported, ConnectionClosed, RemoteError
+from .protocol import client_call_message, client_introduce_data, client_process_input_message
 
-__all__ = ["IgorClient", "ClientStream", "DEFAULT", "Timeout"]
+__all__ = ["IgorClient", "ClientStream", "Reconnect", "DEFAULT", "Timeout"]
 
 log = logging.getLogger("igor.client")
 
@@ -50,13 +46,9 @@ Message = Dict[str, Any]
 # How long close() waits for the server to answer its close frame before it
 # cuts the socket anyway.
 CLOSE_ANSWER_TIMEOUT = 3.0
-# Exposed functions run on at most this many threads: a slow one holds up only
-# its own thread, never the reader, and a server cannot make the client spawn
-# a thread per call.
-EXPOSED_WORKERS = 8
 
 
-class IgorClient:
+class IgorClient(Reconnecting):
     """A connection to an Igor server.
 
     ``token`` is sent as ``Authorization: Bearer``. ``client_id``, if given, is
@@ -74,47 +66,51 @@ class IgorClient:
 
     Once the connection has ended, calls raise :class:`~igor.ConnectionClosed`
     (a ``ConnectionError`` too) whose ``code`` and ``reason`` are the close
-    frame's, as are :attr:`close_code` and :attr:`close_reason`.
+    frame's, as are :attr:`close_code` and :attr:`close_reason`; after a
+    close with code 1012 (``igor dev`` reloaded the backend) it is its
+    subclass :class:`~igor.BackendReloaded`.
+
+    ``reconnect=True`` (or a :class:`~igor.Reconnect` to tune it) connects
+    again after the connection dropped, by itself: at once after a reload,
+    else after a growing delay, and introduces the new connection with the
+    same :attr:`client_id` and its :attr:`resume` secret, so the session is
+    the same. Calls in flight at the drop fail as above; calls made while
+    it reconnects wait for the connection within their timeout. Listeners
+    and exposed functions stay. A refused handshake (HTTP 4xx but 409) is
+    not retried; :meth:`close` stops for good.
     """
 
     def __init__(self, url: str, token: Optional[str] = None, client_id: Union[str, int, None] = None,
                  timeout: Optional[float] = 10.0, headers: Optional[Dict[str, str]] = None,
-                 resume: Optional[str] = None):
+                 resume: Optional[str] = None, reconnect: Union[bool, Reconnect] = False):
         self.url = url
         self.timeout = timeout  # checked, and infinity made None, by the property
-        header = [f"{name}: {value}" for name, value in (headers or {}).items()]
+        self._policy = Reconnect.of(reconnect)
+        self._header = [f"{name}: {value}" for name, value in (headers or {}).items()]
         if token is not None:
-            header.append(f"Authorization: Bearer {token}")
-        self._ws = connect(url, self.timeout, header)
-        self._ws.settimeout(None)
-        #: The protocol the server chose: 3 carries binary values (bytes anywhere in a message), 2 does not.
-        self.protocol = protocol_of(self._ws)
-        #: The server's hello (protocol 3): ``max_message_size``, ``inbox_size``, ``input_window``.
-        self.hello: Dict[str, Any] = {}
-        self._hello = threading.Event()
+            self._header.append(f"Authorization: Bearer {token}")
         self._ids = itertools.count(1)
         self._streams: Dict[int, ClientStream] = {}
-        self._listeners: Dict[Optional[str], List[Observer]] = {}
-        self._exposed: Dict[str, Callable[[Any], Any]] = {}
-        self._server_calls: Set[Any] = set()  # callIds the server still waits for
-        self._workers: Optional[ThreadPoolExecutor] = None
+        self._listeners = Listeners()
+        self._exposed = Exposed(self._encode, self._write)
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
-        self._closed = threading.Event()
+        # "open", "reconnecting" or "closed" (for good), with _changed notified on each change.
+        self._status = "open"
+        self._changed = threading.Condition(self._lock)
+        self._closed = threading.Event()  # the current socket is down
         self._closing = False
+        self._stop = threading.Event()  # close() was called: a reconnection waiting for its delay ends
         #: The WebSocket close code and reason, once the connection has ended
         #: (1005: a close frame with no code; 1006: no close frame at all).
         self.close_code: Optional[int] = None
         self.close_reason = ""
         self.errors: queue.SimpleQueue[RemoteError] = queue.SimpleQueue()
-        self._reader = threading.Thread(target=self._read_loop, name="igor-client-reader", daemon=True)
-        self._reader.start()
-        if self.protocol >= 3:
-            self._hello.wait(self.timeout)  # the first message: calls may then rely on it (upload's chunks)
         self.client_id: Union[str, int, None] = None
         #: The latest secret the server gave for :attr:`client_id`: a later
         #: connection presents it (``resume=``) to get the id and its session back.
         self.resume: Optional[str] = None
+        self._attach(self._connect())
         if client_id is not None:
             try:
                 self.introduce_self(client_id, resume)
@@ -195,7 +191,14 @@ class IgorClient:
         """
         if resume is None and client_id == self.client_id:
             resume = self.resume
-        answer = self.call("introduce_self", client_introduce_data(client_id, resume))
+        self._introduce(client_id, resume, waits=True)
+
+    def _introduce(self, client_id: Union[str, int], resume: Optional[str], waits: bool) -> None:
+        # A reconnection introduces the new connection before anything else may use it (waits=False).
+        stream = self._open("introduce_self", client_introduce_data(client_id, resume), self._timeout, True, waits)
+        answer = None
+        for answer in stream:  # noqa: B007  # the last value is the answer
+            pass
         self.client_id = client_id
         # A server from before resume secrets answers without one.
         self.resume = answer.get("resume") if isinstance(answer, dict) else None
@@ -209,6 +212,7 @@ class IgorClient:
         """
         if not isinstance(process_id, str) or not process_id:
             raise ValueError(f"a process id is a non-empty string, not {process_id!r}")
+        self._wait_open(None if self._timeout is None else time.monotonic() + self._timeout)
         self._send(client_process_input_message(process_id, data))
 
     # -- pushes and server calls ----------------------------------------------
@@ -226,19 +230,7 @@ class IgorClient:
         Listeners run on the reader thread: keep them short. Returns a
         function that removes the listener.
         """
-        if listener is None and error is None and complete is None:
-            raise TypeError("on() needs a listener, error= or complete=")
-        observer = Observer(listener, error, complete)
-        with self._lock:
-            self._listeners.setdefault(name, []).append(observer)
-
-        def remove() -> None:
-            with self._lock:
-                observers = self._listeners.get(name, [])
-                if observer in observers:
-                    observers.remove(observer)
-
-        return remove
+        return self._listeners.add(name, listener, error, complete)
 
     def expose(self, name: str, fn: Callable[[Any], Any]) -> Callable[[], None]:
         """Let the server call ``fn(data)`` as ``name`` (``server.call_client(client_id, name, data)``).
@@ -249,57 +241,47 @@ class IgorClient:
         server's caller gets as ``RemoteError``. Exposing a name again
         replaces its function. Returns a function that removes it.
         """
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"an exposed name is a non-empty string, not {name!r}")
-        if not callable(fn):
-            raise TypeError(f"expose({name!r}, fn): fn must be callable, not {type(fn).__name__}")
-        with self._lock:
-            self._exposed[name] = fn
-
-        def remove() -> None:
-            with self._lock:
-                if self._exposed.get(name) is fn:
-                    del self._exposed[name]
-
-        return remove
+        return self._exposed.add(name, fn)
 
     # -- connection ---------------------------------------------------------
 
     @property
     def connected(self) -> bool:
-        """False once the connection has ended, from either side."""
-        return not self._closed.is_set()
+        """True while the connection is open: False once it ended, and while it reconnects."""
+        return self._status == "open" and not self._closed.is_set()
 
     def close(self) -> None:
-        """Close the connection (code 1000); waiting calls fail with ConnectionClosed.
+        """Close the connection (code 1000) and stop reconnecting; waiting calls fail with ConnectionClosed.
 
         Sends the close frame and lets the reader thread read the server's
         answer (so only one thread ever reads the socket), waits for it up to
         ``CLOSE_ANSWER_TIMEOUT`` seconds, then shuts the socket.
         """
-        self._closing = True
+        with self._lock:
+            self._closing = True
+        self._stop.set()
         try:
             with self._send_lock:
                 self._ws.send_close(websocket.STATUS_NORMAL)
         except (websocket.WebSocketException, OSError):
             pass  # already gone: the reader has stopped or is stopping
-        if threading.current_thread() is not self._reader:
-            self._reader.join(CLOSE_ANSWER_TIMEOUT)
-            if self._reader.is_alive():
+        reader = self._reader
+        if threading.current_thread() is not reader:
+            reader.join(CLOSE_ANSWER_TIMEOUT)
+            if reader.is_alive():
                 log.debug("no close answer within %ss; cutting the connection", CLOSE_ANSWER_TIMEOUT)
                 self._ws.abort()  # type: ignore[no-untyped-call]  # wakes the reader's blocking recv
-                self._reader.join(CLOSE_ANSWER_TIMEOUT)
+                reader.join(CLOSE_ANSWER_TIMEOUT)
             self._shut()
         # else: called by a listener; the reader reads the answer and shuts the socket itself.
         self._fail_all(self._closed_error())
-        with self._lock:
-            workers, self._workers = self._workers, None
-        if workers is not None:
-            workers.shutdown(wait=False, cancel_futures=True)
+        self._set_status("closed")
+        self._exposed.shutdown()
 
     def wait_closed(self, timeout: Optional[float] = None) -> bool:
-        """Wait until the connection has ended; False if ``timeout`` passed first."""
-        return self._closed.wait(seconds(timeout))
+        """Wait until the client has closed for good; False if ``timeout`` passed first."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._status == "closed", seconds(timeout))
 
     def __enter__(self) -> IgorClient:
         return self
@@ -309,18 +291,33 @@ class IgorClient:
 
     # -- internals ----------------------------------------------------------
 
-    def _open(self, action: str, data: Any, timeout: Optional[float], whole: bool) -> ClientStream:
-        stream = ClientStream(self, next(self._ids), action, timeout, whole)
-        with self._lock:
-            if self._closed.is_set():
-                raise self._closed_error()
-            self._streams[stream.stream_id] = stream
-        try:
-            self._send(client_call_message(stream.stream_id, action, data))
-        except BaseException:
-            self._forget(stream.stream_id)
-            raise
-        return stream
+    def _open(self, action: str, data: Any, timeout: Optional[float], whole: bool, waits: bool = True) -> ClientStream:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if waits:
+                self._wait_open(deadline)
+            # call()'s timeout bounds the whole call, the waits for a connection included.
+            left = timeout if deadline is None or not whole else max(0.0, deadline - time.monotonic())
+            stream = ClientStream(self, next(self._ids), action, left, whole)
+            with self._lock:
+                if waits and self._waits():
+                    continue  # it dropped between the wait and now: wait for the next connection
+                if self._closed.is_set() or self._status == "closed":
+                    raise self._closed_error()
+                self._streams[stream.stream_id] = stream
+            try:
+                self._send(client_call_message(stream.stream_id, action, data))
+                return stream
+            except ConnectionClosed:
+                self._forget(stream.stream_id)
+                if not waits or self._policy is None or self._closing:
+                    raise
+                # Not sent, so the handler never ran: the call waits for the next connection, once the
+                # reader has seen this one end.
+                self._closed.wait(CLOSE_ANSWER_TIMEOUT)
+            except BaseException:
+                self._forget(stream.stream_id)
+                raise
 
     def _send(self, message: Message) -> None:
         self._write(self._encode(message))
@@ -350,10 +347,29 @@ class IgorClient:
         with self._lock:
             self._streams.pop(stream_id, None)
 
-    def _read_loop(self) -> None:
+    def _connect(self) -> websocket.WebSocket:
+        return connect(self.url, self.timeout, self._header)
+
+    def _attach(self, ws: websocket.WebSocket) -> None:
+        """Read ``ws`` from now on, on a reader thread of its own; under protocol 3, after the server's hello."""
+        ws.settimeout(None)
+        self._ws = ws
+        #: The protocol the server chose: 3 carries binary values (bytes anywhere in a message), 2 does not.
+        self.protocol = protocol_of(ws)
+        #: The server's hello (protocol 3): ``max_message_size``, ``inbox_size``, ``input_window``.
+        self.hello: Dict[str, Any] = {}
+        self._hello = threading.Event()
+        self.close_code, self.close_reason = None, ""
+        self._closed.clear()
+        self._reader = threading.Thread(target=self._read_loop, args=(ws,), name="igor-client-reader", daemon=True)
+        self._reader.start()
+        if self.protocol >= 3:
+            self._hello.wait(self.timeout)  # the first message: calls may then rely on it (upload's chunks)
+
+    def _read_loop(self, ws: websocket.WebSocket) -> None:
         try:
             while True:
-                opcode, payload = self._ws.recv_data(control_frame=False)
+                opcode, payload = ws.recv_data(control_frame=False)
                 if opcode == websocket.ABNF.OPCODE_CLOSE:
                     # recv_data has answered it (once: see OneCloseWebSocket), or it
                     # is the answer to the close frame close() sent.
@@ -371,6 +387,7 @@ class IgorClient:
             self._fail_all(self._closed_error())
             if self._closing:
                 self._shut()
+            self._lost()
 
     def _closed_error(self) -> ConnectionClosed:
         """What a call meets once the connection has ended (a fresh one each time: threads raise it at once)."""
@@ -382,6 +399,8 @@ class IgorClient:
         if code is None:
             code = CLOSE_NO_FRAME
         why = f"code {code}: {reason}" if reason else f"code {code}"
+        if code == CLOSE_SERVICE_RESTART:
+            return BackendReloaded(f"the backend reloaded: the connection closed ({why})", code, reason)
         return ConnectionClosed(f"the connection closed ({why})", code, reason)
 
     def _shut(self) -> None:
@@ -395,11 +414,12 @@ class IgorClient:
             self._hello.set()
             return
         if "callId" in message:
-            self._server_call(message)
+            if not self._closed.is_set():
+                self._exposed.call(message)
             return
         stream_id = message.get("streamId")
         if "action" in message:
-            self._push(message, stream_id)
+            self._listeners.push(message, stream_id)
             return
         if "process" in message:  # the answer to send_to_process: only errors come back
             if "error" in message:
@@ -426,75 +446,21 @@ class IgorClient:
             if "error" in message:
                 self._process_error(stream_id, remote_error(message))
             elif message.get("close"):
-                for observer in self._observers(stream_id, None):
-                    if observer.complete is not None:
-                        safely(observer.complete)
+                self._listeners.completed(stream_id)
         elif "error" in message and stream_id is None:
             self.errors.put(remote_error(message))
         # Anything else is a late answer on a stream this client already ended.
 
-    def _observers(self, *names: Optional[str]) -> List[Observer]:
-        with self._lock:
-            # dict.fromkeys: a push whose action is its process id counts once
-            return [o for name in dict.fromkeys(names) for o in self._listeners.get(name, ())]
-
-    def _push(self, message: Message, process_id: Any) -> None:
-        names = [message["action"]] + ([process_id] if isinstance(process_id, str) else [])
-        for observer in self._observers(*names):
-            if observer.next is not None:
-                safely(observer.next, message.get("data"))
-        for observer in self._observers(None):
-            if observer.next is not None:
-                safely(observer.next, message)
-
     def _process_error(self, process_id: str, error: RemoteError) -> None:
         self.errors.put(error)
-        for observer in self._observers(process_id, None):
-            if observer.error is not None:
-                safely(observer.error, error)
-
-    def _server_call(self, message: Message) -> None:
-        call_id = message["callId"]
-        if message.get("cancel"):
-            with self._lock:
-                self._server_calls.discard(call_id)  # its answer, if it comes, is dropped
-            return
-        with self._lock:
-            if self._closed.is_set():
-                return
-            action = message.get("action")
-            fn = self._exposed.get(action) if isinstance(action, str) else None
-            self._server_calls.add(call_id)
-            if self._workers is None:
-                self._workers = ThreadPoolExecutor(EXPOSED_WORKERS, thread_name_prefix="igor-client-exposed")
-            workers = self._workers
-        workers.submit(self._answer, call_id, message.get("action"), fn, message.get("data"))
-
-    def _answer(self, call_id: Any, action: Any, fn: Optional[Callable[[Any], Any]], data: Any) -> None:
-        answer: Union[Message, str, Binary]
-        if fn is None:
-            answer = client_reply_error_message(call_id, f"this client exposes no function {action!r}", 404,
-                                                "UnknownAction")
-        else:
-            try:  # a result that is neither JSON nor binary is the function's error, not the connection's
-                answer = self._encode(client_reply_message(call_id, fn(data)))
-            except Exception as exc:
-                log.debug("exposed function %r failed", action, exc_info=True)
-                answer = client_reply_error_message(call_id, str(exc) or type(exc).__name__, 500, type(exc).__name__)
-        with self._lock:
-            if call_id not in self._server_calls:
-                return  # the server stopped waiting (timeout): it wants no answer
-            self._server_calls.discard(call_id)
-        try:
-            self._write(dumps(answer) if isinstance(answer, dict) else answer)
-        except ConnectionClosed:
-            pass
+        self._listeners.failed(process_id, error)
 
     def _fail_all(self, error: Exception) -> None:
-        with self._lock:
+        with self._changed:
             self._closed.set()
+            self._changed.notify_all()  # calls waiting to be sent (see _wait_open) hear of the drop
             streams = list(self._streams.values())
             self._streams.clear()
-            self._server_calls.clear()
+        self._exposed.forget_calls()
         for stream in streams:
             stream._deliver(error)

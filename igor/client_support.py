@@ -58,8 +58,9 @@ def seconds(timeout: Any) -> Optional[float]:
 
 
 def remote_error(message: Dict[str, Any]) -> RemoteError:
+    """The :class:`RemoteError` of an error message, its ``data`` (bytes in place) included."""
     return RemoteError(message["error"], message.get("code", 500), message.get("type", "Error"),
-                       message.get("traceback"))
+                       message.get("traceback"), data=message.get("data"))
 
 
 def safely(fn: Callable[..., None], *args: Any) -> None:

@@ -68,7 +68,6 @@ from .protocol import (
     close_message,
     data_message,
     error_message,
-    for_protocol,
     is_valid_id,
     parse_message,
     parse_object,
@@ -409,7 +408,7 @@ class Dispatcher:
 
     def _send(self, client: ConnectedClient, message: dict, wait: bool = False) -> bool:
         # wait=False on the reader thread: never wait for a client that does not read.
-        return client.send(text_frame(self.encode(for_protocol(message, client.protocol))), wait)
+        return client.send(text_frame(self.encode.for_client(message, client.protocol)), wait)
 
     def _refuse(self, client: ConnectedClient, error: IgorError, stream_id: Any) -> None:
         self._send(client, error_message(error, stream_id))

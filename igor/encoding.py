@@ -9,12 +9,13 @@ installed, and large values kept as pieces rather than copied together.
 from __future__ import annotations
 
 import json
+import logging
 from json.encoder import c_make_encoder, encode_basestring
 from typing import Any, Callable, Optional, Tuple, Union
 
 from .binary import Binary, as_view, is_binary, pack, split
 from .exceptions import BinaryUnsupported
-from .protocol import StreamId
+from .protocol import StreamId, for_protocol
 
 try:  # the optional "speedups" extra
     import orjson
@@ -28,6 +29,8 @@ except ImportError:  # pragma: no cover - depends on the environment
 _LARGE = 64 * 1024
 
 __all__ = ["Payload", "encode", "make_encoder", "MessageEncoder", "with_close"]
+
+log = logging.getLogger("igor")
 
 #: A server message's UTF-8 JSON: whole, or for a large value in pieces
 #: (opening, value, closing brace) that the connection writes with one
@@ -87,6 +90,25 @@ class MessageEncoder:
         except ValueError:
             self._refuse_binary(message.get("data"), protocol)
             raise
+
+    def for_client(self, message: dict, protocol: int) -> Payload:
+        """``message`` encoded as a client of ``protocol`` reads it (see :func:`~igor.protocol.for_protocol`).
+
+        An error always reaches its client: one whose ``data`` cannot go (binary for a client of
+        protocol 1 or 2, a value JSON cannot hold) goes without it, and its text and the log say
+        why. Any other message raises as calling the encoder does.
+        """
+        try:
+            return self(for_protocol(message, protocol), protocol)
+        except Exception as exc:
+            if "error" not in message or "data" not in message:
+                raise
+            why = (f"protocol {protocol} cannot carry binary data; connect with igor.v3"
+                   if isinstance(exc, BinaryUnsupported) else str(exc) or type(exc).__name__)
+        log.warning("error %r is sent without its data: %s", message["error"], why)
+        bare = {key: value for key, value in message.items() if key != "data"}
+        bare["error"] = f"{message['error']} [its data was left out: {why}]"
+        return self(for_protocol(bare, protocol), protocol)
 
     def opening(self, stream_id: StreamId) -> bytes:
         """``{"streamId":S``: how every message of stream ``S`` starts, encoded once per stream."""

@@ -7,6 +7,8 @@ message and an exception in one place.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "IgorError",
     "ProtocolError",
@@ -19,6 +21,7 @@ __all__ = [
     "ConfigError",
     "RemoteError",
     "ConnectionClosed",
+    "BackendReloaded",
     "CallTimeout",
     "ConnectionFailed",
     "TooManyStreams",
@@ -37,10 +40,17 @@ class IgorError(Exception):
     """Base class of every exception Igor raises on purpose.
 
     ``code`` is the protocol's error code used when the error is sent to a
-    client (500 unless a subclass says otherwise).
+    client (500 unless a subclass says otherwise). ``data`` is a value the
+    error carries to the client (JSON, binary anywhere in it under protocol
+    3): ``raise IgorError("bad frame", data={"frame": raw})``. None, the
+    default, sends none.
     """
 
     code = 500
+
+    def __init__(self, *args: Any, data: Any = None):
+        super().__init__(*args)
+        self.data = data
 
 
 class ProtocolError(IgorError):
@@ -52,8 +62,8 @@ class ProtocolError(IgorError):
 
     code = 400
 
-    def __init__(self, message: str, stream_id: str | int | None = None):
-        super().__init__(message)
+    def __init__(self, message: str, stream_id: str | int | None = None, *, data: Any = None):
+        super().__init__(message, data=data)
         self.stream_id = stream_id
 
 
@@ -153,11 +163,13 @@ class RemoteError(IgorError):
     """The server answered a call with an error (raised by the Python client).
 
     ``code`` and ``type`` are the ones on the wire; ``traceback`` is set only
-    when the server runs with ``debug`` on.
+    when the server runs with ``debug`` on; ``data`` is the value the error
+    carried (bytes in place, as in any message), None when it carried none.
     """
 
-    def __init__(self, message: str, code: int = 500, type: str = "Error", traceback: str | None = None):
-        super().__init__(message)
+    def __init__(self, message: str, code: int = 500, type: str = "Error", traceback: str | None = None, *,
+                 data: Any = None):
+        super().__init__(message, data=data)
         self.code = code
         self.type = type
         self.traceback = traceback
@@ -182,6 +194,14 @@ class ConnectionClosed(IgorError, ConnectionError):
         if code is not None:
             self.code = code
         self.reason = reason
+
+
+class BackendReloaded(ConnectionClosed):
+    """The server closed the connection with code 1012 (Service Restart), as ``igor dev`` does on a reload.
+
+    The call did not finish. A client made with ``reconnect`` connects again
+    at once, to the backend that took over, and gets its session back.
+    """
 
 
 class CallTimeout(IgorError, TimeoutError):

@@ -28,7 +28,7 @@ from .encoding import MessageEncoder
 from .exceptions import BinaryUnsupported, IgorError, InboxFull, UnknownProcess
 from .frames import Frame, text_frame
 from .lifecycle import exit_code
-from .protocol import close_message, error_message, for_protocol, push_message
+from .protocol import close_message, error_message, push_message
 
 if TYPE_CHECKING:
     from .registry import ClientId, ClientRegistry, ConnectedClient
@@ -63,9 +63,13 @@ class ProcessOutput:
         self._deliver(push_message(self.process_id, action, data), client_id)
 
     def send_error(self, error: Union[BaseException, str], code: Optional[int] = None,
-                   client_id: Optional[ClientId] = None) -> None:
-        """Report a failure of this process to every client, or to one."""
-        self._deliver(error_message(error, self.process_id, code), client_id)
+                   client_id: Optional[ClientId] = None, *, data: Any = None) -> None:
+        """Report a failure of this process to every client, or to one.
+
+        ``data`` is a value the error carries, as :meth:`send`'s (an :class:`~igor.IgorError`'s own
+        ``data`` by default); a client of protocol 1 or 2 gets the error without binary data.
+        """
+        self._deliver(error_message(error, self.process_id, code, data=data), client_id)
 
     def finish(self, client_id: Optional[ClientId] = None) -> None:
         """Tell clients this process has finished its work."""
@@ -77,12 +81,14 @@ class ProcessOutput:
         frames: Dict[int, Optional[Frame]] = {}
 
         def frame(protocol: int) -> Optional[Frame]:
-            # A close or an error reads differently under protocol 1 (see for_protocol), and binary
-            # goes only to protocol 3: one frame per version, None for a version that cannot carry it.
-            version = 3 if protocol >= 3 else 2 if protocol >= 2 or "data" in message else 1
+            # A close or an error reads differently under protocol 1 (see for_protocol), even an error
+            # with data (left out when it cannot go, see for_client); binary goes only to protocol 3:
+            # one frame per version, None for a version that cannot carry it.
+            reads_as_2 = "data" in message and "error" not in message
+            version = 3 if protocol >= 3 else 2 if protocol >= 2 or reads_as_2 else 1
             if version not in frames:
                 try:
-                    payload = self._encode(for_protocol(message, version), version)
+                    payload = self._encode.for_client(message, version)
                 except BinaryUnsupported:
                     frames[version] = None
                 else:

@@ -304,8 +304,14 @@ def error_message(
     stream_id: Optional[StreamId] = None,
     code: Optional[int] = None,
     traceback: Optional[str] = None,
+    data: Any = None,
 ) -> dict:
-    """Describe ``error`` for the wire: message, numeric code and type name."""
+    """Describe ``error`` for the wire: message, numeric code, type name, and ``data`` when there is any.
+
+    ``data`` defaults to an :class:`IgorError`'s own ``data``; None leaves the key out.
+    """
+    if data is None and isinstance(error, IgorError):
+        data = error.data
     if isinstance(error, BaseException):
         # str(KeyError('k')) is "'k'": a KeyError's message is its argument.
         text = str(error.args[0]) if isinstance(error, KeyError) and len(error.args) == 1 else str(error)
@@ -318,6 +324,8 @@ def error_message(
     message.update(error=text, code=default_code if code is None else code, type=kind)
     if traceback is not None:
         message["traceback"] = traceback
+    if data is not None:
+        message["data"] = data
     return message
 
 

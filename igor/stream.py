@@ -20,7 +20,7 @@ from .encoding import MessageEncoder, Payload, with_close
 from .exceptions import BinaryUnsupported, InputEnded, InputTimeout, StreamCancelled, StreamClosed
 from .executor import off_loop
 from .frames import Frame, text_frame
-from .protocol import StreamId, close_message, error_message, for_protocol
+from .protocol import StreamId, close_message, error_message
 from .transfer import CHUNK_SIZE, FileLike
 
 if TYPE_CHECKING:
@@ -126,15 +126,15 @@ class Stream:
         return opening + (b',"close":true}' if self.client.protocol >= 2 else b',"data":null,"close":true}')
 
     def send_error(self, error: Union[BaseException, str], code: Optional[int] = None,
-                   traceback: Optional[str] = None) -> None:
+                   traceback: Optional[str] = None, *, data: Any = None) -> None:
         """Send an error and close the stream.
 
         ``error`` is an exception (its class name becomes the ``type``) or a
-        message; ``code`` defaults to the exception's own code, else 500.
+        message; ``code`` defaults to the exception's own code, else 500; ``data``, a value the
+        error carries (as :meth:`send`'s), to an :class:`~igor.IgorError`'s own ``data``.
         """
-        message = error_message(error, self.stream_id, code, traceback if self._debug else None)
-        payload = self._encode(for_protocol(message, self.client.protocol))
-        self._emit(payload, then_close=True)
+        message = error_message(error, self.stream_id, code, traceback if self._debug else None, data)
+        self._emit(self._encode.for_client(message, self.client.protocol), then_close=True)
 
     def close(self) -> None:
         """End the stream; does nothing if it has already ended."""
@@ -191,7 +191,7 @@ class Stream:
         with self._lock:
             if self._closed:
                 return
-            *first, last = [self._encode(for_protocol(message, self.client.protocol)) for message in messages]
+            *first, last = [self._encode.for_client(message, self.client.protocol) for message in messages]
             for payload in first:
                 self.client.send(text_frame(payload), False)
             # Never wait here: this runs on the connection's reader thread, or in a shutdown.

@@ -221,7 +221,7 @@ def test_a_timeout_reaches_python_and_the_late_answer_is_dropped(start_server, c
     assert isinstance(error, CallTimeout)
     # The server's {"callId": N, "cancel": true} has arrived: the client no
     # longer owes that answer...
-    wait_for(lambda: not client._server_calls, message="the server's cancel")
+    wait_for(lambda: not client._exposed._waiting, message="the server's cancel")
     release.set()
     assert returned.wait(5)
     assert client.call("count", 2) == 1

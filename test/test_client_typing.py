@@ -48,5 +48,6 @@ def test_mypy_does_catch_a_misuse(tmp_path):
 def test_the_client_modules_pass_mypy_strict(tmp_path):
     files = [os.path.join(ROOT, "igor", name)
              for name in ("client.py", "client_socket.py", "client_stream.py", "client_support.py",
-                           "client_transfer.py", "binary.py", "exceptions.py", "__init__.py")]
+                           "client_transfer.py", "client_pushes.py", "client_reconnect.py", "binary.py",
+                           "exceptions.py", "__init__.py")]
     assert mypy(tmp_path, *files) == []

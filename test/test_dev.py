@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 from conftest import wait_for
 
-from igor import ConnectionClosed, ConnectionFailed, IgorClient
+from igor import BackendReloaded, ConnectionClosed, ConnectionFailed, IgorClient
 from igor.registry import ClientRegistry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,6 +161,21 @@ def test_an_edit_reloads_on_the_same_port_and_the_session_comes_back(app, dev):
     dev.wait_stderr("1 session(s) handed over")
     assert dev.stop() == 0
     assert dev.process.stdout.read() == ""  # one ready line, for the first backend only
+
+
+def test_a_python_client_with_reconnect_comes_back_by_itself_with_its_session(app, dev):
+    window = dev.client(client_id="window", reconnect=True)
+    assert window.call("remember", {"n": 2}) is True
+    slow = iter(window.stream("slow"))
+    assert next(slow) == "started"
+    (app / "app.py").write_text(APP.replace('"one"', '"two"'))
+    with pytest.raises(BackendReloaded, match="the backend reloaded"):
+        next(slow)
+    assert window.wait_open(5), window.status
+    # Nothing but the reconnect option: the same client object, id, session and port.
+    assert window.call("hello") == "two"
+    assert window.call("kept") == {"n": 2}
+    assert window.client_id == "window" and window.url == dev.url
 
 
 def test_a_syntax_error_keeps_the_old_backend_until_the_file_is_fixed(app, dev):

@@ -52,12 +52,13 @@ export type ClientErrorType =
   /** `launch()` of `igor-client/node` failed: the error is a `LaunchError`, whose `reason` says how. */
   | 'LaunchFailed';
 
-/** The fields of an error message on the wire (`{"streamId", "error", "code", "type", "traceback"}`). */
+/** The fields of an error message on the wire (`{"streamId", "error", "code", "type", "traceback", "data"}`). */
 export interface WireError {
   error: string;
   code?: number;
   type?: string;
   traceback?: string;
+  data?: unknown;
 }
 
 /**
@@ -77,6 +78,12 @@ export class IgorError extends Error {
   readonly type: string;
   /** The Python traceback, present only when the server runs with `debug` on. */
   readonly traceback?: string;
+  /**
+   * The value the server's error carried (`raise IgorError(..., data=...)`,
+   * `out.send_error(..., data=...)`), binary as `Uint8Array` at its place;
+   * `undefined` when it carried none.
+   */
+  readonly data?: unknown;
   /** The stream the error belongs to, when there is one. */
   readonly streamId?: string | number;
   /** The action of the failed call, when there is one (helps reading logs). */
@@ -86,7 +93,7 @@ export class IgorError extends Error {
     message: string,
     code: number,
     type: string,
-    extra: { traceback?: string; streamId?: string | number; action?: string; cause?: unknown } = {},
+    extra: { traceback?: string; streamId?: string | number; action?: string; cause?: unknown; data?: unknown } = {},
   ) {
     super(message);
     this.name = 'IgorError';
@@ -95,6 +102,7 @@ export class IgorError extends Error {
     if (extra.traceback !== undefined) this.traceback = extra.traceback;
     if (extra.streamId !== undefined) this.streamId = extra.streamId;
     if (extra.action !== undefined) this.action = extra.action;
+    if (extra.data !== undefined) this.data = extra.data;
     if (extra.cause !== undefined) (this as { cause?: unknown }).cause = extra.cause;
     // Keep `instanceof` working when compiled to an older target.
     Object.setPrototypeOf(this, new.target.prototype);
@@ -106,7 +114,7 @@ export class IgorError extends Error {
       typeof message.error === 'string' ? message.error : String(message.error),
       typeof message.code === 'number' ? message.code : 500,
       typeof message.type === 'string' ? message.type : 'Error',
-      { traceback: message.traceback, streamId, action },
+      { traceback: message.traceback, streamId, action, data: message.data },
     );
   }
 }

@@ -365,6 +365,37 @@ describe('a protocol 2 client', () => {
   });
 });
 
+/**
+ * Run `work` while sampling the server's RSS every 100 ms; report the throughput and the growth
+ * (peak less the RSS before, in MiB) as a test diagnostic and on stdout, where CI's log keeps it.
+ */
+async function measured(t, client, what, mib, work) {
+  const before = await client.call('rss');
+  let peak = before;
+  let polling = true;
+  const poll = (async () => {
+    while (polling) {
+      peak = Math.max(peak, await client.call('rss'));
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  const started = process.hrtime.bigint();
+  let result;
+  let seconds;
+  try {
+    result = await work();
+  } finally {
+    seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    polling = false;
+    await poll;
+  }
+  const growth = (peak - before) / 1024 / 1024;
+  const line = `${what}: ${(mib / seconds).toFixed(1)} MiB/s (${seconds.toFixed(2)} s), server RSS growth ${growth.toFixed(1)} MiB`;
+  t.diagnostic(line);
+  console.log(line);
+  return { result, growth };
+}
+
 describe('a large download in bounded memory', () => {
   const mib = Number(process.env.IGOR_BIG_UPLOAD_MIB || 256);
 
@@ -372,35 +403,20 @@ describe('a large download in bounded memory', () => {
     const client = new IgorClient(server.url, { WebSocket });
     try {
       await within(5000, client.ready, 'connect');
-      const before = await client.call('rss');
-      let peak = before;
-      let polling = true;
-      const poll = (async () => {
-        while (polling) {
-          peak = Math.max(peak, await client.call('rss'));
-          await new Promise((r) => setTimeout(r, 100));
-        }
-      })();
       let last = -1;
       let bad = 0;
-      const started = process.hrtime.bigint();
-      const result = await client.download('bin.send', { chunk: 1024 * 1024, chunks: mib }, {
-        onChunk: (chunk) => {
-          // Byte i of the whole is i % 251: check where each chunk starts, to see none is lost or repeated.
-          if (last >= 0 && chunk[0] !== (last + 1) % 251) bad++;
-          last = chunk[chunk.length - 1];
-        },
-      });
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      polling = false;
-      await poll;
+      const { result, growth } = await measured(t, client, `download ${mib} MiB`, mib, () =>
+        client.download('bin.send', { chunk: 1024 * 1024, chunks: mib }, {
+          onChunk: (chunk) => {
+            // Byte i of the whole is i % 251: check where each chunk starts, to see none is lost or repeated.
+            if (last >= 0 && chunk[0] !== (last + 1) % 251) bad++;
+            last = chunk[chunk.length - 1];
+          },
+        }),
+      );
       assert.equal(result.received, mib * 1024 * 1024);
       assert.equal(bad, 0);
-      const growth = (peak - before) / 1024 / 1024;
-      const line = `download ${mib} MiB: ${(mib / seconds).toFixed(1)} MiB/s (${seconds.toFixed(2)} s), server RSS growth ${growth.toFixed(1)} MiB`;
-      t.diagnostic(line);
-      console.log(line);
-      assert.ok(growth < 64, line);
+      assert.ok(growth < 64, `server RSS grew ${growth.toFixed(1)} MiB`);
     } finally {
       client.close();
     }
@@ -416,31 +432,16 @@ describe('a large upload in bounded server memory', () => {
     const client = new IgorClient(server.url, { WebSocket });
     try {
       await within(5000, client.ready, 'connect');
-      const before = await client.call('rss');
-      let peak = before;
-      let polling = true;
-      const poll = (async () => {
-        while (polling) {
-          peak = Math.max(peak, await client.call('rss'));
-          await new Promise((r) => setTimeout(r, 100));
-        }
-      })();
       const chunk = new Uint8Array(1024 * 1024).map((_, i) => (i * 7) & 0xff);
       async function* source() {
         for (let i = 0; i < mib; i++) yield chunk;
       }
-      const started = process.hrtime.bigint();
-      const result = await client.upload('bin.save', source(), { size: mib * 1024 * 1024, data: { path: file, hash: false } });
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      polling = false;
-      await poll;
+      const { result, growth } = await measured(t, client, `upload ${mib} MiB`, mib, () =>
+        client.upload('bin.save', source(), { size: mib * 1024 * 1024, data: { path: file, hash: false } }),
+      );
       assert.equal(result.bytes, mib * 1024 * 1024);
       assert.equal(statSync(file).size, mib * 1024 * 1024);
-      const growth = (peak - before) / 1024 / 1024;
-      const line = `upload ${mib} MiB: ${(mib / seconds).toFixed(1)} MiB/s (${seconds.toFixed(2)} s), server RSS growth ${growth.toFixed(1)} MiB`;
-      t.diagnostic(line);
-      console.log(line);
-      assert.ok(growth < 64, line);
+      assert.ok(growth < 64, `server RSS grew ${growth.toFixed(1)} MiB`);
     } finally {
       client.close();
       rmSync(dir, { recursive: true, force: true });

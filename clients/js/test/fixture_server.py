@@ -239,6 +239,11 @@ def bin_receive(out, data):
         return {'bytes': count, 'sha256': hashlib.sha256(handle.read()).hexdigest()}
 
 
+def bin_error(out, data):
+    """Fails with data holding bytes: data['bytes'] (a list of ints) nested, and a bytearray."""
+    raise IgorError('bad frame', data={'frame': bytes(data['bytes']), 'n': [1, bytearray(b'\xff')], 'note': 'x'})
+
+
 def pid(out, data):
     out.send(os.getpid())
 
@@ -294,7 +299,8 @@ class Notifier(IgorProcess):
                 if kind == 'push':
                     self.output.send(request['action'], request.get('data'), client_id=request['client_id'])
                 elif kind == 'error':
-                    self.output.send_error(RuntimeError(request.get('data', 'failed')), client_id=request['client_id'])
+                    self.output.send_error(RuntimeError(request.get('data', 'failed')), client_id=request['client_id'],
+                                           data=request.get('errorData'))
                 elif kind == 'finish':
                     self.output.finish(client_id=request['client_id'])
             except Exception:  # an unknown client id: nothing to do
@@ -346,7 +352,7 @@ API = flatten({
     'session': {'set': session_set, 'get': session_get},
     'clients': {'wait_gone': wait_gone},
     'bin': {'shape': bin_shape, 'make': bin_make, 'yield': bin_yield, 'inputs': bin_inputs, 'save': bin_save,
-            'send': bin_send, 'file': bin_file, 'receive': bin_receive},
+            'send': bin_send, 'file': bin_file, 'receive': bin_receive, 'error': bin_error},
     'pid': pid,
     'rss': rss,
 })
