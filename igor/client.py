@@ -297,8 +297,7 @@ class IgorClient(Reconnecting):
             if waits:
                 self._wait_open(deadline)
             # call()'s timeout bounds the whole call, the waits for a connection included.
-            left = timeout if deadline is None or not whole else max(0.0, deadline - time.monotonic())
-            stream = ClientStream(self, next(self._ids), action, left, whole)
+            stream = ClientStream(self, next(self._ids), action, timeout, whole, deadline)
             with self._lock:
                 if waits and self._waits():
                     continue  # it dropped between the wait and now: wait for the next connection

@@ -107,7 +107,7 @@ class ClientStream:
     """
 
     def __init__(self, client: StreamOwner, stream_id: int, action: str, timeout: Optional[float],
-                 whole: bool = False):
+                 whole: bool = False, deadline: Optional[float] = None):
         self.client = client
         self.stream_id = stream_id
         self.action = action
@@ -118,8 +118,11 @@ class ClientStream:
         #: The bytes of values that may wait in the inbox (a value larger still comes alone).
         self.max_buffer = MAX_STREAM_BUFFER
         self._answered = False  # set by the reader once the server sent this stream's error or close
-        # ``whole``: the timeout bounds the whole stream (call()), not each gap.
-        self._deadline = time.monotonic() + timeout if whole and timeout is not None else None
+        # ``whole``: the timeout bounds the whole stream (call()), not each gap; ``deadline`` (a monotonic
+        # time) when it began before the stream did, as for a call that waited for a reconnection.
+        if whole and timeout is not None and deadline is None:
+            deadline = time.monotonic() + timeout
+        self._deadline = deadline if whole else None
         self._inbox: Deque[Tuple[Any, int]] = deque()  # values and their weights (see _weight)
         self._buffered = 0
         self._max_buffered = 0
