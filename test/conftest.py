@@ -76,6 +76,19 @@ def connect():
         client.close()
 
 
+@pytest.fixture
+def server_process():
+    """test/transfer_server.py in a process of its own (its RSS measured apart from the test's): it and its URL."""
+    process = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "transfer_server.py")],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(process.stdout.readline())
+        yield process, f"ws://127.0.0.1:{port}/"
+    finally:
+        process.stdin.close()
+        process.wait(10)
+
+
 def igor_threads():
     return [t for t in threading.enumerate() if t.name.startswith(("igor-", "Thread-"))]
 

@@ -7,8 +7,6 @@ taken, a cancel (``break``, ``cancel=``), close(), the stream's timeout.
 """
 
 import os
-import subprocess
-import sys
 import threading
 import time
 
@@ -19,7 +17,6 @@ from igor import CallTimeout, ConnectionClosed, IgorClient, StreamCancelled
 from igor.client_stream import MAX_STREAM_BUFFER
 
 MiB = 1 << 20
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def api(seen):
@@ -103,18 +100,6 @@ class SlowSink:
         return len(chunk)
 
 
-@pytest.fixture
-def server_process():
-    process = subprocess.Popen([sys.executable, os.path.join(HERE, "transfer_server.py")], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
-    try:
-        port = int(process.stdout.readline())
-        yield f"ws://127.0.0.1:{port}/"
-    finally:
-        process.stdin.close()
-        process.wait(10)
-
-
 def peak_growth(run):
     """What ``run()`` made this process's resident memory grow by, at its peak (VmHWM, reset first)."""
     def memory(key):
@@ -134,7 +119,8 @@ def peak_growth(run):
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's /proc")
 def test_a_download_into_a_slow_sink_grows_the_client_by_little(server_process):
     """256 MiB into a sink slower than the socket: the client grows by the bound, not the download."""
-    with IgorClient(server_process, timeout=30) as client:
+    _, url = server_process
+    with IgorClient(url, timeout=30) as client:
         client.download("push", 8, to=SlowSink(0))  # warm up the allocator's pools
         sink = SlowSink(0.004)
         grown, count = peak_growth(lambda: client.download("push", 256, to=sink))

@@ -8,8 +8,6 @@ and cancel that gives everything back.
 import hashlib
 import io
 import os
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -18,7 +16,6 @@ from conftest import wait_for
 from igor import IgorClient, InboxFull, RemoteError, StreamCancelled, StreamClosed
 
 MiB = 1 << 20
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def api(seen=None):
@@ -212,18 +209,6 @@ def test_a_cancel_while_waiting_for_the_answer_is_not_held_up(start_server, conn
 
 
 # -- a gibibyte each way, the server in its own process ---------------------------
-
-
-@pytest.fixture
-def server_process():
-    process = subprocess.Popen([sys.executable, os.path.join(HERE, "transfer_server.py")], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
-    try:
-        port = int(process.stdout.readline())
-        yield process, f"ws://127.0.0.1:{port}/"
-    finally:
-        process.stdin.close()
-        process.wait(10)
 
 
 def memory(pid, key):
