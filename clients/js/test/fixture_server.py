@@ -1,6 +1,7 @@
 """A real Igor server for the igor-client tests.
 
 Usage: python3 fixture_server.py [--token TOKEN] [--static DIR] [--debug] [--ping-interval S] [--ping-timeout S]
+       [--send-timeout S]
 
 Listens on a free port and prints `IGOR_READY {...}` once listening; shuts
 down when its stdin closes (the test process ends or kills it).
@@ -378,6 +379,7 @@ def main():
     parser.add_argument('--debug', action='store_true')
     parser.add_argument('--ping-interval', type=float, default=20.0)
     parser.add_argument('--ping-timeout', type=float, default=20.0)
+    parser.add_argument('--send-timeout', type=float, default=10.0)
     args = parser.parse_args()
     server = IgorServer(api=API, config={
         'port': 0,
@@ -389,6 +391,7 @@ def main():
         'session_timeout': 30.0,
         'ping_interval': args.ping_interval,
         'ping_timeout': args.ping_timeout,
+        'send_timeout': args.send_timeout,
     })
     server.add_process('ticker', Ticker())
     server.add_process('notifier', Notifier())

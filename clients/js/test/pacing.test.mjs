@@ -214,4 +214,16 @@ describe('what frees a paused socket', () => {
     assert.equal(client.status, 'open');
     assert.equal(await within(5000, client.call('echo', 1), 'a call after'), 1);
   });
+
+  it('a stream never taken, without a timeout: the server drops the connection after its send_timeout, and the client learns it', { timeout: 30000 }, async (t) => {
+    const strict = await startServer({ sendTimeout: 0.5 });
+    t.after(() => strict.stop());
+    const client = await connect(t, {}, strict.url);
+    const stream = client.stream('bin.send', { chunk: MiB, chunks: 100000 });
+    await until(() => pauses(client).paused, 5000, 'the socket paused');
+    // The server's close frame waits behind what the client has not read; the keepalive's failure, or the TCP close, tells it.
+    await until(() => client.status === 'closed', 15000, 'the client to see the connection end');
+    assert.ok(stream.closed && !pauses(client).paused);
+    await assert.rejects(client.call('echo', 1), (e) => e.type === 'ConnectionClosed');
+  });
 });
