@@ -59,11 +59,10 @@ export function weightOf(value: unknown): number {
     total += 16;
     if (typeof item === 'string') total += item.length;
     else if (ArrayBuffer.isView(item)) total += item.byteLength;
-    else if (Array.isArray(item)) todo.push(...item);
+    // One push per item: spreading an array of a million numbers as arguments would overflow the stack.
+    else if (Array.isArray(item)) for (const element of item) todo.push(element);
     else if (item !== null && typeof item === 'object') {
-      for (const key of Object.keys(item)) {
-        todo.push(key, (item as Record<string, unknown>)[key]);
-      }
+      for (const key of Object.keys(item)) todo.push(key, (item as Record<string, unknown>)[key]);
     }
   }
   return total;

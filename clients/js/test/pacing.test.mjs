@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import WebSocket from 'ws';
 
 import { IgorClient } from '../dist/index.js';
+import { weightOf } from '../dist/pacing.js';
 import { startServer, trackingWebSocket, until, within } from './helpers.mjs';
 
 const MiB = 1024 * 1024;
@@ -46,6 +47,20 @@ const pauses = (client) => client._calls.pauses;
 
 // The slowness under test: a consumer slower than the loopback, not a wait for anything.
 const slowly = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('weightOf: what a waiting value counts for', () => {
+  it('bytes exactly, strings by their length, and 16 for every value, key and item', () => {
+    assert.equal(weightOf(new Uint8Array(100)), 116);
+    assert.equal(weightOf('abc'), 19);
+    assert.equal(weightOf(null), 16);
+    // The object, its key 'a', the array, 1, 'xy', the bytes.
+    assert.equal(weightOf({ a: [1, 'xy', new Uint8Array(4)] }), 16 + 17 + 16 + 16 + 18 + 20);
+  });
+
+  it('an array of two million numbers, without overflowing the stack', () => {
+    assert.equal(weightOf(Array.from({ length: 2e6 }, (_, i) => i)), 16 * (2e6 + 1));
+  });
+});
 
 describe('a slow consumer paces the server', () => {
   it('256 MiB into a slow onChunk: at most maxBuffer waits, and the process grows by little', { timeout: 60000 }, async (t) => {
