@@ -77,7 +77,12 @@ export class ReadPauses {
   /** The socket paused, kept so that the same one is resumed, even once the connection has dropped it. */
   private _paused: PausableSocket | null = null;
   private _beat: ReturnType<typeof setTimeout> | undefined;
-  /** When the latest keepalive pong went (Date.now()): a consumer that takes a value now and then resumes the socket for a moment only, which reads nowhere near the server's ping, so the pongs keep their pace across pauses. */
+  /**
+   * When the latest keepalive pong went (`Date.now()`), across pauses: a
+   * consumer that takes a chunk now and then resumes the socket for a moment
+   * only, nowhere near long enough to read up to the server's ping, so the
+   * pongs must keep their pace however often the socket pauses.
+   */
   private _lastPong = 0;
   /** How many times the socket was paused: for the tests. */
   count = 0;
