@@ -218,6 +218,27 @@ describe('what frees a paused socket', () => {
     await within(2000, closed, "the socket's close");
   });
 
+  it('a dropped connection: the paused stream fails, and the new connection is read from the start', async (t) => {
+    const { WebSocket: Tracked, sockets } = trackingWebSocket();
+    const client = await connect(t, { WebSocket: Tracked, reconnect: { initialDelay: 10 } });
+    const stream = client.stream('bin.send', { chunk: MiB, chunks: 100000 });
+    await until(() => pauses(client).paused, 5000, 'the socket paused');
+    sockets[0].terminate();
+    await assert.rejects(async () => {
+      for await (const value of stream) void value;
+    }, (e) => e.type === 'ConnectionClosed');
+    assert.ok(!pauses(client).paused);
+    assert.equal(await within(5000, client.call('echo', 'again'), 'a call on the new connection'), 'again');
+    assert.equal(sockets.length, 2);
+    // The new socket is paced in its turn.
+    const next = client.stream('bin.send', { chunk: MiB, chunks: 100000 });
+    await until(() => pauses(client).paused, 5000, 'the new socket paused');
+    assert.equal(pauses(client).count, 2);
+    assert.equal(sockets[1].isPaused, true);
+    next.cancel();
+    assert.equal(sockets[1].isPaused, false);
+  });
+
   it("the server's heartbeat does not drop a paused connection: the keepalive pongs answer for it", { timeout: 30000 }, async (t) => {
     const beating = await startServer({ pingInterval: 0.2, pingTimeout: 0.5 });
     t.after(() => beating.stop());
