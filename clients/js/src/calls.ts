@@ -13,6 +13,7 @@ import type { Connection, Queued } from './connection.js';
 import { IgorError } from './errors.js';
 import type { WireError } from './errors.js';
 import type { CallOptions } from './options.js';
+import { DEFAULT_MAX_STREAM_BUFFER, ReadPauses } from './pacing.js';
 import { IgorStream } from './stream.js';
 import type { StreamOwner } from './stream.js';
 
@@ -33,17 +34,23 @@ export class Calls implements StreamOwner {
   private readonly _open = new Map<number, Entry>();
   /** The errors close() ended streams with: expected, so not reported as unhandled. */
   private readonly _closeErrors = new WeakSet<IgorError>();
+  /** The socket's reading, paused while a stream's consumer is slow. */
+  readonly pauses: ReadPauses;
 
   /**
    * @param _connection - the client's connection.
    * @param _defaultTimeout - the client's `timeout` option.
    * @param _reportError - the client's onError, for a stream error no subscriber takes.
+   * @param maxStreamBuffer - the client's `maxStreamBuffer`: each new stream's bound.
    */
   constructor(
     private readonly _connection: Connection,
     private readonly _defaultTimeout: number | undefined,
     private readonly _reportError: (error: IgorError) => void,
-  ) {}
+    readonly maxStreamBuffer: number = DEFAULT_MAX_STREAM_BUFFER,
+  ) {
+    this.pauses = new ReadPauses(() => _connection.socket);
+  }
 
   /** A new call of `action`; the arguments are checked already. */
   start<T>(action: string, data: unknown, options: CallOptions | undefined): IgorStream<T> {
@@ -165,6 +172,10 @@ export class Calls implements StreamOwner {
     if (!entry) return;
     this._forget(entry);
     if (entry.sent) this._cancelOnServer(entry);
+  }
+
+  paceStream(stream: IgorStream<unknown>, over: boolean): void {
+    this.pauses.hold(stream, over);
   }
 
   sendInput(stream: IgorStream<unknown>, input: { data: unknown } | { end: true }): void {

@@ -46,6 +46,7 @@ export function checkClientArguments(url: unknown, options: unknown): asserts op
   }
   if (o.timeout !== null) checkAmount('IgorClient: options.timeout', o.timeout);
   checkAmount('IgorClient: options.maxQueuedBytes', o.maxQueuedBytes, { positive: true });
+  checkAmount('IgorClient: options.maxStreamBuffer', o.maxStreamBuffer, { positive: true });
   checkAmount('IgorClient: options.connectTimeout', o.connectTimeout, { positive: true });
   if (o.autoConnect !== undefined && typeof o.autoConnect !== 'boolean') fail('IgorClient: options.autoConnect', 'a boolean', o.autoConnect);
   if (o.WebSocket !== undefined && typeof o.WebSocket !== 'function') fail('IgorClient: options.WebSocket', 'a WebSocket class', o.WebSocket);

@@ -94,7 +94,7 @@ export class IgorClient<A = any> {
     // No token given (null is "none"): in a page, the one its address's #token= fragment carries.
     const token = options.token === undefined ? tokenFromLocation() : options.token;
     this._connection = new Connection(url, { ...options, token }, host);
-    this._calls = new Calls(this._connection, options.timeout ?? undefined, (error) => this._reportError(error));
+    this._calls = new Calls(this._connection, options.timeout ?? undefined, (error) => this._reportError(error), options.maxStreamBuffer);
     this._pushes = new PushListeners((error) => this._reportError(error));
     this._exposed = new ExposedFunctions((payload) => this._connection.write(payload), this._connection);
     if (options.autoConnect !== false) this._connection.open();

@@ -140,6 +140,7 @@ export class Connection {
     this._shutdown(undefined, 'the client was closed');
   }
 
+  get socket(): WebSocketLike | null { return this._socket; } // for pacing.ts, which pauses its reading for a slow consumer
   /** The protocol the server chose for the current (or latest) connection: 3, 2 or 1; 0 before any opened. */
   get protocol(): number {
     return this._protocol;

@@ -91,6 +91,17 @@ export interface IgorClientOptions {
    */
   maxQueuedBytes?: number;
   /**
+   * The bytes of a stream's values that may wait for its `for await` loop (a
+   * `download`'s `onChunk`), or for its first consumer, before the client
+   * stops reading the connection until the loop takes one (default 8 MiB;
+   * `Infinity`: no bound). A slow consumer then paces the server's
+   * `out.send_file` / `send_chunks` instead of filling memory, at the price
+   * of holding up everything else on the connection meanwhile. Only in Node
+   * with `ws` 8.3 or later: elsewhere a WebSocket cannot stop reading, and
+   * what waits is unbounded. Per stream: {@link IgorStream.maxBuffer}.
+   */
+  maxStreamBuffer?: number;
+  /**
    * How long one attempt to connect may take, in ms (default 10000): the
    * WebSocket's opening handshake and, with `clientId`, the introduction. An
    * attempt still unfinished then is abandoned as `'ConnectionFailed'` and,

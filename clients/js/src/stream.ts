@@ -7,6 +7,7 @@
  */
 
 import { IgorError } from './errors.js';
+import { DEFAULT_MAX_STREAM_BUFFER, weightOf } from './pacing.js';
 
 /** Receives a stream's values and its end. Every member is optional, as in RxJS. */
 export interface StreamObserver<T> {
@@ -33,6 +34,10 @@ export interface StreamOwner {
   reportStreamError?(error: IgorError): void;
   /** Send one input message (`{"streamId", "data"}`), or the end of input (`{"streamId", "end": true}`). */
   sendInput?(stream: IgorStream<unknown>, message: { data: unknown } | { end: true }): void;
+  /** The {@link IgorStream.maxBuffer} of a new stream (the client's `maxStreamBuffer`). */
+  readonly maxStreamBuffer?: number;
+  /** The stream holds more than its bound, or no longer does: pause the socket's reading, or resume it (pacing.ts). */
+  paceStream?(stream: IgorStream<unknown>, over: boolean): void;
 }
 
 type Sink<T> = {
@@ -60,6 +65,11 @@ function reportLater(error: unknown): void {
  * The stream ends exactly once: complete (the server closed it, or you called
  * {@link IgorStream.cancel}), or error (an {@link IgorError}).
  *
+ * Values wait, until they are taken, in a `for await` loop's iterator (and
+ * for the first consumer); at most {@link maxBuffer} bytes of them: past that
+ * the client stops reading the connection, in Node with `ws`, until the loop
+ * takes one (see {@link maxBuffer}). Subscribers get each value as it comes.
+ *
  * A stream is also a channel the other way: {@link IgorStream.send} hands
  * values to the handler while the call runs (it reads them with
  * `out.receive()` or `for item in out`), and {@link IgorStream.end} tells it
@@ -81,6 +91,17 @@ export class IgorStream<T = unknown, I = unknown> implements AsyncIterable<T> {
   private _error: IgorError | undefined;
   private _hadConsumer = false;
   private _inputEnded = false;
+  private _maxBuffer: number;
+  /** Bytes waiting for the first consumer, in {@link _buffer}. */
+  private _bufferBytes = 0;
+  private _buffered = 0;
+  private _maxBuffered = 0;
+  /** The weight of the latest value to wait: the next one is guessed to be as large. */
+  private _latest = 0;
+  /** True while this stream has the socket paused. */
+  private _over = false;
+  /** True while subscribe() hands what waited to a new consumer. */
+  private _handing = false;
   /** @internal Told of the server's `read` acknowledgements (protocol 3): set by the upload helper that paces this stream. */
   _onRead: ((count: number) => void) | undefined;
 
@@ -89,6 +110,43 @@ export class IgorStream<T = unknown, I = unknown> implements AsyncIterable<T> {
     this._owner = owner;
     this.id = id;
     this.action = action;
+    this._maxBuffer = owner.maxStreamBuffer ?? DEFAULT_MAX_STREAM_BUFFER;
+  }
+
+  /**
+   * The bytes of values that may wait to be taken (8 MiB unless the client's
+   * `maxStreamBuffer` says otherwise; `Infinity`: no bound). When the next
+   * value would not fit, the client stops reading the connection until the
+   * `for await` loop takes one, cancels, or the stream ends: the server's
+   * `out.send_file` / `send_chunks` then waits, paced by the loop, instead of
+   * filling this process's memory. Meanwhile nothing else on the connection
+   * is read (other calls' values, pushes): head-of-line blocking, the price.
+   * A single value larger than the bound still comes, alone. The bound can be
+   * passed by what the WebSocket had read already when it stopped (`ws`
+   * delivers the messages of its last read, at most 64 KiB of them).
+   *
+   * Only Node with `ws` 8.3 or later can stop reading: a browser's WebSocket,
+   * Electron's renderer and Node's global WebSocket cannot, and there (as
+   * with an older `ws`) what waits is unbounded.
+   */
+  get maxBuffer(): number {
+    return this._maxBuffer;
+  }
+
+  set maxBuffer(bytes: number) {
+    if (typeof bytes !== 'number' || !(bytes > 0)) throw new TypeError(`maxBuffer must be a positive number of bytes, got ${String(bytes)}`);
+    this._maxBuffer = bytes;
+    this._pace();
+  }
+
+  /** About the bytes of values that have arrived and wait to be taken: binary exactly, JSON roughly (its strings). */
+  get buffered(): number {
+    return this._buffered;
+  }
+
+  /** The most {@link buffered} has been. */
+  get maxBuffered(): number {
+    return this._maxBuffered;
   }
 
   /** True once the stream has ended (completed, cancelled or failed). */
@@ -190,7 +248,16 @@ export class IgorStream<T = unknown, I = unknown> implements AsyncIterable<T> {
     const buffered = this._buffer;
     this._buffer = null;
     this._sinks.push(sink);
-    if (buffered) for (const value of buffered) this._deliver(sink, value);
+    // What waited moves to this consumer (an iterator counts it again): the socket stays as it is meanwhile.
+    this._buffered -= this._bufferBytes;
+    this._bufferBytes = 0;
+    this._handing = true;
+    try {
+      if (buffered) for (const value of buffered) this._deliver(sink, value);
+    } finally {
+      this._handing = false;
+    }
+    this._pace();
     if (this._state !== 'open') this._finish(sink);
     return subscription;
   }
@@ -202,6 +269,7 @@ export class IgorStream<T = unknown, I = unknown> implements AsyncIterable<T> {
    */
   [Symbol.asyncIterator](): AsyncIterator<T> {
     const queue: T[] = [];
+    const weights: number[] = [];
     let ended = false;
     let failure: IgorError | undefined;
     let waiter: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void } | null = null;
@@ -211,7 +279,12 @@ export class IgorStream<T = unknown, I = unknown> implements AsyncIterable<T> {
           const w = waiter;
           waiter = null;
           w.resolve({ value, done: false });
-        } else queue.push(value);
+        } else {
+          const weight = weightOf(value);
+          queue.push(value);
+          weights.push(weight);
+          this._account(weight);
+        }
       },
       error: (e) => {
         ended = true;
@@ -234,7 +307,11 @@ export class IgorStream<T = unknown, I = unknown> implements AsyncIterable<T> {
     });
     const iterator: AsyncIterator<T> & AsyncIterable<T> = {
       next: () => {
-        if (queue.length > 0) return Promise.resolve({ value: queue.shift() as T, done: false });
+        if (queue.length > 0) {
+          const value = queue.shift() as T;
+          this._account(-weights.shift()!);
+          return Promise.resolve({ value, done: false });
+        }
         if (failure) {
           const e = failure;
           failure = undefined;
@@ -248,6 +325,8 @@ export class IgorStream<T = unknown, I = unknown> implements AsyncIterable<T> {
       return: () => {
         ended = true;
         queue.length = 0;
+        this._account(-weights.reduce((sum, weight) => sum + weight, 0));
+        weights.length = 0;
         failure = undefined;
         subscription.unsubscribe();
         if (waiter) {
@@ -283,7 +362,10 @@ export class IgorStream<T = unknown, I = unknown> implements AsyncIterable<T> {
   _push(value: T): void {
     if (this._state !== 'open') return;
     if (this._buffer) {
+      const weight = weightOf(value);
       this._buffer.push(value);
+      this._bufferBytes += weight;
+      this._account(weight);
       return;
     }
     for (const sink of this._sinks.slice()) this._deliver(sink, value);
@@ -294,12 +376,32 @@ export class IgorStream<T = unknown, I = unknown> implements AsyncIterable<T> {
     if (this._state !== 'open') return;
     this._state = how;
     this._error = error;
+    // Nothing more comes for it: it no longer holds the socket, whatever still waits to be taken.
+    this._pace();
     const sinks = this._sinks;
     this._sinks = [];
     for (const sink of sinks) this._finish(sink);
     // Sinks that subscribe later are finished in subscribe(); keep only a
     // buffer for a consumer that has not come yet.
     if (this._hadConsumer) this._buffer = null;
+  }
+
+  /** `weight` bytes more wait (fewer, when negative). */
+  private _account(weight: number): void {
+    this._buffered += weight;
+    if (weight > 0) {
+      this._latest = weight;
+      if (this._buffered > this._maxBuffered) this._maxBuffered = this._buffered;
+    }
+    this._pace();
+  }
+
+  /** Tell the owner when this stream goes over its bound (the next value would not fit), or back under. */
+  private _pace(): void {
+    const over = this._state === 'open' && this._buffered > 0 && this._buffered + this._latest > this._maxBuffer;
+    if (over === this._over || this._handing) return;
+    this._over = over;
+    this._owner.paceStream?.(this as IgorStream<unknown>, over);
   }
 
   private _deliver(sink: Sink<T>, value: T): void {

@@ -53,7 +53,10 @@ export interface DownloadOptions {
    * Take each chunk as it comes instead of joining them (bounded memory for
    * large downloads): write it to a file, a stream, a `MediaSource`. A promise
    * it returns is awaited before the next chunk is handed over, and the
-   * download resolves once the last one settled.
+   * download resolves once the last one settled. Meanwhile chunks wait, up to
+   * the client's `maxStreamBuffer` (8 MiB); past that, in Node with `ws`, the
+   * client stops reading until one is taken, so the server sends at the pace
+   * of `onChunk` (elsewhere they wait unbounded: see {@link IgorStream.maxBuffer}).
    */
   onChunk?: (chunk: Uint8Array, info: TransferInfo) => void | PromiseLike<void>;
   /** Cancel the download: the stream is cancelled on the server and the promise rejects with type `'Aborted'`. */

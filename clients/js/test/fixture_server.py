@@ -1,6 +1,7 @@
 """A real Igor server for the igor-client tests.
 
-Usage: python3 fixture_server.py [--token TOKEN] [--static DIR] [--debug]
+Usage: python3 fixture_server.py [--token TOKEN] [--static DIR] [--debug] [--ping-interval S] [--ping-timeout S]
+       [--send-timeout S]
 
 Listens on a free port and prints `IGOR_READY {...}` once listening; shuts
 down when its stdin closes (the test process ends or kills it).
@@ -207,19 +208,32 @@ def bin_send(out, data):
 
     data['chunks'] chunks of data['chunk'] bytes.
     Byte i of the whole is i % 251, so the test can check every byte. data['delay']: seconds between chunks.
+    A cancel is noted under data['tag'] (see was_cancelled).
     """
     chunk = int(data.get('chunk', 1000))
     count = int(data.get('chunks', 3))
     delay = float(data.get('delay', 0))
     sized = data.get('sized', True)
     size = chunk * count if sized else None
-    out.send({'transfer': {'size': size, 'name': 'pattern.bin', 'type': 'application/octet-stream'}})
-    pattern = bytes(i % 251 for i in range(251 * 2 + chunk))
-    for index in range(count):
-        start = (index * chunk) % 251
-        out.send(pattern[start:start + chunk])
-        if delay and out.wait(delay):
-            return
+    tag = data.get('tag')
+    try:
+        out.send({'transfer': {'size': size, 'name': 'pattern.bin', 'type': 'application/octet-stream'}})
+        pattern = bytes(i % 251 for i in range(251 * 2 + chunk))
+        for index in range(count):
+            start = (index * chunk) % 251
+            out.send(pattern[start:start + chunk])
+            if delay and out.wait(delay):
+                return
+    finally:
+        if tag is not None and out.cancelled:
+            cancel_event(tag).set()
+
+
+def bin_texts(out, data):
+    """data['n'] JSON values {"text": "x" * data['size']}: many values holding strings, for the client's bound."""
+    text = 'x' * int(data.get('size', 8192))
+    for _ in range(int(data['n'])):
+        out.send({'text': text})
 
 
 def bin_file(out, data):
@@ -352,7 +366,7 @@ API = flatten({
     'session': {'set': session_set, 'get': session_get},
     'clients': {'wait_gone': wait_gone},
     'bin': {'shape': bin_shape, 'make': bin_make, 'yield': bin_yield, 'inputs': bin_inputs, 'save': bin_save,
-            'send': bin_send, 'file': bin_file, 'receive': bin_receive, 'error': bin_error},
+            'send': bin_send, 'texts': bin_texts, 'file': bin_file, 'receive': bin_receive, 'error': bin_error},
     'pid': pid,
     'rss': rss,
 })
@@ -363,6 +377,9 @@ def main():
     parser.add_argument('--token')
     parser.add_argument('--static')
     parser.add_argument('--debug', action='store_true')
+    parser.add_argument('--ping-interval', type=float, default=20.0)
+    parser.add_argument('--ping-timeout', type=float, default=20.0)
+    parser.add_argument('--send-timeout', type=float, default=10.0)
     args = parser.parse_args()
     server = IgorServer(api=API, config={
         'port': 0,
@@ -372,6 +389,9 @@ def main():
         'exit_with_parent': True,
         'debug': args.debug,
         'session_timeout': 30.0,
+        'ping_interval': args.ping_interval,
+        'ping_timeout': args.ping_timeout,
+        'send_timeout': args.send_timeout,
     })
     server.add_process('ticker', Ticker())
     server.add_process('notifier', Notifier())

@@ -15,13 +15,18 @@ const PYTHONPATH = [REPO_ROOT, process.env.PYTHONPATH].filter(Boolean).join(deli
 
 /**
  * Start fixture_server.py and resolve with { url, port, token, child, stop }
- * once it prints its IGOR_READY line (at most `timeout` ms).
+ * once it prints its IGOR_READY line (at most `timeout` ms). `pingInterval`,
+ * `pingTimeout`: the server's heartbeat, in seconds (20 and 20 by default);
+ * `sendTimeout`: how long its backlog for a client may stand still (10).
  */
-export function startServer({ token, staticDir, debug = false, timeout = 20000 } = {}) {
+export function startServer({ token, staticDir, debug = false, timeout = 20000, pingInterval, pingTimeout, sendTimeout } = {}) {
   const args = [FIXTURE];
   if (token) args.push('--token', token);
   if (staticDir) args.push('--static', staticDir);
   if (debug) args.push('--debug');
+  if (pingInterval !== undefined) args.push('--ping-interval', String(pingInterval));
+  if (pingTimeout !== undefined) args.push('--ping-timeout', String(pingTimeout));
+  if (sendTimeout !== undefined) args.push('--send-timeout', String(sendTimeout));
   const child = spawn(PYTHON, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, PYTHONPATH, PYTHONUNBUFFERED: '1' } });
   let stderr = '';
   child.stderr.on('data', (chunk) => {
@@ -66,6 +71,18 @@ export function within(ms, promise, what = 'operation') {
       timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms);
     }),
   ]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Resolve once `condition()` is true, looking every few ms; reject after `ms`.
+ * For states that fire no event (a stream's buffered bytes, a paused socket).
+ */
+export async function until(condition, ms = 5000, what = 'condition') {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`${what}: not reached within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
 }
 
 /** Resolve with the first status event of `client` whose status is `status`. */

@@ -213,6 +213,7 @@ describe('misuse throws a native TypeError that names what is wrong', () => {
       reconnect: 'yes',
       timeout: '5000',
       maxQueuedBytes: -1,
+      maxStreamBuffer: 0,
       connectTimeout: 0,
       autoConnect: 'false',
       WebSocket: 'ws',

@@ -13,6 +13,7 @@ const igor = new IgorClient('ws://127.0.0.1:5678', {
   reconnect: { initialDelay: 100, maxDelay: 1000, factor: 2, jitter: 0.5, maxAttempts: 5 },
   timeout: 1000,
   maxQueuedBytes: 1 << 20,
+  maxStreamBuffer: 4 << 20,
   connectTimeout: 5000,
   autoConnect: false,
 });
@@ -22,6 +23,8 @@ const greeting: Promise<string> = igor.call<string>('hello', { name: 'Ada' }, { 
 const numbers: IgorStream<number> = igor.stream<number>('jobs.count', { n: 3 });
 const subscription = numbers.subscribe({ next: (n: number) => n + 1, error: (e: IgorError) => e.code, complete: () => undefined });
 subscription.unsubscribe();
+numbers.maxBuffer = 1 << 20;
+const waiting: number = numbers.buffered + numbers.maxBuffered;
 numbers.cancel();
 async function iterate(): Promise<number> {
   let sum = 0;
