@@ -1,5 +1,5 @@
 /**
- * Reading paced by the slowest consumer (issue #19). The values of a stream
+ * Reading paced by the slowest consumer. The values of a stream
  * wait in its `for await` iterator, or for its first consumer, until they
  * are taken; past {@link DEFAULT_MAX_STREAM_BUFFER} bytes of them the client
  * stops reading the socket (`ws`'s `pause()`), so TCP fills, the server's
