@@ -31,6 +31,9 @@ __all__ = ["Reconnect", "Reconnecting", "CLOSE_SERVICE_RESTART"]
 
 log = logging.getLogger("igor.client")
 
+# Its own generator, so that the jitter neither draws from nor disturbs an application's seeded ``random``.
+_jitter = random.Random()
+
 # RFC 6455's Service Restart: what igor dev closes with when it reloads the backend.
 CLOSE_SERVICE_RESTART = 1012
 
@@ -80,7 +83,7 @@ class Reconnect:
             if base >= self.max_delay:
                 break
             base *= self.factor
-        return min(base, self.max_delay) * (1 - self.jitter * random.random())
+        return min(base, self.max_delay) * (1 - self.jitter * _jitter.random())
 
 
 class Reconnecting:

@@ -42,6 +42,14 @@ def wait_for(condition, timeout=5.0, interval=0.01, message="condition"):
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
 
 
+@pytest.fixture(autouse=True)
+def no_client_left_reconnecting():
+    """A Python client left reconnecting by a test would retry for ever beside the tests that follow."""
+    yield
+    wait_for(lambda: not [t for t in threading.enumerate() if t.name == "igor-client-reconnect"],
+             message="every reconnecting client to be closed by its test")
+
+
 @pytest.fixture
 def start_server():
     """Start servers on ephemeral ports; every one is shut down after the test."""

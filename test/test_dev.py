@@ -163,8 +163,9 @@ def test_an_edit_reloads_on_the_same_port_and_the_session_comes_back(app, dev):
     assert dev.process.stdout.read() == ""  # one ready line, for the first backend only
 
 
-def test_a_python_client_with_reconnect_comes_back_by_itself_with_its_session(app, dev):
+def test_a_python_client_with_reconnect_comes_back_by_itself_with_its_session(app, dev, request):
     window = dev.client(client_id="window", reconnect=True)
+    request.addfinalizer(window.close)  # else it would try to reconnect after this test's igor dev is gone
     assert window.call("remember", {"n": 2}) is True
     slow = iter(window.stream("slow"))
     assert next(slow) == "started"
