@@ -15,31 +15,8 @@ import logging
 import warnings
 from typing import TYPE_CHECKING, Any, List
 
-from .exceptions import (
-    BackendReloaded,
-    BinaryUnsupported,
-    CallTimeout,
-    ClientIdTaken,
-    ConfigError,
-    ConnectionClosed,
-    ConnectionFailed,
-    IgorError,
-    InboxFull,
-    InputEnded,
-    InputTimeout,
-    OverBudget,
-    ProtocolError,
-    RemoteError,
-    StreamCancelled,
-    StreamClosed,
-    StreamIdInUse,
-    TooManyStreams,
-    UnknownAction,
-    UnknownCall,
-    UnknownClient,
-    UnknownProcess,
-    UnknownStream,
-)
+from . import exceptions
+from .exceptions import *  # noqa: F403 (every exception is public; exceptions.__all__ lists them)
 from .version import __version__ as __version__
 
 if TYPE_CHECKING:
@@ -68,30 +45,8 @@ __all__ = [
     "ProcessOutput",
     "ConnectedClient",
     "Reconnect",
-    "IgorError",
-    "ProtocolError",
-    "UnknownAction",
-    "StreamIdInUse",
-    "ClientIdTaken",
-    "StreamClosed",
-    "StreamCancelled",
-    "UnknownClient",
-    "ConfigError",
-    "RemoteError",
-    "ConnectionClosed",
-    "BackendReloaded",
-    "CallTimeout",
-    "ConnectionFailed",
-    "TooManyStreams",
-    "InboxFull",
-    "OverBudget",
-    "BinaryUnsupported",
-    "UnknownStream",
-    "UnknownProcess",
-    "UnknownCall",
-    "InputEnded",
-    "InputTimeout",
 ]
+__all__ += exceptions.__all__
 
 
 # Each name is imported from its module when first asked for, so that the
