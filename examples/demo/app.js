@@ -11,9 +11,8 @@
 // @ts-check
 
 import { IgorClient } from './lib/index.js';
-
-/** @type {(id: string) => any} The page's elements, left untyped: the checks are for the calls. */
-const $ = (id) => document.getElementById(id);
+import { filesPanel } from './files.js';
+import { $, describeError, now, reportError, setBusy, toast } from './ui.js';
 
 // --- identity and connection -------------------------------------------------------
 
@@ -36,47 +35,6 @@ const igor = new IgorClient(url, { clientId, reconnect: true });
 
 // Expose the client for a developer's console (and for end-to-end tests).
 /** @type {any} */ (window).igor = igor;
-
-// --- small UI helpers ---------------------------------------------------------------
-
-function now() {
-  return new Date().toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
-}
-
-/** A short-lived message in the corner; kind 'error' for failures. */
-function toast(text, kind = 'info') {
-  const el = document.createElement('div');
-  el.className = kind === 'error' ? 'toast toast-error' : 'toast';
-  el.textContent = text;
-  el.setAttribute('data-testid', kind === 'error' ? 'toast-error' : 'toast');
-  el.title = 'Click to dismiss';
-  el.addEventListener('click', () => el.remove());
-  $('toasts').append(el);
-  setTimeout(() => el.remove(), kind === 'error' ? 8000 : 5000);
-}
-
-/** Text a person can read for any error the client hands us. */
-function describeError(error) {
-  if (error && typeof error === 'object') {
-    const message = error.message || String(error);
-    const bits = [];
-    if (error.type) bits.push(error.type);
-    if (error.code !== undefined && error.code !== null) bits.push(`code ${error.code}`);
-    return { message, detail: bits.join(' · ') };
-  }
-  return { message: String(error), detail: '' };
-}
-
-/** Errors a person did not ask to see (a lost connection) become a toast. */
-function reportError(context, error) {
-  const { message } = describeError(error);
-  toast(`${context}: ${message}`, 'error');
-}
-
-function setBusy(button, busy) {
-  button.disabled = busy;
-  button.setAttribute('aria-busy', busy ? 'true' : 'false');
-}
 
 // --- connection status and the lost-connection banner ------------------------------
 
@@ -455,73 +413,4 @@ $('whoami-button').addEventListener('click', () => void refreshWhoami());
 
 // --- binary: a picture made in Python, a file uploaded from the page ------------------
 
-let pictureSeed = 0;
-
-/** Ask Python for an RGBA gradient (bytes, sent as binary) and draw it as it came. */
-async function drawPicture() {
-  const canvas = /** @type {HTMLCanvasElement} */ ($('picture-canvas'));
-  try {
-    const picture = await igor.call('picture.make', { width: canvas.width, height: canvas.height, seed: pictureSeed });
-    const pixels = picture.pixels;
-    // A view over the received buffer (an ArrayBuffer: WebSocket messages are never shared memory), no copy.
-    const rgba = new Uint8ClampedArray(/** @type {ArrayBuffer} */ (pixels.buffer), pixels.byteOffset, pixels.byteLength);
-    const image = new ImageData(rgba, picture.width, picture.height);
-    canvas.getContext('2d')?.putImageData(image, 0, 0);
-    $('picture-info').textContent = `${picture.width}×${picture.height}, ${pixels.byteLength} bytes, seed ${picture.seed}`;
-    $('picture-canvas').dataset.seed = String(picture.seed);
-  } catch (error) {
-    reportError('Could not draw the picture', error);
-  }
-}
-
-$('picture-make').addEventListener('click', () => {
-  pictureSeed += 1;
-  void drawPicture();
-});
-
-igor.ready.then(() => drawPicture(), () => {});
-
-/** @type {AbortController | null} */
-let uploadController = null;
-
-function showUpload(state, text, done = 0, total = 0) {
-  const percent = total > 0 ? Math.round((100 * done) / total) : state === 'done' ? 100 : 0;
-  $('upload-progress').dataset.state = state;
-  $('upload-progress').setAttribute('aria-valuenow', String(percent));
-  $('upload-progress-bar').style.width = `${percent}%`;
-  $('upload-percent').textContent = `${percent}%`;
-  $('upload-status').textContent = text;
-  $('upload-status').dataset.state = state;
-}
-
-$('upload-input').addEventListener('change', async () => {
-  const file = /** @type {HTMLInputElement} */ ($('upload-input')).files?.[0];
-  if (!file) return;
-  uploadController?.abort();
-  const controller = (uploadController = new AbortController());
-  $('upload-cancel').disabled = false;
-  showUpload('running', `Uploading ${file.name}…`, 0, file.size);
-  try {
-    const saved = await igor.upload('files.upload', file, {
-      data: { name: file.name },
-      signal: controller.signal,
-      onProgress: (done, total) => showUpload('running', `Uploading ${file.name}…`, done, total ?? file.size),
-    });
-    const result = /** @type {import('./api').Saved} */ (saved);
-    showUpload('done', `Saved ${result.name}: ${result.bytes} bytes`, result.bytes, result.bytes);
-    $('upload-status').dataset.bytes = String(result.bytes);
-  } catch (error) {
-    if (controller.signal.aborted) showUpload('cancelled', 'Upload cancelled');
-    else {
-      showUpload('error', describeError(error).message);
-      reportError('Upload failed', error);
-    }
-  } finally {
-    if (uploadController === controller) {
-      uploadController = null;
-      $('upload-cancel').disabled = true;
-    }
-  }
-});
-
-$('upload-cancel').addEventListener('click', () => uploadController?.abort());
+filesPanel(igor);

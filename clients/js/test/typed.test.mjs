@@ -105,7 +105,7 @@ describe('the demo page', () => {
     // name off by one letter and a field whoami's value does not have.
     const dir = mkdtempSync(join(tmpdir(), 'igor-demo-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
-    copyFileSync(join(DEMO, 'api.d.ts'), join(dir, 'api.d.ts'));
+    for (const file of ['api.d.ts', 'ui.js', 'files.js']) copyFileSync(join(DEMO, file), join(dir, file));
     symlinkSync(join(DEMO, 'lib'), join(dir, 'lib'), 'dir');
     const app = readFileSync(join(DEMO, 'app.js'), 'utf8');
     const mutated = app.replace("igor.call('events.list')", "igor.call('events.lst')").replace('me.calls', 'me.visits');
