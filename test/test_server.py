@@ -603,7 +603,7 @@ def test_library_configures_no_root_logger():
 def test_public_names():
     for name in ("IgorServer", "IgorProcess", "flatten", "Stream", "ProcessOutput", "IgorClient", "CONFIG"):
         assert hasattr(igor, name)
-    from igor.core import flatten  # noqa: F401  the seed README's imports
+    from igor.core import flatten  # noqa: F401  the original Igor's README imports these
     from igor.server import CONFIG, IgorServer  # noqa: F401
 
 
