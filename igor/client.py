@@ -238,7 +238,8 @@ class IgorClient(Reconnecting):
         ``fn`` runs on a small pool of worker threads, never on the reader, so
         a slow one holds up no stream or push; its return value (JSON) is the
         answer, and an exception it raises is sent back as the error the
-        server's caller gets as ``RemoteError``. Exposing a name again
+        server's caller gets as ``RemoteError`` (an :class:`~igor.IgorError`
+        with its code, type and ``data``). Exposing a name again
         replaces its function. Returns a function that removes it.
         """
         return self._exposed.add(name, fn)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 from .binary import Binary, dumps
 from .client_support import Listener, Observer, safely
-from .exceptions import ConnectionClosed, RemoteError
+from .exceptions import ConnectionClosed, IgorError, RemoteError
 from .protocol import client_reply_error_message, client_reply_message
 
 __all__ = ["Listeners", "Exposed", "EXPOSED_WORKERS"]
@@ -142,6 +142,19 @@ class Exposed:
         if workers is not None:
             workers.shutdown(wait=False, cancel_futures=True)
 
+    def _error_answer(self, call_id: Any, exc: Exception) -> Union[Message, str, Binary]:
+        """The answer for an exposed function's exception: an IgorError's code and data go with it."""
+        text, kind = str(exc) or type(exc).__name__, type(exc).__name__
+        if not isinstance(exc, IgorError):
+            return client_reply_error_message(call_id, text, 500, kind)
+        code = exc.code if 400 <= exc.code <= 599 else 500  # a close code (ConnectionClosed) is no answer's code
+        try:
+            return self._encode(client_reply_error_message(call_id, text, code, kind, exc.data))
+        except Exception:  # data the wire cannot carry: the error still gets through, without it
+            log.warning("the data of %s raised by an exposed function cannot be sent; answering without it",
+                        kind, exc_info=True)
+            return client_reply_error_message(call_id, text, code, kind)
+
     def _answer(self, call_id: Any, connection: int, action: Any, fn: Optional[Callable[[Any], Any]],
                 data: Any) -> None:
         answer: Union[Message, str, Binary]
@@ -153,7 +166,7 @@ class Exposed:
                 answer = self._encode(client_reply_message(call_id, fn(data)))
             except Exception as exc:
                 log.debug("exposed function %r failed", action, exc_info=True)
-                answer = client_reply_error_message(call_id, str(exc) or type(exc).__name__, 500, type(exc).__name__)
+                answer = self._error_answer(call_id, exc)
         with self._lock:
             if self._waiting.get(call_id) != connection:
                 return  # the server stopped waiting (a timeout, the connection ended): it wants no answer

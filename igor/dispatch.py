@@ -327,7 +327,7 @@ class Dispatcher:
             return reply.data
         if reply.code == 404 and reply.type == "UnknownAction":
             raise UnknownAction(f"client {client_id!r} exposes no function {action!r}: {reply.error}")
-        raise RemoteError(reply.error, reply.code, reply.type)
+        raise RemoteError(reply.error, reply.code, reply.type, data=reply.data)
 
     def _reply(self, client: ConnectedClient, peer: Peer, reply: Reply) -> None:
         with peer.lock:

@@ -88,7 +88,10 @@ class ProcessInput:
 
 @dataclass(frozen=True)
 class Reply:
-    """A client answers the server's call ``call_id``: ``data``, or an ``error`` message."""
+    """A client answers the server's call ``call_id``: ``data``, or an ``error`` message.
+
+    With ``error`` set, ``data`` is what the error carried (None when nothing).
+    """
 
     call_id: int
     data: Any = None
@@ -275,7 +278,7 @@ def _parse_reply(message: dict) -> Reply:
         raise ProtocolError("code must be an integer")
     if not isinstance(kind, str):
         raise ProtocolError("type must be a string")
-    return Reply(call_id, None, error or "Error", code, kind or "Error")
+    return Reply(call_id, message.get("data"), error or "Error", code, kind or "Error")
 
 
 def for_protocol(message: dict, protocol: int) -> dict:
@@ -402,9 +405,16 @@ def client_reply_message(call_id: int, data: Any) -> dict[str, Any]:
     return {"callId": call_id, "data": data}
 
 
-def client_reply_error_message(call_id: int, error: str, code: int = 500, type: str = "Error") -> dict[str, Any]:
-    """Answer the server's call ``call_id`` with an error (parsed as a :class:`Reply` with ``error`` set)."""
-    return {"callId": call_id, "error": error, "code": code, "type": type}
+def client_reply_error_message(call_id: int, error: str, code: int = 500, type: str = "Error",
+                               data: Any = None) -> dict[str, Any]:
+    """Answer the server's call ``call_id`` with an error (parsed as a :class:`Reply` with ``error`` set).
+
+    ``data`` is the value the error carries; None leaves the key out, as in the server's errors.
+    """
+    message: dict[str, Any] = {"callId": call_id, "error": error, "code": code, "type": type}
+    if data is not None:
+        message["data"] = data
+    return message
 
 
 def client_introduce_data(client_id: StreamId, resume: Optional[str] = None) -> dict[str, Any]:

@@ -159,11 +159,12 @@ class IgorServer:
 
         Blocks the calling thread (a handler or a process) until the client
         answers. Raises :class:`~igor.RemoteError` with the client's message
-        when its function fails, :class:`~igor.CallTimeout` after ``timeout``
-        seconds (the client is told to give up), :class:`~igor.UnknownClient`
-        for an id that is not connected, :class:`~igor.UnknownAction` when the
-        client exposes no such function, and :class:`~igor.ConnectionClosed`
-        when it disconnects first.
+        (and its error's data, if any, as ``.data``) when its function fails,
+        :class:`~igor.CallTimeout` after ``timeout`` seconds (the client is
+        told to give up), :class:`~igor.UnknownClient` for an id that is not
+        connected, :class:`~igor.UnknownAction` when the client exposes no
+        such function, and :class:`~igor.ConnectionClosed` when it
+        disconnects first.
         """
         return self.dispatcher.call_client(client_id, action, data, timeout)
 

@@ -12,7 +12,7 @@ import websocket
 import wsraw
 from conftest import wait_for
 
-from igor import BinaryUnsupported, ConnectionClosed, IgorProcess, RemoteError, StreamClosed
+from igor import BinaryUnsupported, ConnectionClosed, IgorError, IgorProcess, RemoteError, StreamClosed
 from igor.binary import unpack
 
 IMAGE = {"image": b"\x89PNG", "w": 2}
@@ -136,6 +136,71 @@ def test_call_client_carries_bytes_both_ways(start_server, connect):
     client.expose("twice", twice)
     assert client.call("ask") == {"back": b"abab", "arr": b"\x01\x02"}
     assert seen == [{"b": b"ab", "n": 1}]
+
+
+def test_an_exposed_functions_error_brings_its_data_to_call_client(start_server, connect, caplog):
+    caught = queue.Queue()
+
+    def ask_and_catch(out, data, client_id, server):
+        try:
+            server.call_client(client_id, data, None, timeout=10)
+        except RemoteError as exc:
+            caught.put(exc)
+
+    class DialogClosed(IgorError):
+        code = 409
+
+    def refuse(data):
+        raise DialogClosed("closed", data={"frame": b"\x00\xff", "n": [1, bytearray(b"z")]})
+
+    def refuse_with_what_json_cannot_carry(data):
+        raise IgorError("odd", data={"x": object()})
+
+    client = connect(start_server({"ask": ask_and_catch}))
+    client.expose("refuse", refuse)
+    client.expose("odd", refuse_with_what_json_cannot_carry)
+    client.call("ask", "refuse")
+    error = caught.get(timeout=5)
+    assert (str(error.args[0]), error.code, error.type) == ("closed", 409, "DialogClosed")
+    assert error.data == {"frame": b"\x00\xff", "n": [1, b"z"]}
+    # Data the wire cannot carry is left out, with a warning; the error itself still gets through.
+    with caplog.at_level(logging.WARNING, logger="igor.client"):
+        client.call("ask", "odd")
+        error = caught.get(timeout=5)
+    assert (str(error.args[0]), error.type, error.data) == ("odd", "IgorError", None)
+    assert any("cannot be sent" in record.getMessage() for record in caplog.records)
+
+
+def test_an_error_answer_by_hand_brings_its_data(start_server):
+    """The wire of docs/protocol.md: an error answer's "data", JSON under protocol 2, bytes under 3."""
+    server = start_server(api())
+    old = wsraw.connect(server.port, {"Sec-WebSocket-Protocol": "igor.v2"})
+    new, _ = v3(server.port)
+    wait_for(lambda: len(server.registry.clients()) == 2)
+    ids = {client.protocol: client.id for client in server.registry.clients()}
+    errors = queue.Queue()
+
+    def ask(client_id):
+        try:
+            server.call_client(client_id, "f", None, timeout=5)
+        except RemoteError as exc:
+            errors.put(exc)
+
+    threading.Thread(target=ask, args=(ids[2],)).start()
+    call = recv(old)
+    wsraw.send_frame(old, 1, json.dumps({"callId": call["callId"], "error": "no", "code": 410, "type": "Gone",
+                                         "data": {"why": ["json"]}}).encode())
+    error = errors.get(timeout=5)
+    assert (error.code, error.type, error.data) == (410, "Gone", {"why": ["json"]})
+    threading.Thread(target=ask, args=(ids[3],)).start()
+    call = recv(new)
+    send_binary(new, {"callId": call["callId"], "error": "no", "type": "Gone", "data": {"raw": None},
+                     "binary": [{"at": ["data", "raw"], "size": 3}]},
+                b"\x01\x02\x03")
+    error = errors.get(timeout=5)
+    assert (error.code, error.type, error.data) == (500, "Gone", {"raw": b"\x01\x02\x03"})
+    old.close()
+    new.close()
 
 
 # -- the wire, byte by byte --------------------------------------------------------
