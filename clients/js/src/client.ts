@@ -279,7 +279,8 @@ export class IgorClient<A = any> {
    * Let the server call `fn` by `name`: Python's
    * `server.call_client(client_id, name, data, timeout=30)` gets what `fn`
    * returns (or resolves to), or a `RemoteError` carrying the message of what
-   * it throws (an `Error`'s `name` becomes the error's type). `fn` runs
+   * it throws (an `Error`'s `name` becomes the error's type; an `IgorError`
+   * also sends its code and its `data`, binary included). `fn` runs
    * asynchronously, so a slow one (a dialog waiting for the user) holds up no
    * other stream or push. Its `signal` aborts when the server stops waiting
    * (the Python caller got `CallTimeout`) or the connection drops; the answer

@@ -11,10 +11,18 @@ import { IgorError } from './errors.js';
 import type { ExposedFunction } from './options.js';
 import { describe } from './util.js';
 
-/** The answer to a server call for a thrown value: its message, and its type (and code, for an IgorError). */
-function errorAnswer(error: unknown): { error: string; type: string; code?: number } {
+/**
+ * The answer to a server call for a thrown value: its message and its type (and, for an IgorError, its
+ * code and its data, which reaches Python as the `RemoteError`'s `data`).
+ */
+function errorAnswer(error: unknown, withData = true): { error: string; type: string; code?: number; data?: unknown } {
   if (error instanceof IgorError) {
-    return { error: error.message || error.type, type: error.type, ...(error.code >= 400 && error.code <= 599 ? { code: error.code } : {}) };
+    return {
+      error: error.message || error.type,
+      type: error.type,
+      ...(error.code >= 400 && error.code <= 599 ? { code: error.code } : {}),
+      ...(withData && error.data !== undefined && error.data !== null ? { data: error.data } : {}),
+    };
   }
   if (error instanceof Error) return { error: error.message || error.name, type: error.name || 'Error' };
   return { error: String(error), type: 'Error' };
@@ -67,7 +75,8 @@ export class ExposedFunctions {
     }
     const controller = new AbortController();
     this._calls.set(callId, controller);
-    const answer = (message: Record<string, unknown>): void => {
+    /** Send `message`; if it cannot go (not JSON, binary to an old server, too big), `fallback`, else the reason. */
+    const answer = (message: Record<string, unknown>, fallback?: Record<string, unknown>): void => {
       // Cancelled, or the connection it came on is gone: the server expects no answer.
       if (this._calls.get(callId) !== controller) return;
       this._calls.delete(callId);
@@ -83,14 +92,18 @@ export class ExposedFunctions {
         }
         payload = encoded.payload;
       } catch (error) {
-        payload = JSON.stringify({ callId, ...errorAnswer(error) });
+        if (fallback) console.warn('[igor-client]', `the data of the error thrown by ${JSON.stringify(action)} cannot be sent; answering without it:`, error);
+        payload = JSON.stringify({ callId, ...(fallback ?? errorAnswer(error)) });
       }
       this._write(payload);
     };
     // Through a promise: a synchronous throw is answered like a rejection, and nothing here waits for fn.
     new Promise<unknown>((resolve) => resolve(fn(m.data, controller.signal))).then(
       (result) => answer({ data: result === undefined ? null : result }),
-      (error: unknown) => answer(errorAnswer(error)),
+      (error: unknown) => {
+        const full = errorAnswer(error);
+        answer(full, 'data' in full ? errorAnswer(error, false) : undefined);
+      },
     );
   }
 

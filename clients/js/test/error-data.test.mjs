@@ -69,6 +69,31 @@ describe('IgorError.data', () => {
     assert.deepEqual(error.data, { dump: new Uint8Array([1, 2]), free: 0 });
   });
 
+  it("an exposed function's IgorError takes its data, bytes in place, to Python's RemoteError", async () => {
+    const offs = [
+      igor.expose('refuse', () => {
+        throw new IgorError('closed', 409, 'DialogClosed', { data: { frame: new Uint8Array([0, 255]), n: [1, new Blob(['z'])] } });
+      }),
+      igor.expose('odd', () => Promise.reject(new IgorError('odd', 500, 'Odd', { data: { n: 10n } }))),
+    ];
+    const warned = [];
+    const warn = console.warn;
+    console.warn = (...args) => warned.push(args.join(' '));
+    try {
+      assert.deepEqual(await within(5000, igor.call('ask_client', { name: 'refuse' }), 'refuse'), {
+        raised: 'RemoteError', message: 'closed', type: 'DialogClosed', code: 409, data: { frame: { bytes: '00ff' }, n: [1, { bytes: '7a' }] },
+      });
+      // Data the wire cannot carry (a BigInt) is left out with a warning; the error itself still gets through.
+      assert.deepEqual(await within(5000, igor.call('ask_client', { name: 'odd' }), 'odd'), {
+        raised: 'RemoteError', message: 'odd', type: 'Odd', code: 500,
+      });
+      assert.ok(warned.some((line) => line.includes('the data of the error thrown by "odd" cannot be sent')), warned.join('\n'));
+    } finally {
+      console.warn = warn;
+      for (const off of offs) off();
+    }
+  });
+
   it('RxJS call$ and the Angular service pass the IgorError on with its data', async () => {
     assertBadFrame(await rejection(firstValueFrom(call$(igor, 'bin.error', { bytes: [7, 0, 255] }))));
     const service = new IgorService(igor);

@@ -119,7 +119,8 @@ def hoard(out, data):
 def ask_client(out, data, server, client_id):
     """Calls the client's exposed function data['name'] with data['data'] and reports what came back.
 
-    Sends {result} or {raised: exception class name, message, type, code}.
+    Sends {result} or {raised: exception class name, message, type, code}, and the error's data
+    (see shape()) when it carried some.
     """
     try:
         result = server.call_client(client_id, data['name'], data.get('data'), timeout=float(data.get('timeout', 10)))
@@ -131,6 +132,7 @@ def ask_client(out, data, server, client_id):
             'message': str(error.args[0]) if error.args else '',
             'type': getattr(error, 'type', None),
             'code': getattr(error, 'code', None),
+            **({} if error.data is None else {'data': shape(error.data)}),
         })
     else:
         out.send(result if data.get('shape') else {'result': result})
