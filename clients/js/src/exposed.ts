@@ -15,13 +15,13 @@ import { describe } from './util.js';
  * The answer to a server call for a thrown value: its message and its type (and, for an IgorError, its
  * code and its data, which reaches Python as the `RemoteError`'s `data`).
  */
-function errorAnswer(error: unknown, withData = true): { error: string; type: string; code?: number; data?: unknown } {
+function errorAnswer(error: unknown): { error: string; type: string; code?: number; data?: unknown } {
   if (error instanceof IgorError) {
     return {
       error: error.message || error.type,
       type: error.type,
       ...(error.code >= 400 && error.code <= 599 ? { code: error.code } : {}),
-      ...(withData && error.data !== undefined && error.data !== null ? { data: error.data } : {}),
+      ...(error.data !== undefined && error.data !== null ? { data: error.data } : {}),
     };
   }
   if (error instanceof Error) return { error: error.message || error.name, type: error.name || 'Error' };
@@ -102,7 +102,8 @@ export class ExposedFunctions {
       (result) => answer({ data: result === undefined ? null : result }),
       (error: unknown) => {
         const full = errorAnswer(error);
-        answer(full, 'data' in full ? errorAnswer(error, false) : undefined);
+        const { data, ...bare } = full;
+        answer(full, data === undefined ? undefined : bare);
       },
     );
   }
